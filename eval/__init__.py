@@ -1,0 +1,1 @@
+"""lsr.eval: BEIR evaluation harness."""

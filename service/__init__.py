@@ -1,0 +1,1 @@
+"""lsr.service: the FastAPI search service."""

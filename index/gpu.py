@@ -1,0 +1,483 @@
+"""GPU scoring path: exact and Seismic-style approximate batch search with torch (CUDA or CPU).
+
+torch is imported lazily here and nowhere else in ``lsr.index``. The same code runs on the CPU,
+which is how CI tests it; ``device="cuda"`` without CUDA raises a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from lsr.sparse import SparseBatch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GpuIndex", "BlockLayout", "cuda_available"]
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the GPU scoring path needs torch: pip install 'lsr[gpu]'") from exc
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    return torch
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _resolve_devices(device) -> list:
+    torch = _torch()
+    if isinstance(device, (list, tuple)):
+        names = list(device)
+    elif device in ("cuda:all", "all"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device='cuda:all' asked for, but CUDA is not available on this machine")
+        names = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    else:
+        names = [device]
+    out = []
+    for name in names:
+        d = torch.device(name)
+        if d.type == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError(
+                    f"device={name!r} asked for, but CUDA is not available (torch {torch.__version__}); "
+                    "use device='cpu' for the same code path on the CPU"
+                )
+            if d.index is not None and d.index >= torch.cuda.device_count():
+                raise RuntimeError(f"device={name!r} asked for, but only {torch.cuda.device_count()} GPUs are visible")
+        out.append(d)
+    return out
+
+
+@dataclass
+class BlockLayout:
+    """Seismic's block structure as flat arrays (rows are the forward index's rows).
+
+    ``term_ptr[t]:term_ptr[t+1]`` are term ``t``'s blocks; ``block_ptr[b]:block_ptr[b+1]`` index
+    ``block_docs``; block ``b``'s summary is CSR row ``b`` of (``sum_ptr``, ``sum_idx``, ``sum_val``).
+    """
+
+    term_ptr: np.ndarray
+    block_ptr: np.ndarray
+    block_docs: np.ndarray
+    sum_ptr: np.ndarray
+    sum_idx: np.ndarray
+    sum_val: np.ndarray
+
+    @classmethod
+    def from_postings(
+        cls, docs: SparseBatch, *, n_postings: int = 1000, block_size: int = 16, summary_energy: float = 1.0
+    ) -> "BlockLayout":
+        """A simple reference blocking: each term's top ``n_postings`` docs, in value order, cut into
+        fixed-size blocks, summaries = coordinate-wise max cut to ``summary_energy`` of the mass.
+
+        Used by tests and when no Seismic index is at hand; :meth:`GpuIndex.from_index` reuses the
+        Seismic index's own clustered blocks instead.
+        """
+        csc = docs.to_scipy().tocsc()
+        csr = docs.to_scipy()
+        term_ptr = [0]
+        block_ptr = [0]
+        block_docs: list[np.ndarray] = []
+        s_ptr = [0]
+        s_idx: list[np.ndarray] = []
+        s_val: list[np.ndarray] = []
+        for t in range(docs.dim):
+            lo, hi = csc.indptr[t], csc.indptr[t + 1]
+            rows = csc.indices[lo:hi]
+            vals = csc.data[lo:hi]
+            if rows.size > n_postings:
+                keep = np.argpartition(-vals, n_postings - 1)[:n_postings]
+                rows, vals = rows[keep], vals[keep]
+            order = np.argsort(-vals, kind="stable")
+            rows = rows[order]
+            for s in range(0, rows.size, block_size):
+                blk = np.sort(rows[s : s + block_size])
+                block_docs.append(blk)
+                block_ptr.append(block_ptr[-1] + blk.size)
+                sub = csr[blk]
+                summ = np.asarray(sub.max(axis=0).todense()).ravel()
+                nz = np.flatnonzero(summ)
+                v = summ[nz]
+                if summary_energy < 1.0 and v.size:
+                    o = np.argsort(-v, kind="stable")
+                    cum = np.cumsum(v[o])
+                    n_keep = int(np.searchsorted(cum, summary_energy * cum[-1]) + 1)
+                    sel = np.sort(o[:n_keep])
+                    nz, v = nz[sel], v[sel]
+                s_idx.append(nz.astype(np.int32))
+                s_val.append(v.astype(np.float32))
+                s_ptr.append(s_ptr[-1] + nz.size)
+            term_ptr.append(len(block_ptr) - 1)
+        cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
+        return cls(
+            np.asarray(term_ptr, np.int64),
+            np.asarray(block_ptr, np.int64),
+            cat(block_docs, np.int64),
+            np.asarray(s_ptr, np.int64),
+            cat(s_idx, np.int32),
+            cat(s_val, np.float32),
+        )
+
+
+@dataclass
+class _Shard:
+    device: object
+    row_offset: int
+    n_rows: int
+    fwd: object  # torch sparse CSR (n_rows, dim), float32
+    fwd_ptr: object
+    fwd_idx: object
+    fwd_val: object
+    term_ptr: object = None
+    block_ptr: object = None
+    block_docs: object = None
+    sum_ptr: object = None
+    sum_idx: object = None
+    sum_val: object = None
+    bytes: int = 0
+
+
+@dataclass
+class GpuHits:
+    ids: np.ndarray
+    scores: np.ndarray
+    rows: np.ndarray
+    timings: dict = field(default_factory=dict)
+
+    def __iter__(self):
+        yield self.ids
+        yield self.scores
+
+
+class GpuIndex:
+    """Batch scoring of a sparse collection on one or more devices.
+
+    The forward index (and, for the approximate path, Seismic's block summaries) live on the
+    device; documents are split into contiguous shards, one per device, and top-k lists merged.
+
+    >>> gi = GpuIndex.build(docs, device="cpu")              # or "cuda", "cuda:all", ["cuda:0", "cuda:1"]
+    >>> hits = gi.search(queries, k=10)                      # exact
+    >>> hits = gi.search(queries, k=10, mode="approx", query_cut=10, heap_factor=0.8)
+    """
+
+    def __init__(self, shards: list[_Shard], dim: int, n_rows: int, ids=None, layout: BlockLayout | None = None):
+        self._shards = shards
+        self.dim = dim
+        self.n_rows = n_rows
+        self._ids = None if ids is None else np.asarray(ids, dtype=object if _is_str_ids(ids) else np.int64)
+        self.has_blocks = layout is not None
+        self.upload_seconds = 0.0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        docs: SparseBatch,
+        ids: Sequence | None = None,
+        *,
+        device="cuda",
+        layout: BlockLayout | None = None,
+    ) -> "GpuIndex":
+        """Upload ``docs`` (and an optional :class:`BlockLayout`) to ``device``."""
+        torch = _torch()
+        if not isinstance(docs, SparseBatch):
+            raise TypeError(f"docs must be a SparseBatch, got {type(docs).__name__}")
+        devices = _resolve_devices(device)
+        t0 = time.perf_counter()
+        n = len(docs)
+        bounds = np.linspace(0, n, len(devices) + 1).round().astype(np.int64)
+        shards = []
+        for i, dev in enumerate(devices):
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            part = docs[lo:hi]
+            ptr = torch.from_numpy(part.indptr.copy()).to(dev)
+            idx = torch.from_numpy(part.indices.astype(np.int64)).to(dev)
+            val = torch.from_numpy(part.values.copy()).to(dev)
+            fwd = torch.sparse_csr_tensor(ptr, idx, val, size=(hi - lo, docs.dim), check_invariants=False)
+            sh = _Shard(dev, lo, hi - lo, fwd, ptr, idx, val)
+            sh.bytes = part.indptr.nbytes + part.nnz * (8 + 4)
+            if layout is not None:
+                _attach_blocks(sh, layout, lo, hi, torch)
+            shards.append(sh)
+        for d in devices:
+            if d.type == "cuda":
+                torch.cuda.synchronize(d)
+        gi = cls(shards, docs.dim, n, ids, layout)
+        gi.upload_seconds = time.perf_counter() - t0
+        return gi
+
+    @classmethod
+    def from_index(cls, index, *, device="cuda") -> "GpuIndex":
+        """Upload a built or loaded Seismic/Exact index; the Seismic blocks are reused as they are."""
+        docs = index.forward_batch() if hasattr(index, "forward_batch") else None
+        if docs is None:
+            raise TypeError(f"{type(index).__name__} does not expose its forward index (forward_batch())")
+        layout = index.block_layout() if hasattr(index, "block_layout") else None
+        ids = index.row_ids() if hasattr(index, "row_ids") else None
+        return cls.build(docs, ids, device=device, layout=layout)
+
+    # ------------------------------------------------------------------ search
+    def memory_bytes(self) -> int:
+        return int(sum(s.bytes for s in self._shards))
+
+    def search(
+        self,
+        queries: SparseBatch,
+        k: int = 10,
+        *,
+        mode: str = "exact",
+        query_cut: int = 10,
+        heap_factor: float = 0.8,
+        probe_blocks: int = 2,
+        tile: int = 256,
+        doc_tile: int = 1 << 21,
+    ) -> GpuHits:
+        """Top-``k`` for every query; ``(n, k)`` arrays, missing hits ``-1`` / ``-inf``.
+
+        ``mode="exact"``: sparse × dense product tiled over ``tile`` queries and ``doc_tile``
+        documents, so memory stays bounded for any batch. ``mode="approx"``: Seismic's idea on
+        the batch: score the block summaries of each query's top ``query_cut`` terms, estimate the
+        k-th score from the ``probe_blocks`` best blocks per term, keep blocks whose summary score
+        reaches ``heap_factor`` × that estimate, score their documents exactly, top-k.
+        Timings (``timings``) report seconds with and without host↔device copies.
+        """
+        torch = _torch()
+        if not isinstance(queries, SparseBatch):
+            raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
+        queries.check_dim(self.dim)
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if mode not in ("exact", "approx"):
+            raise ValueError(f"mode must be 'exact' or 'approx', got {mode!r}")
+        if mode == "approx" and not self.has_blocks:
+            raise ValueError("mode='approx' needs block summaries: build with layout= or from a SeismicIndex")
+        if tile <= 0 or doc_tile <= 0:
+            raise ValueError("tile and doc_tile must be positive")
+        k = int(k)
+        nq = len(queries)
+        out_rows = np.full((nq, k), -1, np.int64)
+        out_scores = np.full((nq, k), -np.inf, np.float32)
+        t_copy = 0.0
+        t_compute = 0.0
+        t_all = time.perf_counter()
+        for q0 in range(0, nq, tile):
+            qb = queries[q0 : q0 + tile]
+            per_shard = []
+            for sh in self._shards:
+                tc = time.perf_counter()
+                qdense = _dense_queries(qb, sh.device, torch)
+                _sync(sh.device, torch)
+                t_copy += time.perf_counter() - tc
+                tc = time.perf_counter()
+                if mode == "exact":
+                    s, r = _exact_shard(sh, qdense, k, doc_tile, torch)
+                else:
+                    s, r = _approx_shard(sh, qb, qdense, k, query_cut, heap_factor, probe_blocks, torch)
+                _sync(sh.device, torch)
+                t_compute += time.perf_counter() - tc
+                per_shard.append((s, r + sh.row_offset))
+            tc = time.perf_counter()
+            dev0 = self._shards[0].device
+            scores = torch.cat([s.to(dev0) for s, _ in per_shard], dim=1)
+            rows = torch.cat([r.to(dev0) for _, r in per_shard], dim=1)
+            kk = min(k, scores.shape[1])
+            top_s, pos = torch.topk(scores, kk, dim=1)
+            top_r = torch.gather(rows, 1, pos)
+            top_r = torch.where(torch.isfinite(top_s), top_r, torch.full_like(top_r, -1))
+            s_np = top_s.float().cpu().numpy()
+            r_np = top_r.cpu().numpy()
+            t_copy += time.perf_counter() - tc
+            _order_ties(s_np, r_np)
+            out_scores[q0 : q0 + len(qb), :kk] = s_np
+            out_rows[q0 : q0 + len(qb), :kk] = r_np
+        total = time.perf_counter() - t_all
+        ids = self._map_ids(out_rows)
+        return GpuHits(ids, out_scores, out_rows, {"total_s": total, "compute_s": t_compute, "copy_s": t_copy})
+
+    def _map_ids(self, rows: np.ndarray) -> np.ndarray:
+        if self._ids is None:
+            return rows.copy()
+        if self._ids.dtype == object:
+            out = np.full(rows.shape, None, dtype=object)
+        else:
+            out = np.full(rows.shape, -1, dtype=np.int64)
+        mask = rows >= 0
+        out[mask] = self._ids[rows[mask]]
+        return out
+
+
+def _is_str_ids(ids) -> bool:
+    return any(isinstance(x, str) for x in ids)
+
+
+def _sync(device, torch) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _order_ties(scores: np.ndarray, rows: np.ndarray) -> None:
+    """Make equal scores come out by row ascending, as ExactIndex does (in place)."""
+    for i in range(scores.shape[0]):
+        s, r = scores[i], rows[i]
+        if s.size > 1 and np.any(s[1:] == s[:-1]):
+            order = np.lexsort((np.where(r < 0, np.iinfo(np.int64).max, r), -s))
+            scores[i] = s[order]
+            rows[i] = r[order]
+
+
+def _dense_queries(qb: SparseBatch, device, torch):
+    """(n, dim) dense float32 query block on ``device`` (n is at most the tile size)."""
+    q = torch.zeros((len(qb), qb.dim), dtype=torch.float32)
+    if qb.nnz:
+        rows = torch.from_numpy(np.repeat(np.arange(len(qb)), qb.row_nnz()))
+        q[rows, torch.from_numpy(qb.indices.astype(np.int64))] = torch.from_numpy(qb.values)
+    return q.to(device, non_blocking=True)
+
+
+def _exact_shard(sh: _Shard, qdense, k: int, doc_tile: int, torch):
+    """Top-k over one shard: (docs × dim) CSR @ (dim × tile) dense, tiled over documents."""
+    nq = qdense.shape[0]
+    best_s = torch.full((nq, 0), -float("inf"), device=sh.device)
+    best_r = torch.zeros((nq, 0), dtype=torch.int64, device=sh.device)
+    qt = qdense.t().contiguous()
+    for d0 in range(0, sh.n_rows, doc_tile):
+        d1 = min(sh.n_rows, d0 + doc_tile)
+        if d0 == 0 and d1 == sh.n_rows:
+            part = sh.fwd
+        else:
+            lo, hi = int(sh.fwd_ptr[d0]), int(sh.fwd_ptr[d1])
+            part = torch.sparse_csr_tensor(
+                sh.fwd_ptr[d0 : d1 + 1] - lo, sh.fwd_idx[lo:hi], sh.fwd_val[lo:hi],
+                size=(d1 - d0, qdense.shape[1]), check_invariants=False,
+            )
+        scores = torch.sparse.mm(part, qt).t()  # (nq, docs in tile)
+        # A document that shares no term with the query is not a hit (as in ExactIndex).
+        scores = torch.where(scores > 0, scores, torch.full_like(scores, -float("inf")))
+        kk = min(k, d1 - d0)
+        s, r = torch.topk(scores, kk, dim=1)
+        best_s = torch.cat([best_s, s], dim=1)
+        best_r = torch.cat([best_r, r + d0], dim=1)
+        if best_s.shape[1] > k:
+            best_s, pos = torch.topk(best_s, k, dim=1)
+            best_r = torch.gather(best_r, 1, pos)
+    return best_s, best_r
+
+
+def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch) -> None:
+    """Keep, for this shard, each block's documents that fall in rows [lo, hi)."""
+    dev = sh.device
+    docs = layout.block_docs
+    keep = (docs >= lo) & (docs < hi)
+    blk_of = np.repeat(np.arange(layout.block_ptr.size - 1), np.diff(layout.block_ptr))
+    counts = np.bincount(blk_of[keep], minlength=layout.block_ptr.size - 1)
+    block_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    sh.term_ptr = torch.from_numpy(layout.term_ptr.astype(np.int64)).to(dev)
+    sh.block_ptr = torch.from_numpy(block_ptr).to(dev)
+    sh.block_docs = torch.from_numpy((docs[keep] - lo).astype(np.int64)).to(dev)
+    sh.sum_ptr = torch.from_numpy(layout.sum_ptr.astype(np.int64)).to(dev)
+    sh.sum_idx = torch.from_numpy(layout.sum_idx.astype(np.int64)).to(dev)
+    sh.sum_val = torch.from_numpy(layout.sum_val.astype(np.float32)).to(dev)
+    sh.bytes += sum(int(x.numel() * x.element_size()) for x in (
+        sh.term_ptr, sh.block_ptr, sh.block_docs, sh.sum_ptr, sh.sum_idx, sh.sum_val))
+
+
+def _expand(ptr, sel, torch):
+    """For ranges ptr[sel]:ptr[sel+1], return (owner position, flat element index)."""
+    starts = ptr[sel]
+    lens = ptr[sel + 1] - starts
+    total = int(lens.sum())
+    owner = torch.repeat_interleave(torch.arange(sel.numel(), device=sel.device), lens, output_size=total)
+    first = torch.cumsum(lens, 0) - lens
+    flat = starts[owner] + (torch.arange(total, device=sel.device) - first[owner])
+    return owner, flat
+
+
+def _score_pairs(pair_q, pair_doc, sh: _Shard, qdense, torch):
+    """Exact scores of (query, document) pairs on the forward index."""
+    owner, flat = _expand(sh.fwd_ptr, pair_doc, torch)
+    contrib = qdense[pair_q[owner], sh.fwd_idx[flat]] * sh.fwd_val[flat]
+    out = torch.zeros(pair_q.numel(), dtype=torch.float32, device=qdense.device)
+    out.index_add_(0, owner, contrib)
+    return out
+
+
+def _approx_shard(sh: _Shard, qb: SparseBatch, qdense, k, query_cut, heap_factor, probe_blocks, torch):
+    dev = sh.device
+    nq = len(qb)
+    # 1. each query's top `query_cut` terms
+    qv = qdense
+    c = min(query_cut, qv.shape[1])
+    w, terms = torch.topk(qv, c, dim=1)
+    q_of = torch.arange(nq, device=dev).repeat_interleave(c)
+    terms = terms.reshape(-1)
+    live = w.reshape(-1) > 0
+    q_of, terms = q_of[live], terms[live]
+    # 2. candidate blocks: all blocks of those terms, with their summary scores
+    tq_owner, blk = _expand(sh.term_ptr, terms, torch)
+    pair_q = q_of[tq_owner]
+    s_owner, s_flat = _expand(sh.sum_ptr, blk, torch)
+    ssum = torch.zeros(blk.numel(), dtype=torch.float32, device=dev)
+    ssum.index_add_(0, s_owner, qdense[pair_q[s_owner], sh.sum_idx[s_flat]] * sh.sum_val[s_flat])
+    # 3. a first estimate of each query's k-th score from the best `probe_blocks` blocks per term
+    o1 = torch.argsort(-ssum, stable=True)
+    order = o1[torch.argsort(tq_owner[o1], stable=True)]  # by (query term, summary score desc)
+    group_len = torch.bincount(tq_owner, minlength=terms.numel())
+    group_start = torch.cumsum(group_len, 0) - group_len
+    rank = torch.arange(blk.numel(), device=dev) - group_start[tq_owner[order]]
+    probe = torch.zeros(blk.numel(), dtype=torch.bool, device=dev)
+    probe[order[rank < probe_blocks]] = True
+    theta = _kth_scores(pair_q[probe], blk[probe], sh, qdense, k, nq, torch)
+    # 4. keep blocks that can still matter; score their documents exactly
+    keep = ssum >= heap_factor * theta[pair_q]
+    keep |= probe
+    cand_q, cand_doc = _block_docs(pair_q[keep], blk[keep], sh, torch)
+    return _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch)
+
+
+def _block_docs(pair_q, blk, sh, torch):
+    owner, flat = _expand(sh.block_ptr, blk, torch)
+    q = pair_q[owner]
+    d = sh.block_docs[flat]
+    key = torch.unique(q * sh.n_rows + d)  # de-duplicate documents met in several blocks
+    return key // sh.n_rows, key % sh.n_rows
+
+
+def _kth_scores(pair_q, blk, sh, qdense, k, nq, torch):
+    cq, cd = _block_docs(pair_q, blk, sh, torch)
+    s, _ = _topk_pairs(cq, cd, sh, qdense, k, nq, torch)
+    kth = s[:, -1]
+    return torch.where(torch.isfinite(kth), kth, torch.zeros_like(kth))
+
+
+def _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch):
+    """Per-query top-k over a flat list of (query, doc) candidates (sorted by query)."""
+    dev = qdense.device
+    if cand_q.numel() == 0:
+        return (torch.full((nq, k), -float("inf"), device=dev), torch.full((nq, k), -1, dtype=torch.int64, device=dev))
+    scores = _score_pairs(cand_q, cand_doc, sh, qdense, torch)
+    scores = torch.where(scores > 0, scores, torch.full_like(scores, -float("inf")))
+    counts = torch.bincount(cand_q, minlength=nq)
+    width = max(int(counts.max()), k)
+    first = torch.cumsum(counts, 0) - counts
+    col = torch.arange(cand_q.numel(), device=dev) - first[cand_q]
+    mat = torch.full((nq, width), -float("inf"), device=dev)
+    mat[cand_q, col] = scores
+    rows = torch.full((nq, width), -1, dtype=torch.int64, device=dev)
+    rows[cand_q, col] = cand_doc
+    s, pos = torch.topk(mat, k, dim=1)
+    return s, torch.gather(rows, 1, pos)

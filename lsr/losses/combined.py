@@ -1,0 +1,59 @@
+"""The training objective: a ranking loss plus warmed-up sparsity regularisers on each side,
+returned as a dict of named terms (``loss``, ``ranking``, ``reg_doc``, ``reg_query``, λs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lsr.losses.flops import QuadraticWarmup
+
+__all__ = ["SparseRetrievalLoss"]
+
+
+class SparseRetrievalLoss(nn.Module):
+    r""":math:`\mathcal{L} = \mathcal{L}_\mathrm{rank} + \lambda_d(t)\,\ell(D) + \lambda_q(t)\,\ell(Q)`
+    with :math:`\lambda(t) = \lambda \min(1, t/T)^2` (:class:`QuadraticWarmup`).
+
+    ``reg_query=None`` (inference-free: the query side is a table, not a model) drops the query term.
+    ``forward(q (B, V), docs (B, m, V), teacher_scores (B, m) | None, step)`` returns a dict whose
+    ``loss`` is the value to backpropagate; every other entry is detached for logging.
+    """
+
+    def __init__(
+        self,
+        ranking: nn.Module,
+        reg_doc: nn.Module | None = None,
+        reg_query: nn.Module | None = None,
+        lambda_doc: float = 0.0,
+        lambda_query: float = 0.0,
+        warmup_steps: int = 0,
+        ranking_weight: float = 1.0,
+    ):
+        super().__init__()
+        self.ranking = ranking
+        self.reg_doc = reg_doc
+        self.reg_query = reg_query
+        self.lambda_doc = QuadraticWarmup(lambda_doc, warmup_steps)
+        self.lambda_query = QuadraticWarmup(lambda_query, warmup_steps)
+        self.ranking_weight = float(ranking_weight)
+
+    def forward(self, q, docs, teacher_scores=None, step: int = 0) -> dict[str, torch.Tensor]:
+        rank = self.ranking(q, docs, teacher_scores)
+        total = self.ranking_weight * rank
+        out = {"ranking": rank.detach()}
+        if self.reg_doc is not None:
+            ld = self.lambda_doc(step)
+            rd = self.reg_doc(docs)
+            total = total + ld * rd
+            out["reg_doc"] = rd.detach()
+            out["lambda_doc"] = torch.tensor(ld)
+        if self.reg_query is not None:
+            lq = self.lambda_query(step)
+            rq = self.reg_query(q)
+            total = total + lq * rq
+            out["reg_query"] = rq.detach()
+            out["lambda_query"] = torch.tensor(lq)
+        out["loss"] = total
+        return out

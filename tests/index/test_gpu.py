@@ -1,0 +1,115 @@
+"""The GPU scoring path, run on the CPU through the same API (CI has no GPU)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+torch = pytest.importorskip("torch")
+
+from lsr.sparse import SparseBatch  # noqa: E402
+from lsr.index.gpu import BlockLayout, GpuIndex, cuda_available  # noqa: E402
+
+
+def _data(n_docs=1500, n_q=37, dim=400, seed=0):
+    rng = np.random.default_rng(seed)
+    D = sp.random(n_docs, dim, density=0.04, random_state=rng, format="csr", dtype=np.float32)
+    Q = sp.random(n_q, dim, density=0.03, random_state=rng, format="csr", dtype=np.float32)
+    return SparseBatch.from_scipy(D), SparseBatch.from_scipy(Q)
+
+
+def _brute(docs, qs, k):
+    S = (qs.to_scipy() @ docs.to_scipy().T).toarray()
+    rows = np.full((len(qs), k), -1)
+    scores = np.full((len(qs), k), -np.inf, np.float32)
+    for i, s in enumerate(S):
+        order = np.lexsort((np.arange(s.size), -s))
+        order = order[s[order] > 0][:k]
+        rows[i, : order.size] = order
+        scores[i, : order.size] = s[order]
+    return rows, scores
+
+
+@pytest.fixture(scope="module")
+def data():
+    docs, qs = _data()
+    return docs, qs, BlockLayout.from_postings(docs, n_postings=10**9, block_size=8)
+
+
+@pytest.mark.parametrize("tile,doc_tile", [(256, 1 << 21), (8, 100), (37, 1500), (5, 499)])
+def test_exact_equals_brute_force_across_tilings(data, tile, doc_tile):
+    docs, qs, _ = data
+    gi = GpuIndex.build(docs, device="cpu")
+    hits = gi.search(qs, k=10, tile=tile, doc_tile=doc_tile)
+    rows, scores = _brute(docs, qs, 10)
+    np.testing.assert_array_equal(hits.rows, rows)
+    np.testing.assert_allclose(hits.scores, scores, rtol=1e-5)
+
+
+def test_exact_equals_exact_index(data):
+    from lsr.index import ExactIndex
+
+    docs, qs, _ = data
+    ids = [f"d{i}" for i in range(len(docs))]
+    ref = ExactIndex.build(docs, ids=ids).search(qs, k=10)
+    hits = GpuIndex.build(docs, ids, device="cpu").search(qs, k=10)
+    np.testing.assert_array_equal(hits.ids, ref.ids)
+    np.testing.assert_allclose(hits.scores, ref.scores, rtol=1e-5)
+
+
+def test_sharded_exact_and_approx_merge(data):
+    docs, qs, layout = data
+    rows, _ = _brute(docs, qs, 10)
+    gi = GpuIndex.build(docs, device=["cpu", "cpu", "cpu"], layout=layout)
+    np.testing.assert_array_equal(gi.search(qs, k=10, tile=16).rows, rows)
+    # Full summaries, every term, heap_factor 1: the summaries are upper bounds, so nothing is lost.
+    approx = gi.search(qs, k=10, mode="approx", query_cut=docs.dim, heap_factor=1.0)
+    np.testing.assert_array_equal(approx.rows, rows)
+
+
+def test_approx_recall_with_pruning(data):
+    docs, qs, _ = data
+    layout = BlockLayout.from_postings(docs, n_postings=200, block_size=8, summary_energy=0.6)
+    gi = GpuIndex.build(docs, device="cpu", layout=layout)
+    rows, _ = _brute(docs, qs, 10)
+    approx = gi.search(qs, k=10, mode="approx", query_cut=8, heap_factor=0.7)
+    recall = np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, (b >= 0).sum()) for a, b in zip(approx.rows, rows)])
+    assert recall >= 0.8
+    assert set(approx.timings) >= {"total_s", "compute_s", "copy_s"}
+
+
+def test_missing_hits_and_empty_queries(data):
+    docs, _, layout = data
+    qs = SparseBatch.from_dicts([{}, {0: 1.0}], dim=docs.dim)
+    gi = GpuIndex.build(docs, device="cpu", layout=layout)
+    for mode in ("exact", "approx"):
+        hits = gi.search(qs, k=20, mode=mode)
+        assert (hits.rows[0] == -1).all() and np.isneginf(hits.scores[0]).all()
+        n_match = int((docs.to_scipy()[:, 0] > 0).sum())
+        assert (hits.rows[1] >= 0).sum() == min(20, n_match)
+
+
+def test_bad_input(data):
+    docs, qs, _ = data
+    gi = GpuIndex.build(docs, device="cpu")
+    with pytest.raises(ValueError, match="k must be"):
+        gi.search(qs, k=0)
+    with pytest.raises(ValueError, match="needs block summaries"):
+        gi.search(qs, k=5, mode="approx")
+    with pytest.raises(ValueError, match="dim"):
+        gi.search(SparseBatch.from_dicts([{1: 1.0}], dim=docs.dim + 1), k=5)
+
+
+@pytest.mark.skipif(cuda_available(), reason="checks the error raised where CUDA is absent")
+def test_cuda_without_cuda_is_a_clear_error(data):
+    docs, _, _ = data
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        GpuIndex.build(docs, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(data):
+    docs, qs, layout = data
+    cpu = GpuIndex.build(docs, device="cpu").search(qs, k=10)
+    gpu = GpuIndex.build(docs, device="cuda", layout=layout).search(qs, k=10)
+    np.testing.assert_array_equal(gpu.rows, cpu.rows)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["PyseriniUnavailable", "prepare_java", "pyserini_available", "BM25Searcher", "bm25_run"]
+__all__ = ["PyseriniUnavailable", "prepare_java", "pyserini_available", "start_jvm", "BM25Searcher", "bm25_run"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,15 @@ class BM25Searcher:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.index_dir.rglob("*") if p.is_file())
+
+
+def start_jvm() -> None:
+    """Import pyserini and start the JVM (8-13 s), so timings that follow exclude it."""
+    prepare_java()
+    import pyserini.search.lucene  # noqa: F401
+    from pyserini.pyclass import autoclass
+
+    autoclass("io.anserini.index.IndexCollection")
 
 
 def bm25_run(ids, texts, queries, *, k: int = 1000, k1: float = 0.9, b: float = 0.4, threads: int = 1):

@@ -1,0 +1,527 @@
+"""Retrieval runs: encoder (or pre-encoded vectors) + index, or Pyserini BM25, over one dataset.
+
+A system is named by a short spec string (see :func:`parse_system`); several systems share the
+loaded corpus, and systems on the same encoder share its document vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lsr.sparse import SparseBatch, load_vectors, save_vectors
+
+from . import efficiency as eff
+from .data import Dataset
+from .metrics import evaluate, paired_test, write_trec_run
+
+__all__ = ["SystemSpec", "SystemResult", "parse_system", "run_system", "run_systems", "ScipyExactIndex"]
+
+log = logging.getLogger(__name__)
+
+ENCODER_KINDS = ("splade", "inference-free", "decoder", "encoder")
+INDEX_KINDS = ("exact", "seismic", "scipy")
+SEARCH_KEYS = {"query_cut", "heap_factor", "threads"}
+COMMON_KEYS = {"name", "index", "k", "batch_size", "docs", "queries", "query_encoder", "k1", "b"}
+
+
+@dataclass
+class SystemSpec:
+    """One system. ``kind`` is ``bm25``, ``vectors`` or an encoder kind (``splade``, ``encoder``
+    = detect from the folder, ...); ``model`` the encoder name/path; ``index`` the index type with
+    its build and search parameters."""
+
+    kind: str
+    model: str | None = None
+    name: str = ""
+    index: str = "exact"
+    build_params: dict = field(default_factory=dict)
+    search_params: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    spec: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "spec": self.spec, "kind": self.kind, "model": self.model, "name": self.name,
+            "index": self.index if self.kind != "bm25" else "lucene",
+            "build_params": self.build_params, "search_params": self.search_params, "options": self.options,
+        }
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_system(spec: str) -> SystemSpec:
+    """Parse ``KIND[:MODEL][,key=value...]``.
+
+    - ``bm25`` (options ``k1``, ``b``): Pyserini Lucene BM25;
+    - ``splade:splade-tiny``, ``inference-free:DIR``, ``decoder:DIR``, ``encoder:DIR`` (kind read
+      from the folder): ``lsr.models.SparseEncoder.load(MODEL)`` encodes documents and queries;
+    - ``vectors:DOCS.npz`` with ``queries=QUERIES.npz`` or ``query_encoder=MODEL``: pre-encoded vectors.
+    Options: ``name=`` (row label), ``index=exact|seismic|scipy``, ``k=`` (depth, default 1000),
+    ``batch_size=``; ``query_cut``, ``heap_factor``, ``threads`` go to ``search``; any other key
+    (``n_postings=``, ``centroid_fraction=``, ``summary_energy=``...) to the index's ``build``.
+
+    >>> s = parse_system("splade:splade-tiny,index=seismic,query_cut=10,n_postings=2000")
+    >>> s.kind, s.model, s.index, s.search_params, s.build_params
+    ('splade', 'splade-tiny', 'seismic', {'query_cut': 10}, {'n_postings': 2000})
+    """
+    parts = [p.strip() for p in spec.split(",")]
+    head, opts = parts[0], parts[1:]
+    kind, _, model = head.partition(":")
+    kind = kind.strip().lower()
+    if kind not in ("bm25", "vectors") + ENCODER_KINDS:
+        raise ValueError(
+            f"system {spec!r}: unknown kind {kind!r}; expected bm25, vectors or one of {', '.join(ENCODER_KINDS)}"
+        )
+    s = SystemSpec(kind=kind, model=model or None, spec=spec)
+    for o in opts:
+        if not o:
+            continue
+        key, eq, val = o.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ValueError(f"system {spec!r}: option {o!r} is not key=value")
+        v = _value(val.strip())
+        if key == "name":
+            s.name = str(val.strip())
+        elif key == "index":
+            if v not in INDEX_KINDS:
+                raise ValueError(f"system {spec!r}: index must be one of {INDEX_KINDS}, got {v!r}")
+            s.index = v
+        elif key in SEARCH_KEYS:
+            s.search_params[key] = v
+        elif key in COMMON_KEYS:
+            s.options[key] = v
+        else:
+            s.build_params[key] = v
+    if kind in ENCODER_KINDS and not s.model:
+        raise ValueError(f"system {spec!r}: name the model, e.g. {kind}:splade-tiny or {kind}:/path/to/checkpoint")
+    if kind == "vectors":
+        s.options.setdefault("docs", s.model)
+        if not s.options.get("docs"):
+            raise ValueError(f"system {spec!r}: give the document vectors, e.g. vectors:docs.npz,queries=q.npz")
+        if not s.options.get("queries") and not s.options.get("query_encoder"):
+            raise ValueError(f"system {spec!r}: give queries=VECTORS or query_encoder=MODEL")
+    if not s.name:
+        if kind == "bm25":
+            s.name = "BM25 (Pyserini)"
+        else:
+            label = Path(s.model).name if s.model and ("/" in s.model) else s.model
+            s.name = f"{label or kind}" + (f" [{s.index}]" if s.index != "exact" else "")
+            extra = {**s.build_params, **s.search_params}
+            if extra:
+                s.name += " " + " ".join(f"{k}={v}" for k, v in extra.items())
+    return s
+
+
+@dataclass
+class SystemResult:
+    spec: SystemSpec
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    efficiency: dict[str, Any] = field(default_factory=dict)
+    significance: dict[str, float] = field(default_factory=dict)
+    run_file: str | None = None
+    skipped: str | None = None
+    baseline: str | None = None  # the system the p-values compare against
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "system": self.spec.to_dict(),
+            "metrics": self.metrics,
+            "significance": self.significance,
+            "baseline": self.baseline,
+            "efficiency": self.efficiency,
+            "run_file": self.run_file,
+            "skipped": self.skipped,
+            "per_query": self.per_query,
+        }
+
+
+# ---------------------------------------------------------------------------------- indexes
+class _Hits:
+    def __init__(self, ids, scores):
+        self.ids, self.scores = ids, scores
+
+    def __iter__(self):
+        return iter((self.ids, self.scores))
+
+
+class ScipyExactIndex:
+    """Brute-force scoring with a scipy CSR product: the throughput floor and a cross-check."""
+
+    def __init__(self, docs: SparseBatch, ids):
+        self.matrix = docs.to_scipy().T.tocsr()  # (dim, n_docs): rows are posting lists
+        self.ids_arr = np.asarray(list(ids), dtype=object)
+        self.dim = docs.dim
+
+    @classmethod
+    def build(cls, docs: SparseBatch, ids=None, **_: Any) -> "ScipyExactIndex":
+        return cls(docs, ids if ids is not None else range(len(docs)))
+
+    def __len__(self) -> int:
+        return len(self.ids_arr)
+
+    def search(self, queries: SparseBatch, k: int = 10, **_: Any) -> _Hits:
+        queries.check_dim(self.dim)
+        scores = (queries.to_scipy() @ self.matrix).toarray()
+        n = scores.shape[1]
+        kk = min(k, n)
+        ids = np.full((len(queries), k), None, dtype=object)
+        out = np.full((len(queries), k), -np.inf, np.float32)
+        if kk:
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            part = np.take_along_axis(scores, top, 1)
+            order = np.argsort(-part, axis=1, kind="stable")
+            top = np.take_along_axis(top, order, 1)
+            out[:, :kk] = np.take_along_axis(scores, top, 1)
+            ids[:, :kk] = self.ids_arr[top]
+        return _Hits(ids, out)
+
+    def save(self, path) -> None:
+        import scipy.sparse as sp
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        sp.save_npz(Path(path) / "matrix.npz", self.matrix)
+
+
+def _index_class(kind: str):
+    if kind == "scipy":
+        return ScipyExactIndex
+    try:
+        import lsr.index as li
+
+        return {"exact": li.ExactIndex, "seismic": li.SeismicIndex}[kind]
+    except (ImportError, AttributeError) as exc:
+        raise RuntimeError(f"lsr.index has no {kind} index yet ({exc}); use index=scipy") from None
+
+
+def _hits_to_run(hits, qids: Sequence[str]) -> dict[str, dict[str, float]]:
+    ids, scores = hits.ids, hits.scores
+    run: dict[str, dict[str, float]] = {}
+    for i, q in enumerate(qids):
+        row = {}
+        for d, s in zip(ids[i], scores[i]):
+            if d is None or (not isinstance(d, str) and int(d) < 0) or not np.isfinite(s):
+                continue
+            row[str(d)] = float(s)
+        run[q] = row
+    return run
+
+
+# ---------------------------------------------------------------------------------- the runner
+class Runner:
+    """Runs systems over one dataset, caching encoders and document vectors between systems."""
+
+    def __init__(self, dataset: Dataset, *, k: int = 1000, measures=None, out_dir: str | Path | None = None,
+                 cache_dir: str | Path | None = None, latency_queries: int | None = None,
+                 show_progress: bool = True):
+        self.ds = dataset
+        self.k = k
+        self.measures = measures
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.latency_queries = latency_queries
+        self.show_progress = show_progress
+        self.qids = dataset.query_ids()
+        self.qtexts = [dataset.queries[q] for q in self.qids]
+        self._doc_texts: list[str] | None = None
+        self._encoders: dict[tuple, Any] = {}
+        self._doc_vectors: dict[tuple, tuple[SparseBatch, dict]] = {}
+
+    @property
+    def doc_texts(self) -> list[str]:
+        if self._doc_texts is None:
+            self._doc_texts = self.ds.doc_texts()
+        return self._doc_texts
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha1()
+        for d, t in zip(self.ds.doc_ids, self.doc_texts):
+            h.update(d.encode())
+            h.update(b"\0")
+            h.update(t.encode())
+            h.update(b"\n")
+        return h.hexdigest()[:12]
+
+    def encoder(self, kind: str, model: str):
+        key = (kind, model)
+        if key not in self._encoders:
+            from lsr.models import SparseEncoder
+
+            kw = {} if kind == "encoder" else {"kind": kind}
+            t0 = time.perf_counter()
+            self._encoders[key] = SparseEncoder.load(model, **kw)
+            log.info("loaded encoder %s (%s) in %.1f s", model, kind, time.perf_counter() - t0)
+        return self._encoders[key]
+
+    def doc_vectors(self, spec: SystemSpec) -> tuple[SparseBatch, dict]:
+        """Document vectors for ``spec`` and how they were obtained (encode timing or a path)."""
+        if spec.kind == "vectors":
+            key = ("vectors", spec.options["docs"])
+        else:
+            key = (spec.kind, spec.model, spec.options.get("batch_size", 32))
+        if key in self._doc_vectors:
+            return self._doc_vectors[key]
+        info: dict[str, Any] = {}
+        if spec.kind == "vectors":
+            batch, ids = load_vectors(spec.options["docs"])
+            batch = self._align(batch, ids, spec.options["docs"])
+            info["doc_vectors"] = str(spec.options["docs"])
+        else:
+            cache = None
+            if self.cache_dir is not None:
+                slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{spec.kind}-{spec.model}")
+                cache = self.cache_dir / f"{self.ds.name}-{self._fingerprint()}" / f"{slug}.npz"
+            if cache is not None and cache.exists():
+                batch, ids = load_vectors(cache)
+                batch = self._align(batch, ids, cache)
+                info["doc_vectors"] = str(cache)
+                log.info("document vectors from cache %s", cache)
+            else:
+                enc = self.encoder(spec.kind, spec.model)
+                bs = int(spec.options.get("batch_size", 32))
+                t0 = time.perf_counter()
+                batch = enc.encode_documents(self.doc_texts, batch_size=bs, show_progress_bar=self.show_progress)
+                dt = time.perf_counter() - t0
+                info.update(encode_docs_s=dt, docs_per_s=len(self.doc_texts) / dt if dt > 0 else None)
+                if cache is not None:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    save_vectors(cache, batch, self.ds.doc_ids)
+                    info["doc_vectors_saved"] = str(cache)
+        self._doc_vectors[key] = (batch, info)
+        return batch, info
+
+    def _align(self, batch: SparseBatch, ids, path) -> SparseBatch:
+        """Reorder stored vectors to corpus order; ids absent from the file are an error."""
+        if ids is None:
+            if len(batch) != len(self.ds.doc_ids):
+                raise ValueError(f"{path}: {len(batch)} vectors without ids for {len(self.ds.doc_ids)} documents")
+            return batch
+        pos = {str(d): i for i, d in enumerate(ids)}
+        missing = [d for d in self.ds.doc_ids if d not in pos]
+        if missing:
+            raise ValueError(f"{path}: {len(missing)} corpus documents have no vector (e.g. {missing[:3]})")
+        order = np.fromiter((pos[d] for d in self.ds.doc_ids), np.int64, len(self.ds.doc_ids))
+        if np.array_equal(order, np.arange(len(order))) and len(batch) == len(order):
+            return batch
+        return batch[order]
+
+    def query_vectors(self, spec: SystemSpec) -> tuple[SparseBatch, list[float] | None]:
+        """All query vectors (batch) and per-query encode latencies (one query at a time)."""
+        if spec.kind == "vectors" and spec.options.get("queries"):
+            batch, ids = load_vectors(spec.options["queries"])
+            if ids is None:
+                if len(batch) != len(self.qids):
+                    raise ValueError(f"{spec.options['queries']}: {len(batch)} vectors without ids for {len(self.qids)} queries")
+                return batch, None
+            pos = {str(q): i for i, q in enumerate(ids)}
+            missing = [q for q in self.qids if q not in pos]
+            if missing:
+                raise ValueError(f"{spec.options['queries']}: no vector for queries {missing[:5]}")
+            return batch[np.array([pos[q] for q in self.qids], np.int64)], None
+        if spec.kind == "vectors":
+            enc = self.encoder("encoder", spec.options["query_encoder"])
+        else:
+            enc = self.encoder(spec.kind, spec.model)
+        bs = int(spec.options.get("batch_size", 32))
+        batch = enc.encode_queries(self.qtexts, batch_size=bs, show_progress_bar=False)
+        n_lat = len(self.qtexts) if self.latency_queries is None else min(self.latency_queries, len(self.qtexts))
+        times = []
+        for t in self.qtexts[:n_lat]:
+            t0 = time.perf_counter()
+            enc.encode_queries([t], batch_size=1, show_progress_bar=False)
+            times.append(time.perf_counter() - t0)
+        return batch, times
+
+    # ------------------------------------------------------------------ systems
+    def run(self, spec: SystemSpec) -> SystemResult:
+        res = SystemResult(spec)
+        k = int(spec.options.get("k", self.k))
+        try:
+            if spec.kind == "bm25":
+                run = self._run_bm25(spec, k, res.efficiency)
+            else:
+                run = self._run_sparse(spec, k, res.efficiency)
+        except _Skip as exc:
+            res.skipped = str(exc)
+            log.warning("skipping %s: %s", spec.name, exc)
+            return res
+        ev = evaluate(run, self.ds.qrels, self.measures)
+        res.metrics, res.per_query = ev.aggregate, ev.per_query
+        if self.out_dir is not None:
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name).strip("_")
+            path = self.out_dir / f"{slug}.trec"
+            write_trec_run(path, run, tag=slug[:40] or "lsr")
+            res.run_file = str(path)
+        return res
+
+    def _run_bm25(self, spec: SystemSpec, k: int, e: dict) -> dict:
+        from . import bm25
+
+        ok, why = bm25.pyserini_available()
+        if not ok:
+            raise _Skip(why)
+        k1 = float(spec.options.get("k1", 0.9))
+        b = float(spec.options.get("b", 0.4))
+        threads = int(spec.search_params.get("threads", eff.cpu_count()))
+        try:
+            with eff.timer(e, "jvm_start_s"):
+                bm25.start_jvm()
+            with eff.timer(e, "build_s"):
+                searcher = bm25.BM25Searcher.build(self.ds.doc_ids, self.doc_texts, k1=k1, b=b, threads=threads)
+        except bm25.PyseriniUnavailable as exc:
+            raise _Skip(str(exc)) from None
+        except Exception as exc:  # the JVM failing to start surfaces as a generic error from jnius
+            if "jnius" in type(exc).__module__ or "JVM" in str(exc) or "Java" in str(exc):
+                raise _Skip(f"Java/Pyserini failed: {exc}") from None
+            raise
+        e["index_bytes"] = searcher.size_bytes()
+        queries = dict(zip(self.qids, self.qtexts))
+        with eff.timer(e, "batch_search_s"):
+            run = searcher.search(queries, k=k, threads=threads)
+        e["qps"] = len(queries) / e["batch_search_s"] if e["batch_search_s"] > 0 else None
+        n_lat = len(self.qtexts) if self.latency_queries is None else min(self.latency_queries, len(self.qtexts))
+        times = []
+        for t in self.qtexts[:n_lat]:
+            t0 = time.perf_counter()
+            searcher.search_one(t, k=k)
+            times.append(time.perf_counter() - t0)
+        e.update(eff.latency_stats(times, "search_"))
+        e["threads"] = threads
+        e["k1"], e["b"] = k1, b
+        return run
+
+    def _run_sparse(self, spec: SystemSpec, k: int, e: dict) -> dict:
+        docs, info = self.doc_vectors(spec)
+        e.update(info)
+        queries, q_times = self.query_vectors(spec)
+        if q_times:
+            e.update(eff.latency_stats(q_times, "query_encode_"))
+        e.update(eff.sparsity_stats(docs, "doc"))
+        e.update(eff.sparsity_stats(queries, "query"))
+        e["flops"] = eff.flops(queries, docs)
+        cls = _index_class(spec.index)
+        with eff.timer(e, "build_s"):
+            index = cls.build(docs, ids=list(self.ds.doc_ids), **spec.build_params)
+        with tempfile.TemporaryDirectory(prefix="lsr-eval-index-") as tmp:
+            try:
+                index.save(Path(tmp) / "index")
+                e["index_bytes"] = eff.folder_size(Path(tmp) / "index")
+            except Exception as exc:  # size is a figure, not a reason to lose the run
+                log.warning("could not save the index to measure its size: %s", exc)
+        if hasattr(index, "stats"):
+            try:
+                st = index.stats()
+                e["index_stats"] = {k2: v for k2, v in st.items() if isinstance(v, (int, float, str, bool))}
+            except Exception:  # pragma: no cover - informative only
+                pass
+        sp = dict(spec.search_params)
+        with eff.timer(e, "batch_search_s"):
+            hits = index.search(queries, k=k, **sp)
+        e["qps"] = len(queries) / e["batch_search_s"] if e["batch_search_s"] > 0 else None
+        n_lat = len(queries) if self.latency_queries is None else min(self.latency_queries, len(queries))
+        sp1 = {**sp, "threads": 1} if spec.index != "scipy" else sp
+        times = []
+        for i in range(n_lat):
+            q = queries[i]
+            t0 = time.perf_counter()
+            index.search(q, k=k, **sp1)
+            times.append(time.perf_counter() - t0)
+        e.update(eff.latency_stats(times, "search_"))
+        return _hits_to_run(hits, self.qids)
+
+
+class _Skip(Exception):
+    pass
+
+
+def run_system(dataset: Dataset, spec: str | SystemSpec, **kw) -> SystemResult:
+    return run_systems(dataset, [spec], **kw)[0]
+
+
+def run_systems(
+    dataset: Dataset,
+    systems: Sequence[str | SystemSpec],
+    *,
+    k: int = 1000,
+    measures=None,
+    out_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    baseline: int | str = 0,
+    test: str = "t",
+    latency_queries: int | None = None,
+    show_progress: bool = True,
+) -> list[SystemResult]:
+    """Run each system over ``dataset`` and test each against ``baseline`` (index or name).
+
+    >>> from lsr.eval.data import load_beir                                   # doctest: +SKIP
+    >>> ds = load_beir("../shared/data/beir/scifact", "test")                 # doctest: +SKIP
+    >>> rs = run_systems(ds, ["bm25", "splade:splade-tiny"], out_dir="runs")  # doctest: +SKIP
+    >>> rs[1].metrics["nDCG@10"], rs[1].significance["nDCG@10"]               # doctest: +SKIP
+    """
+    specs = [parse_system(s) if isinstance(s, str) else s for s in systems]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        # Same label twice (e.g. two seismic settings with a name=): number them.
+        for i, s in enumerate(specs):
+            if names.count(s.name) > 1:
+                s.name = f"{s.name} #{i + 1}"
+    runner = Runner(dataset, k=k, measures=measures, out_dir=out_dir, cache_dir=cache_dir,
+                    latency_queries=latency_queries, show_progress=show_progress)
+    results = []
+    for s in specs:
+        log.info("running %s", s.name)
+        t0 = time.perf_counter()
+        results.append(runner.run(s))
+        results[-1].efficiency["wall_s"] = time.perf_counter() - t0
+    add_significance(results, baseline=baseline, test=test)
+    return results
+
+
+def add_significance(results: list[SystemResult], baseline: int | str = 0, test: str = "t") -> None:
+    """Fill ``significance[measure]`` of every non-baseline result with a paired p-value."""
+    if isinstance(baseline, str):
+        idx = [i for i, r in enumerate(results) if r.name == baseline]
+        if not idx:
+            raise ValueError(f"baseline {baseline!r} is not one of {[r.name for r in results]}")
+        baseline = idx[0]
+    if not results or results[baseline].skipped:
+        ok = [i for i, r in enumerate(results) if not r.skipped]
+        if not ok:
+            return
+        baseline = ok[0]
+    base = results[baseline]
+    for i, r in enumerate(results):
+        r.significance = {}
+        if i == baseline or r.skipped:
+            continue
+        r.baseline = base.name
+        for m, pq in r.per_query.items():
+            if m in base.per_query:
+                r.significance[m] = paired_test(pq, base.per_query[m], test)

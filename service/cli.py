@@ -1,0 +1,100 @@
+"""``lsr-serve``: start the search service on uvicorn; ``ingest_main`` indexes a JSONL corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import Limits, Settings, resolve_api_keys
+
+
+def _model_arg(value: str) -> str | None:
+    return None if value.lower() in ("none", "") else value
+
+
+def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Serve lsr collections over REST (OpenAPI at /docs).")
+    p.add_argument("--host", default=os.environ.get("LSR_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("LSR_PORT", "8000")))
+    p.add_argument("--data", default=os.environ.get("LSR_DATA", "./lsr-data"), help="data folder (collections)")
+    p.add_argument("--model", type=_model_arg, default=os.environ.get("LSR_MODEL", "splade-tiny"),
+                   help="default encoder (short name or folder; 'none' for vectors only)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="search threads")
+    p.add_argument("--api-keys-file", default=os.environ.get("LSR_API_KEYS_FILE"),
+                   help="file with one API key per line (else $LSR_API_KEYS, comma-separated, else a generated key "
+                        "stored in DATA/api_key)")
+    p.add_argument("--read-requires-key", action="store_true", help="searches and reads need an API key too")
+    p.add_argument("--max-k", type=int, default=Limits.max_k)
+    p.add_argument("--max-batch", type=int, default=Limits.max_batch_documents, help="documents per write")
+    p.add_argument("--max-queries", type=int, default=Limits.max_batch_queries, help="queries per batch search")
+    p.add_argument("--max-text-chars", type=int, default=Limits.max_text_chars)
+    p.add_argument("--max-body-mb", type=float, default=Limits.max_body_bytes / 2**20)
+    p.add_argument("--merge-min-docs", type=int, default=1000, help="merge the fresh segment at this many docs")
+    p.add_argument("--merge-idle", type=float, default=10.0, help="or after this many quiet seconds")
+    p.add_argument("--verify", action="store_true", help="verify segment checksums when loading")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def settings_from_args(args) -> Settings:
+    data = Path(args.data)
+    limits = Limits(
+        max_k=args.max_k, max_batch_documents=args.max_batch, max_batch_queries=args.max_queries,
+        max_text_chars=args.max_text_chars, max_body_bytes=int(args.max_body_mb * 2**20),
+    )
+    return Settings(
+        data_dir=data, model=args.model, threads=max(1, args.threads),
+        api_keys=resolve_api_keys(args.api_keys_file, data), read_requires_key=args.read_requires_key,
+        limits=limits, merge_min_docs=args.merge_min_docs, merge_idle_s=args.merge_idle, verify_on_load=args.verify,
+    )
+
+
+def main(argv: list[str] | None = None, prog: str = "lsr-serve") -> int:
+    args = serve_parser(prog).parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from .app import create_app
+
+    try:
+        settings = settings_from_args(args)
+    except (OSError, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), workers=1,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="Index a JSONL corpus (BEIR or Seismic layout) into a "
+                                                       "collection of a data folder; stop the server first.")
+    p.add_argument("corpus", help="corpus.jsonl[.gz]")
+    p.add_argument("--collection", "-c", required=True)
+    p.add_argument("--data", default=os.environ.get("LSR_DATA", "./lsr-data"))
+    p.add_argument("--model", type=_model_arg, default="splade-tiny", help="'none' with --dim for vectors only")
+    p.add_argument("--dim", type=int, default=None)
+    p.add_argument("--vectors", default=None, help="precomputed vectors with ids (.npz or .jsonl) to skip encoding")
+    p.add_argument("--limit", type=int, default=None, help="only the first N documents")
+    p.add_argument("--batch-size", type=int, default=256)
+    args = p.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .ingest import ingest
+
+    try:
+        stats = ingest(args.corpus, args.collection, data_dir=args.data, model=args.model, vectors=args.vectors,
+                       limit=args.limit, batch_size=args.batch_size, dim=args.dim)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"collection": args.collection, "documents": stats["documents"], "bytes": stats["bytes"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

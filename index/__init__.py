@@ -1,1 +1,26 @@
-"""lsr.index: Seismic-style blocked inverted index, exact index, on-disk format. No torch here."""
+"""lsr.index: Seismic-style blocked inverted index, exact index, on-disk format. No torch here.
+
+>>> from lsr.index import SeismicIndex, ExactIndex, load_index
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Hits
+from .exact import ExactIndex
+from .seismic import SeismicIndex, SeismicParams
+from .storage import IndexFormatError, read_manifest
+
+__all__ = ["ExactIndex", "SeismicIndex", "SeismicParams", "Hits", "IndexFormatError", "load_index"]
+
+_KINDS = {"exact": ExactIndex, "seismic": SeismicIndex}
+
+
+def load_index(path: str | Path, mmap: bool = True, *, verify: bool = True):
+    """Open any saved lsr index; the manifest's ``kind`` picks the class."""
+    manifest = read_manifest(path)
+    cls = _KINDS.get(manifest["kind"])
+    if cls is None:
+        raise IndexFormatError(f"{Path(path) / 'manifest.json'}: unknown index kind {manifest['kind']!r}")
+    return cls.load(path, mmap=mmap, verify=verify)

@@ -1,0 +1,148 @@
+"""ExactIndex: exhaustive top-k by sparse dot product; the reference for recall and tests."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from lsr.sparse import SparseBatch
+
+from . import kernels as K
+from .base import BaseIndex, Hits, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
+from .ids import IdMap
+from .storage import IndexFormatError, load_folder, save_folder
+
+log = logging.getLogger(__name__)
+
+
+class ExactIndex(BaseIndex):
+    """Exact top-k over float32 document vectors (term-at-a-time over an inverted copy).
+
+    >>> from lsr import SparseBatch
+    >>> docs = SparseBatch.from_dicts([{0: 1.0, 2: 0.5}, {1: 2.0}, {0: 0.2, 1: 0.1}], dim=3)
+    >>> idx = ExactIndex.build(docs, ids=["a", "b", "c"])
+    >>> hits = idx.search(SparseBatch.from_dicts([{0: 1.0}], dim=3), k=2)
+    >>> hits.ids.tolist(), hits.scores.tolist()
+    ([['a', 'c']], [[1.0, 0.20000000298023224]])
+
+    Hits are documents with a positive score; ties are broken by row (insertion order).
+    """
+
+    kind = "exact"
+
+    def __init__(self, d_ptr, d_idx, d_val, dim, idmap: IdMap, deleted, inv=None):
+        self.dim = int(dim)
+        self._d_ptr, self._d_idx, self._d_val = d_ptr, d_idx, d_val
+        self._idmap = idmap
+        self._deleted = deleted
+        if inv is None:
+            inv = K.csr_transpose(d_ptr, d_idx, d_val, self.dim)
+        self._inv_ptr, self._inv_rows, self._inv_val = inv
+        self._idmap.set_live(np.asarray(self._deleted) == 0)
+
+    @classmethod
+    def build(cls, docs: SparseBatch, ids=None) -> "ExactIndex":
+        """Index ``docs``; ``ids`` are external ids (ints or strings), default 0..n-1."""
+        docs = check_docs(docs)
+        idmap = IdMap.build(ids, len(docs))
+        return cls(docs.indptr, docs.indices, docs.values, docs.dim, idmap, np.zeros(len(docs), np.uint8))
+
+    def search(self, queries: SparseBatch, k: int = 10, *, threads: int | None = None, **_ignored) -> Hits:
+        """Exact top-``k`` per query. Extra keyword arguments (Seismic's knobs) are ignored, so
+        callers can switch index types without changing the call."""
+        queries = coerce_queries(queries, self.dim)
+        k = check_k(k, len(self))
+        if len(queries) == 0:
+            return self._empty_hits(k)
+        nthreads = resolve_threads(threads)
+        n_chunks = max(1, min(nthreads, len(queries)))
+        args = (queries.indptr, queries.indices, queries.values, k, self._inv_ptr, self._inv_rows, self._inv_val,
+                np.asarray(self._deleted), n_chunks)
+        with parallel_section(n_chunks):
+            scores, rows = K.exact_search(*args)
+        return self._make_hits(scores, rows)
+
+    def get(self, ids) -> SparseBatch:
+        """The stored vectors of these documents (a SparseBatch in the order asked)."""
+        rows = self.rows_of(ids)
+        full = SparseBatch(self._d_ptr, self._d_idx, self._d_val, self.dim)
+        return full[rows]
+
+    def add(self, docs: SparseBatch, ids=None) -> None:
+        """Append documents (ids must be new); the inverted copy is rebuilt (O(nnz))."""
+        docs = check_docs(docs, self.dim)
+        self._extend_ids(ids, len(docs))
+        nnz0 = int(self._d_ptr[-1])
+        self._d_ptr = np.concatenate([np.asarray(self._d_ptr), docs.indptr[1:] + nnz0])
+        self._d_idx = np.concatenate([np.asarray(self._d_idx), docs.indices])
+        self._d_val = np.concatenate([np.asarray(self._d_val), docs.values])
+        self._inv_ptr, self._inv_rows, self._inv_val = K.csr_transpose(self._d_ptr, self._d_idx, self._d_val, self.dim)
+
+    def stats(self) -> dict:
+        arrays = self._arrays()
+        nbytes = {k: int(v.nbytes) for k, v in arrays.items()}
+        nnz = int(self._d_ptr[-1])
+        total = sum(nbytes.values())
+        return {
+            "kind": self.kind,
+            "docs": len(self),
+            "rows": self.n_rows,
+            "deleted": self.n_rows - len(self),
+            "dim": self.dim,
+            "nnz": nnz,
+            "bytes": nbytes,
+            "bytes_total": total,
+            "bytes_per_component": total / max(nnz, 1),
+        }
+
+    def _arrays(self) -> dict:
+        return {
+            "d_ptr": self._d_ptr, "d_idx": self._d_idx, "d_val": self._d_val,
+            "inv_ptr": self._inv_ptr, "inv_rows": self._inv_rows, "inv_val": self._inv_val,
+            "deleted": np.asarray(self._deleted), "ids": self._idmap.to_array(),
+        }
+
+    def save(self, path) -> Path:
+        """Write the index folder (manifest + arrays with checksums)."""
+        counts = {"rows": self.n_rows, "docs": len(self), "nnz": int(self._d_ptr[-1]), "dim": self.dim}
+        return save_folder(path, self.kind, {}, counts, self._arrays(), {"id_kind": self._idmap.kind})
+
+    @classmethod
+    def load(cls, path, mmap: bool = True, *, verify: bool = True) -> "ExactIndex":
+        """Open a saved index; arrays are memory-mapped unless ``mmap=False``."""
+        manifest, a = load_folder(path, mmap=mmap, verify=verify)
+        if manifest["kind"] != cls.kind:
+            raise IndexFormatError(f"{Path(path) / 'manifest.json'}: holds a {manifest['kind']!r} index, not {cls.kind!r}")
+        return cls._from_arrays(path, manifest, a)
+
+    @classmethod
+    def _from_arrays(cls, path, manifest, a) -> "ExactIndex":
+        dim = int(manifest["counts"]["dim"])
+        n = a["d_ptr"].shape[0] - 1
+        _check_structure(path, a, dim, n)
+        idmap = IdMap.from_array(a["ids"], manifest.get("id_kind", "int"))
+        return cls(a["d_ptr"], a["d_idx"], a["d_val"], dim, idmap, np.array(a["deleted"]),
+                   inv=(a["inv_ptr"], a["inv_rows"], a["inv_val"]))
+
+
+def _check_structure(path, a, dim, n):
+    """Cheap consistency checks so a bad folder fails with a message, never an out-of-bounds read."""
+    folder = Path(path)
+
+    def bad(name, why):
+        raise IndexFormatError(f"{folder / (name + '.npy')}: {why}")
+
+    if a["deleted"].shape[0] != n:
+        bad("deleted", f"has {a['deleted'].shape[0]} rows, expected {n}")
+    if a["ids"].shape[0] != n:
+        bad("ids", f"has {a['ids'].shape[0]} ids, expected {n}")
+    if a["d_ptr"][-1] != a["d_idx"].shape[0] or a["d_idx"].shape != a["d_val"].shape:
+        bad("d_ptr", "does not match d_idx/d_val")
+    if a["inv_ptr"].shape[0] != dim + 1 or a["inv_ptr"][-1] != a["inv_rows"].shape[0]:
+        bad("inv_ptr", "does not match inv_rows or dim")
+    if a["d_idx"].size and (int(a["d_idx"].max()) >= dim or int(a["d_idx"].min()) < 0):
+        bad("d_idx", "term id out of range")
+    if a["inv_rows"].size and (int(a["inv_rows"].max()) >= n or int(a["inv_rows"].min()) < 0):
+        bad("inv_rows", "row out of range")

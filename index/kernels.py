@@ -1,0 +1,946 @@
+"""Numba kernels of lsr.index: exact scoring, Seismic build (pruning, clustering, summaries) and search.
+
+Plain functions over arrays, no Python objects in hot loops. Each kernel has a pure-NumPy
+reference (``*_ref``) beside it; the tests compare the two on small data.
+
+Conventions shared by every kernel:
+- a hit is a document with score > 0; rows are int64 internally (int32 in posting arrays);
+- ties are broken by row ascending, so results are deterministic;
+- forward-index values are IEEE half precision stored as their uint16 bit patterns and decoded
+  through a 65,536-entry float32 table (Numba has no float16 arithmetic on the CPU).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# float16 bit pattern -> float32 value; 256 KiB, stays in L2 during search.
+F16_TABLE = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+_NJ = dict(cache=True, nogil=True)
+
+
+def to_f16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 values -> float16 bit patterns (uint16), rounding to nearest."""
+    return np.ascontiguousarray(values, dtype=np.float32).astype(np.float16).view(np.uint16)
+
+
+# ---------------------------------------------------------------------------------------- heap
+# A bounded min-heap over (score, row) where the root is the *worst* kept hit: lower score, or
+# equal score and larger row. Arrays hs (float32) / hr (int64) of length k.
+
+
+@njit(inline="always", **_NJ)
+def _worse(s1, r1, s2, r2):
+    return s1 < s2 or (s1 == s2 and r1 > r2)
+
+
+@njit(**_NJ)
+def heap_push(hs, hr, size, k, s, r):
+    """Offer (s, r); returns the new size. Keeps the k best by (score desc, row asc)."""
+    if size < k:
+        i = size
+        hs[i] = s
+        hr[i] = r
+        while i > 0:
+            p = (i - 1) >> 1
+            if _worse(hs[i], hr[i], hs[p], hr[p]):
+                ts = hs[i]
+                tr = hr[i]
+                hs[i] = hs[p]
+                hr[i] = hr[p]
+                hs[p] = ts
+                hr[p] = tr
+                i = p
+            else:
+                break
+        return size + 1
+    if not _worse(hs[0], hr[0], s, r):
+        return size
+    hs[0] = s
+    hr[0] = r
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        c = left
+        right = left + 1
+        if right < size and _worse(hs[right], hr[right], hs[left], hr[left]):
+            c = right
+        if _worse(hs[c], hr[c], hs[i], hr[i]):
+            ts = hs[i]
+            tr = hr[i]
+            hs[i] = hs[c]
+            hr[i] = hr[c]
+            hs[c] = ts
+            hr[c] = tr
+            i = c
+        else:
+            break
+    return size
+
+
+@njit(**_NJ)
+def heap_pop(hs, hr, size):
+    """Remove the root (worst); returns the new size (the removed pair is left at hs[size])."""
+    last = size - 1
+    ts = hs[0]
+    tr = hr[0]
+    hs[0] = hs[last]
+    hr[0] = hr[last]
+    hs[last] = ts
+    hr[last] = tr
+    size = last
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        c = left
+        right = left + 1
+        if right < size and _worse(hs[right], hr[right], hs[left], hr[left]):
+            c = right
+        if _worse(hs[c], hr[c], hs[i], hr[i]):
+            ts = hs[i]
+            tr = hr[i]
+            hs[i] = hs[c]
+            hr[i] = hr[c]
+            hs[c] = ts
+            hr[c] = tr
+            i = c
+        else:
+            break
+    return size
+
+
+@njit(**_NJ)
+def heap_drain(hs, hr, size, out_s, out_r):
+    """Write the heap's hits best-first into out_s/out_r (rest: -inf / -1)."""
+    k = out_s.shape[0]
+    for i in range(k):
+        out_s[i] = -np.inf
+        out_r[i] = -1
+    n = size
+    while n > 0:
+        n = heap_pop(hs, hr, n)
+        out_s[n] = hs[n]
+        out_r[n] = hr[n]
+
+
+def topk_ref(scores: np.ndarray, k: int, deleted: np.ndarray | None = None):
+    """NumPy reference: top-k of a dense score vector (hits need score > 0), ties by row asc."""
+    scores = np.asarray(scores, np.float32)
+    ok = scores > 0
+    if deleted is not None:
+        ok &= ~deleted.astype(bool)
+    rows = np.nonzero(ok)[0]
+    order = np.lexsort((rows, -scores[rows]))[:k]
+    out_s = np.full(k, -np.inf, np.float32)
+    out_r = np.full(k, -1, np.int64)
+    out_s[: order.size] = scores[rows[order]]
+    out_r[: order.size] = rows[order]
+    return out_s, out_r
+
+
+# ---------------------------------------------------------------------------------------- exact
+@njit(**_NJ)
+def _exact_one(q_idx, q_val, k, inv_ptr, inv_rows, inv_vals, deleted, acc, seen, touched, hs, hr, out_s, out_r):
+    nt = 0
+    for j in range(q_idx.shape[0]):
+        t = q_idx[j]
+        qv = q_val[j]
+        for p in range(inv_ptr[t], inv_ptr[t + 1]):
+            d = inv_rows[p]
+            if seen[d] == 0:
+                seen[d] = 1
+                touched[nt] = d
+                nt += 1
+            acc[d] += qv * inv_vals[p]
+    size = 0
+    for i in range(nt):
+        d = touched[i]
+        s = acc[d]
+        acc[d] = 0.0
+        seen[d] = 0
+        if s > 0 and deleted[d] == 0:
+            size = heap_push(hs, hr, size, k, s, np.int64(d))
+    heap_drain(hs, hr, size, out_s, out_r)
+
+
+@njit(parallel=True, **_NJ)
+def exact_search(q_ptr, q_idx, q_val, k, inv_ptr, inv_rows, inv_vals, deleted, n_chunks):
+    """Exact top-k for a batch of CSR queries against a term-major (inverted) copy of the docs.
+
+    Term-at-a-time accumulation in query-term order (ascending term id), so the float32 sums
+    equal a doc-at-a-time dot product over ascending terms bit for bit.
+    """
+    nq = q_ptr.shape[0] - 1
+    n_docs = deleted.shape[0]
+    out_s = np.empty((nq, k), np.float32)
+    out_r = np.empty((nq, k), np.int64)
+    chunk = (nq + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        acc = np.zeros(n_docs, np.float32)
+        seen = np.zeros(n_docs, np.uint8)
+        touched = np.empty(n_docs, np.int32)
+        hs = np.empty(k, np.float32)
+        hr = np.empty(k, np.int64)
+        for qi in range(c * chunk, min(nq, (c + 1) * chunk)):
+            s, e = q_ptr[qi], q_ptr[qi + 1]
+            _exact_one(q_idx[s:e], q_val[s:e], k, inv_ptr, inv_rows, inv_vals, deleted,
+                       acc, seen, touched, hs, hr, out_s[qi], out_r[qi])
+    return out_s, out_r
+
+
+@njit(**_NJ)
+def csr_transpose(indptr, indices, values, dim):
+    """CSR (rows x dim) -> term-major CSR (dim x rows); rows ascending inside each term."""
+    n = indptr.shape[0] - 1
+    nnz = indices.shape[0]
+    cnt = np.zeros(dim + 1, np.int64)
+    for p in range(nnz):
+        cnt[indices[p] + 1] += 1
+    for t in range(dim):
+        cnt[t + 1] += cnt[t]
+    ptr = cnt.copy()
+    pos = cnt[:dim].copy()
+    rows = np.empty(nnz, np.int32)
+    vals = np.empty(nnz, values.dtype)
+    for r in range(n):
+        for p in range(indptr[r], indptr[r + 1]):
+            t = indices[p]
+            q = pos[t]
+            rows[q] = r
+            vals[q] = values[p]
+            pos[t] = q + 1
+    return ptr, rows, vals
+
+
+def exact_search_ref(q_ptr, q_idx, q_val, k, d_ptr, d_idx, d_val, dim, deleted=None):
+    """NumPy reference for exact_search: dense scores via scipy-free matrix product."""
+    nq = q_ptr.shape[0] - 1
+    n = d_ptr.shape[0] - 1
+    D = np.zeros((n, dim), np.float32)
+    D[np.repeat(np.arange(n), np.diff(d_ptr)), d_idx] = d_val
+    Q = np.zeros((nq, dim), np.float32)
+    Q[np.repeat(np.arange(nq), np.diff(q_ptr)), q_idx] = q_val
+    S = Q @ D.T
+    out_s = np.empty((nq, k), np.float32)
+    out_r = np.empty((nq, k), np.int64)
+    for i in range(nq):
+        out_s[i], out_r[i] = topk_ref(S[i], k, deleted)
+    return out_s, out_r
+
+
+# ---------------------------------------------------------------------------------------- build
+@njit(inline="always", **_NJ)
+def _splitmix(x):
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    z = x
+    z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & np.uint64(0xFFFFFFFFFFFFFFFF)
+    return x, z ^ (z >> np.uint64(31))
+
+
+@njit(parallel=True, **_NJ)
+def invert_pruned(fwd_ptr, fwd_comp, fwd_val, dim, lam, cap, n_chunks):
+    """Inverted lists of the entries with value >= lam, each sorted by value desc (row asc on
+    ties) and cut to its ``cap`` largest. Returns (term_ptr, rows int32, values float32)."""
+    n = fwd_ptr.shape[0] - 1
+    cnt = np.zeros(dim + 1, np.int64)
+    for r in range(n):
+        for p in range(fwd_ptr[r], fwd_ptr[r + 1]):
+            if fwd_val[p] >= lam:
+                cnt[fwd_comp[p] + 1] += 1
+    for t in range(dim):
+        cnt[t + 1] += cnt[t]
+    pos = cnt[:dim].copy()
+    rows = np.empty(cnt[dim], np.int32)
+    vals = np.empty(cnt[dim], np.float32)
+    for r in range(n):
+        for p in range(fwd_ptr[r], fwd_ptr[r + 1]):
+            v = fwd_val[p]
+            if v >= lam:
+                t = fwd_comp[p]
+                q = pos[t]
+                rows[q] = r
+                vals[q] = v
+                pos[t] = q + 1
+    keep = np.empty(dim + 1, np.int64)
+    keep[0] = 0
+    for t in range(dim):
+        keep[t + 1] = min(cnt[t + 1] - cnt[t], cap)
+    for t in range(dim):
+        keep[t + 1] += keep[t]
+    out_rows = np.empty(keep[dim], np.int32)
+    out_vals = np.empty(keep[dim], np.float32)
+    chunk = (dim + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        for t in range(c * chunk, min(dim, (c + 1) * chunk)):
+            s, e = cnt[t], cnt[t + 1]
+            if e == s:
+                continue
+            order = np.argsort(-vals[s:e], kind="mergesort")  # stable: rows stay ascending on ties
+            m = keep[t + 1] - keep[t]
+            o = keep[t]
+            for i in range(m):
+                out_rows[o + i] = rows[s + order[i]]
+                out_vals[o + i] = vals[s + order[i]]
+    return keep, out_rows, out_vals
+
+
+@njit(parallel=True, **_NJ)
+def top_components(fwd_ptr, fwd_comp, fwd_val, doc_cut):
+    """Each row's ``doc_cut`` largest entries (sorted by term id): the rows as clustering sees them."""
+    n = fwd_ptr.shape[0] - 1
+    ptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        ptr[r + 1] = ptr[r] + min(doc_cut, fwd_ptr[r + 1] - fwd_ptr[r])
+    comp = np.empty(ptr[n], np.int32)
+    val = np.empty(ptr[n], np.float32)
+    for r in prange(n):
+        s, e = fwd_ptr[r], fwd_ptr[r + 1]
+        m = ptr[r + 1] - ptr[r]
+        if e - s <= doc_cut:
+            for i in range(m):
+                comp[ptr[r] + i] = fwd_comp[s + i]
+                val[ptr[r] + i] = fwd_val[s + i]
+        else:
+            order = np.argsort(-fwd_val[s:e], kind="mergesort")[:m]
+            order = np.sort(order)
+            for i in range(m):
+                comp[ptr[r] + i] = fwd_comp[s + order[i]]
+                val[ptr[r] + i] = fwd_val[s + order[i]]
+    return ptr, comp, val
+
+
+@njit(**_NJ)
+def _cluster_list(t, rows, n_cent, min_size, seed, fwd_ptr, fwd_comp, fwd_val, cut_ptr, cut_comp, cut_val,
+                  head, cnt_c, cent_of, cent_val, score, touched, assign, sizes):
+    """Random-centroid clustering of one posting list (one pass, no centroid update).
+
+    Centroids are ``n_cent`` random documents of the list; every document joins the centroid with
+    the largest dot product between its ``doc_cut`` top entries and the centroid's full vector
+    (through a small inverted index over the centroids). Clusters smaller than ``min_size`` are
+    dissolved into the best remaining centroid. Fills assign[:P] with cluster ids.
+    """
+    P = rows.shape[0]
+    # pick centroids: partial Fisher-Yates over positions, seeded by (seed, term)
+    perm = np.arange(P)
+    st = np.uint64(seed) * np.uint64(1000003) + np.uint64(t)
+    for i in range(n_cent):
+        st, z = _splitmix(st)
+        j = i + np.int64(z % np.uint64(P - i))
+        tmp = perm[i]
+        perm[i] = perm[j]
+        perm[j] = tmp
+    # inverted index over the centroids' full vectors: head[c] .. start offsets (term -> entries)
+    n_ent = 0
+    for i in range(n_cent):
+        d = rows[perm[i]]
+        for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            c = fwd_comp[p]
+            if c != t:
+                cnt_c[c] += 1
+                n_ent += 1
+    # prefix over the components actually used (walk centroids again)
+    off = 0
+    for i in range(n_cent):
+        d = rows[perm[i]]
+        for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            c = fwd_comp[p]
+            if c != t and head[c] < 0:
+                head[c] = off
+                off += cnt_c[c]
+                cnt_c[c] = 0
+    for i in range(n_cent):
+        d = rows[perm[i]]
+        for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            c = fwd_comp[p]
+            if c != t:
+                q = head[c] + cnt_c[c]
+                cent_of[q] = i
+                cent_val[q] = fwd_val[p]
+                cnt_c[c] += 1
+    for i in range(n_cent):
+        sizes[i] = 0
+    # assign
+    for x in range(P):
+        d = rows[x]
+        nt = 0
+        for p in range(cut_ptr[d], cut_ptr[d + 1]):
+            c = cut_comp[p]
+            h = head[c]
+            if c == t or h < 0:
+                continue
+            v = cut_val[p]
+            for q in range(h, h + cnt_c[c]):
+                j = cent_of[q]
+                if score[j] == 0.0:
+                    touched[nt] = j
+                    nt += 1
+                score[j] += v * cent_val[q]
+        best = -1
+        bs = 0.0
+        for i in range(nt):
+            j = touched[i]
+            s = score[j]
+            if s > bs or (s == bs and j < best):
+                bs = s
+                best = j
+            score[j] = 0.0
+        if best < 0:
+            best = 0
+            # a document sharing nothing (beyond t) with any centroid: its own centroid if it is one
+            for i in range(n_cent):
+                if rows[perm[i]] == d:
+                    best = i
+                    break
+        assign[x] = best
+        sizes[best] += 1
+    # dissolve small clusters into the best large one
+    if min_size > 1:
+        n_large = 0
+        for i in range(n_cent):
+            if sizes[i] >= min_size:
+                n_large += 1
+        if n_large == 0:
+            for x in range(P):
+                assign[x] = 0
+        elif n_large < n_cent:
+            for x in range(P):
+                if sizes[assign[x]] >= min_size:
+                    continue
+                d = rows[x]
+                nt = 0
+                for p in range(cut_ptr[d], cut_ptr[d + 1]):
+                    c = cut_comp[p]
+                    h = head[c]
+                    if c == t or h < 0:
+                        continue
+                    v = cut_val[p]
+                    for q in range(h, h + cnt_c[c]):
+                        j = cent_of[q]
+                        if sizes[j] < min_size:
+                            continue
+                        if score[j] == 0.0:
+                            touched[nt] = j
+                            nt += 1
+                        score[j] += v * cent_val[q]
+                best = -1
+                bs = 0.0
+                for i in range(nt):
+                    j = touched[i]
+                    s = score[j]
+                    if s > bs or (s == bs and j < best):
+                        bs = s
+                        best = j
+                    score[j] = 0.0
+                if best < 0:
+                    for i in range(n_cent):
+                        if sizes[i] >= min_size:
+                            best = i
+                            break
+                assign[x] = best
+    # reset scratch
+    for i in range(n_cent):
+        d = rows[perm[i]]
+        for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            c = fwd_comp[p]
+            head[c] = -1
+            cnt_c[c] = 0
+
+
+@njit(parallel=True, **_NJ)
+def cluster_lists(term_ptr, rows, values, centroid_fraction, min_cluster_size, seed,
+                  fwd_ptr, fwd_comp, fwd_val, cut_ptr, cut_comp, cut_val, dim, n_chunks):
+    """Block every posting list by clustering. Reorders rows/values in place (blocks contiguous,
+    value-desc order kept inside a block) and returns (n_blocks per term, block sizes in a
+    per-term capacity layout, capacity offsets)."""
+    nterms = term_ptr.shape[0] - 1
+    cap_ptr = np.zeros(nterms + 1, np.int64)
+    maxP = 0
+    for t in range(nterms):
+        P = term_ptr[t + 1] - term_ptr[t]
+        nc = max(1, np.int64(centroid_fraction * P)) if P > 0 else 0
+        cap_ptr[t + 1] = cap_ptr[t] + nc
+        maxP = max(maxP, P)
+    n_blocks = np.zeros(nterms, np.int64)
+    blk_size = np.zeros(cap_ptr[nterms], np.int64)
+    chunk = (nterms + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        head = np.full(dim, -1, np.int64)
+        cnt_c = np.zeros(dim, np.int64)
+        score = np.zeros(maxP + 1, np.float32)
+        touched = np.empty(maxP + 1, np.int64)
+        assign = np.empty(maxP + 1, np.int64)
+        sizes = np.empty(maxP + 1, np.int64)
+        # centroid entries: bounded by P * max row length
+        for t in range(ch * chunk, min(nterms, (ch + 1) * chunk)):
+            s, e = term_ptr[t], term_ptr[t + 1]
+            P = e - s
+            if P == 0:
+                continue
+            nc = cap_ptr[t + 1] - cap_ptr[t]
+            if nc <= 1 or P <= min_cluster_size:
+                n_blocks[t] = 1
+                blk_size[cap_ptr[t]] = P
+                continue
+            n_ent = 0
+            for x in range(s, e):
+                d = rows[x]
+                n_ent += fwd_ptr[d + 1] - fwd_ptr[d]
+            cent_of = np.empty(n_ent, np.int64)
+            cent_val = np.empty(n_ent, np.float32)
+            _cluster_list(t, rows[s:e], nc, min_cluster_size, seed, fwd_ptr, fwd_comp, fwd_val,
+                          cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score, touched,
+                          assign, sizes)
+            # stable counting sort of the list by cluster id
+            for i in range(nc):
+                sizes[i] = 0
+            for x in range(P):
+                sizes[assign[x]] += 1
+            nb = 0
+            for i in range(nc):
+                if sizes[i] > 0:
+                    blk_size[cap_ptr[t] + nb] = sizes[i]
+                    nb += 1
+            n_blocks[t] = nb
+            start = np.empty(nc, np.int64)
+            acc = 0
+            for i in range(nc):
+                start[i] = acc
+                acc += sizes[i]
+            tmp_r = rows[s:e].copy()
+            tmp_v = values[s:e].copy()
+            for x in range(P):
+                a = assign[x]
+                q = start[a]
+                rows[s + q] = tmp_r[x]
+                values[s + q] = tmp_v[x]
+                start[a] = q + 1
+    return n_blocks, blk_size, cap_ptr
+
+
+@njit(**_NJ)
+def _block_summary(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, energy, maxv, comps_buf):
+    """Coordinate-wise max of rows[b0:b1], cut to ``energy`` of its mass (largest first).
+    Returns (n_kept, total); kept comps sorted by value desc in comps_buf[:n_kept]; maxv holds
+    the values and must be reset by the caller over comps_buf[:n_union]."""
+    nu = 0
+    for x in range(b0, b1):
+        d = rows[x]
+        for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            c = fwd_comp[p]
+            v = fwd_val[p]
+            m = maxv[c]
+            if m < 0:
+                comps_buf[nu] = c
+                nu += 1
+                maxv[c] = v
+            elif v > m:
+                maxv[c] = v
+    return nu
+
+
+@njit(**_NJ)
+def _energy_cut(comps_buf, nu, maxv, energy, kept_c, kept_v):
+    vals = np.empty(nu, np.float32)
+    total = 0.0
+    for i in range(nu):
+        vals[i] = maxv[comps_buf[i]]
+        total += vals[i]
+    order = np.argsort(-vals, kind="mergesort")
+    until = total * energy
+    acc = 0.0
+    n = 0
+    for i in range(nu):
+        o = order[i]
+        kept_c[n] = comps_buf[o]
+        kept_v[n] = vals[o]
+        n += 1
+        acc += vals[o]
+        if acc >= until:
+            break
+    return n
+
+
+@njit(inline="always", **_NJ)
+def _quant_params(kept_v, n):
+    lo = kept_v[0]
+    hi = kept_v[0]
+    for i in range(n):
+        v = kept_v[i]
+        if v < lo:
+            lo = v
+        if v > hi:
+            hi = v
+    # step slightly wider than (hi-lo)/255 and codes rounded up: dequantised values never fall
+    # below the originals, so a summary stays an upper bound of its block when energy = 1
+    q = np.float32((hi - lo) / 254.5)
+    if q <= 0:
+        q = np.float32(1e-30)
+    return lo, q
+
+
+@njit(parallel=True, **_NJ)
+def summaries_count(term_ptr, rows, n_blocks, blk_size, cap_ptr, fwd_ptr, fwd_comp, fwd_val, energy, dim, n_chunks):
+    """First pass over the blocks: summary entries per term and distinct summary terms per term."""
+    nterms = term_ptr.shape[0] - 1
+    n_ent = np.zeros(nterms, np.int64)
+    n_uni = np.zeros(nterms, np.int64)
+    chunk = (nterms + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        maxv = np.full(dim, -1.0, np.float32)
+        seen = np.zeros(dim, np.uint8)
+        comps_buf = np.empty(dim, np.int64)
+        kept_c = np.empty(dim, np.int64)
+        kept_v = np.empty(dim, np.float32)
+        uni_buf = np.empty(dim, np.int64)
+        for t in range(ch * chunk, min(nterms, (ch + 1) * chunk)):
+            b0 = term_ptr[t]
+            nu_t = 0
+            ne = 0
+            for b in range(n_blocks[t]):
+                b1 = b0 + blk_size[cap_ptr[t] + b]
+                nu = _block_summary(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, energy, maxv, comps_buf)
+                n = _energy_cut(comps_buf, nu, maxv, energy, kept_c, kept_v)
+                for i in range(nu):
+                    maxv[comps_buf[i]] = -1.0
+                ne += n
+                for i in range(n):
+                    c = kept_c[i]
+                    if seen[c] == 0:
+                        seen[c] = 1
+                        uni_buf[nu_t] = c
+                        nu_t += 1
+                b0 = b1
+            for i in range(nu_t):
+                seen[uni_buf[i]] = 0
+            n_ent[t] = ne
+            n_uni[t] = nu_t
+    return n_ent, n_uni
+
+
+@njit(parallel=True, **_NJ)
+def summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, ent_ptr, uni_ptr,
+                   fwd_ptr, fwd_comp, fwd_val, energy, dim, n_chunks,
+                   sum_comp, sum_off, sum_blk, sum_code, blk_min, blk_quant):
+    """Second pass: each term's summaries in a term-major layout (distinct terms sorted, then for
+    each the (block, 8-bit code) pairs), plus each block's dequantisation min and step."""
+    nterms = term_ptr.shape[0] - 1
+    chunk = (nterms + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        maxv = np.full(dim, -1.0, np.float32)
+        comps_buf = np.empty(dim, np.int64)
+        kept_c = np.empty(dim, np.int64)
+        kept_v = np.empty(dim, np.float32)
+        for t in range(ch * chunk, min(nterms, (ch + 1) * chunk)):
+            ne = ent_ptr[t + 1] - ent_ptr[t]
+            if ne == 0:
+                continue
+            e_comp = np.empty(ne, np.int64)
+            e_blk = np.empty(ne, np.int64)
+            e_code = np.empty(ne, np.uint8)
+            b0 = term_ptr[t]
+            w = 0
+            for b in range(n_blocks[t]):
+                b1 = b0 + blk_size[cap_ptr[t] + b]
+                nu = _block_summary(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, energy, maxv, comps_buf)
+                n = _energy_cut(comps_buf, nu, maxv, energy, kept_c, kept_v)
+                for i in range(nu):
+                    maxv[comps_buf[i]] = -1.0
+                lo, q = _quant_params(kept_v, n)
+                gb = term_blk_ptr[t] + b
+                blk_min[gb] = lo
+                blk_quant[gb] = q
+                for i in range(n):
+                    code = np.ceil((kept_v[i] - lo) / q + 1e-3)
+                    if code > 255:
+                        code = 255
+                    if code < 0:
+                        code = 0
+                    e_comp[w] = kept_c[i]
+                    e_blk[w] = b
+                    e_code[w] = np.uint8(code)
+                    w += 1
+                b0 = b1
+            order = np.argsort(e_comp * (n_blocks[t] + 1) + e_blk)
+            u = uni_ptr[t] - 1
+            prev = -1
+            base = ent_ptr[t]
+            for i in range(ne):
+                o = order[i]
+                c = e_comp[o]
+                if c != prev:
+                    u += 1
+                    sum_comp[u] = c
+                    sum_off[u] = base + i
+                    prev = c
+                sum_blk[base + i] = e_blk[o]
+                sum_code[base + i] = e_code[o]
+    # sentinel is set by the caller: sum_off[-1] = total entries
+
+
+def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: float):
+    """NumPy reference of one block's summary: (terms sorted asc, dequantised values)."""
+    mx: dict[int, float] = {}
+    for comp, val in doc_vectors:
+        for c, v in zip(comp.tolist(), val.tolist()):
+            mx[c] = max(mx.get(c, -1.0), v)
+    items = sorted(mx.items(), key=lambda cv: (-cv[1], list(mx).index(cv[0])))
+    total = np.float32(0)
+    for _, v in items:
+        total += np.float32(v)
+    until = total * np.float32(energy)
+    kept, acc = [], np.float32(0)
+    for c, v in items:
+        kept.append((c, v))
+        acc += np.float32(v)
+        if acc >= until:
+            break
+    vals = np.array([v for _, v in kept], np.float32)
+    lo, hi = vals.min(), vals.max()
+    q = np.float32((hi - lo) / 254.5) or np.float32(1e-30)
+    codes = np.clip(np.ceil((vals - lo) / q + np.float32(1e-3)), 0, 255)
+    deq = lo + codes.astype(np.float32) * q
+    order = np.argsort([c for c, _ in kept])
+    return np.array([kept[i][0] for i in order]), deq[order]
+
+
+# ---------------------------------------------------------------------------------------- search
+@njit(inline="always", **_NJ)
+def _dot_f16(qdense, fwd_comp, fwd_val, s, e, tab):
+    acc = np.float32(0.0)
+    for p in range(s, e):
+        acc += qdense[fwd_comp[p]] * tab[fwd_val[p]]
+    return acc
+
+
+@njit(**_NJ)
+def _lower_bound(a, lo, hi, x):
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(**_NJ)
+def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
+                 term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                 blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                 tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv, blk_acc, hs, hr, out_s, out_r):
+    nq = q_idx.shape[0]
+    for j in range(nq):
+        qdense[q_idx[j]] = q_val[j]
+    size = 0
+    # query terms by weight desc (ties: term asc), the first query_cut of them
+    order = np.argsort(-q_val, kind="mergesort")
+    ncut = min(query_cut, nq)
+    for oi in range(ncut):
+        j = order[oi]
+        t = q_idx[j]
+        if q_val[j] <= 0:
+            break
+        gb0 = term_blk_ptr[t]
+        nb = term_blk_ptr[t + 1] - gb0
+        if nb == 0:
+            continue
+        for b in range(nb):
+            blk_acc[b] = 0.0
+        # summaries x query: walk the query's terms against the list's distinct summary terms
+        lo = uni_ptr[t]
+        hi = uni_ptr[t + 1]
+        for jj in range(nq):
+            c = q_idx[jj]
+            pos = _lower_bound(sum_comp, lo, hi, c)
+            if pos == hi:
+                break
+            lo = pos
+            if sum_comp[pos] == c:
+                qv = q_val[jj]
+                for e in range(sum_off[pos], sum_off[pos + 1]):
+                    b = sum_blk[e]
+                    blk_acc[b] += qv * (blk_min[gb0 + b] + sum_code[e] * blk_quant[gb0 + b])
+        if sort_blocks:
+            border = np.argsort(-blk_acc[:nb], kind="mergesort")
+        else:
+            border = np.arange(nb)
+        for bi in range(nb):
+            b = border[bi]
+            if size == k and blk_acc[b] < heap_factor * hs[0]:
+                if sort_blocks:
+                    break
+                continue
+            for p in range(blk_ptr[gb0 + b], blk_ptr[gb0 + b + 1]):
+                d = post_rows[p]
+                if stamp[d] == sv:
+                    continue
+                stamp[d] = sv
+                if deleted[d] != 0:
+                    continue
+                s = _dot_f16(qdense, fwd_comp, fwd_val, fwd_ptr[d], fwd_ptr[d + 1], tab)
+                if s > 0 and (size < k or not _worse(s, d, hs[0], hr[0])):
+                    size = heap_push(hs, hr, size, k, s, np.int64(d))
+    # kNN refinement: score the neighbours of the current results
+    if n_knn > 0 and size > 0:
+        cur = hr[:size].copy()
+        for i in range(cur.shape[0]):
+            r = cur[i]
+            if r >= n_main:
+                continue
+            for jn in range(min(n_knn, knn.shape[1])):
+                d = knn[r, jn]
+                if d < 0 or stamp[d] == sv:
+                    continue
+                stamp[d] = sv
+                if deleted[d] != 0:
+                    continue
+                s = _dot_f16(qdense, fwd_comp, fwd_val, fwd_ptr[d], fwd_ptr[d + 1], tab)
+                if s > 0 and (size < k or not _worse(s, d, hs[0], hr[0])):
+                    size = heap_push(hs, hr, size, k, s, np.int64(d))
+    # documents added after the build: scored exhaustively
+    n_tail = tail_ptr.shape[0] - 1
+    for i in range(n_tail):
+        d = n_main + i
+        if deleted[d] != 0:
+            continue
+        s = _dot_f16(qdense, tail_comp, tail_val, tail_ptr[i], tail_ptr[i + 1], tab)
+        if s > 0 and (size < k or not _worse(s, d, hs[0], hr[0])):
+            size = heap_push(hs, hr, size, k, s, np.int64(d))
+    for j in range(nq):
+        qdense[q_idx[j]] = 0.0
+    heap_drain(hs, hr, size, out_s, out_r)
+
+
+@njit(**_NJ)
+def _seismic_range(q0, q1, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
+                   term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                   blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                   tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks, out_s, out_r):
+    n_rows = deleted.shape[0]
+    qdense = np.zeros(dim, np.float32)
+    stamp = np.zeros(n_rows, np.int32)
+    blk_acc = np.empty(max(max_blocks, 1), np.float32)
+    hs = np.empty(k, np.float32)
+    hr = np.empty(k, np.int64)
+    for qi in range(q0, q1):
+        s, e = q_ptr[qi], q_ptr[qi + 1]
+        _seismic_one(q_idx[s:e], q_val[s:e], k, query_cut, heap_factor, sort_blocks, n_knn,
+                     term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                     blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                     tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(qi - q0 + 1),
+                     blk_acc, hs, hr, out_s[qi], out_r[qi])
+
+
+@njit(**_NJ)
+def seismic_search_serial(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
+                          term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                          blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                          tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks):
+    """Seismic search, one thread (the low-latency path; releases the GIL)."""
+    nq = q_ptr.shape[0] - 1
+    out_s = np.empty((nq, k), np.float32)
+    out_r = np.empty((nq, k), np.int64)
+    _seismic_range(0, nq, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
+                   term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                   blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                   tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks, out_s, out_r)
+    return out_s, out_r
+
+
+@njit(parallel=True, **_NJ)
+def seismic_search_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
+                            term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                            blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                            tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks, n_chunks):
+    """Seismic search over a batch on all threads (queries split into n_chunks ranges)."""
+    nq = q_ptr.shape[0] - 1
+    out_s = np.empty((nq, k), np.float32)
+    out_r = np.empty((nq, k), np.int64)
+    chunk = (nq + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        _seismic_range(c * chunk, min(nq, (c + 1) * chunk), q_ptr, q_idx, q_val, k, query_cut, heap_factor,
+                       sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off,
+                       sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                       tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks, out_s, out_r)
+    return out_s, out_r
+
+
+def seismic_one_ref(q_idx, q_val, k, query_cut, heap_factor, arrays: dict, n_knn: int = 0):
+    """Pure-Python/NumPy reference of the Seismic query algorithm (sorted block visiting).
+
+    ``arrays`` holds the index arrays by their SeismicIndex names. Slow; for tests on tiny data.
+    """
+    a = arrays
+    tab = F16_TABLE
+    q = dict(zip(q_idx.tolist(), q_val.tolist()))
+    n_main = a["fwd_ptr"].shape[0] - 1
+
+    def score(d):
+        if d < n_main:
+            s, e = a["fwd_ptr"][d], a["fwd_ptr"][d + 1]
+            comp, val = a["fwd_comp"][s:e], tab[a["fwd_val"][s:e]]
+        else:
+            i = d - n_main
+            s, e = a["tail_ptr"][i], a["tail_ptr"][i + 1]
+            comp, val = a["tail_comp"][s:e], tab[a["tail_val"][s:e]]
+        acc = np.float32(0)
+        for c, v in zip(comp.tolist(), val):
+            acc += np.float32(q.get(c, 0.0)) * v
+        return acc
+
+    best: list[tuple[float, int]] = []  # kept sorted by (score desc, row asc)
+    visited = set()
+
+    def offer(d):
+        if d in visited:
+            return
+        visited.add(d)
+        if a["deleted"][d]:
+            return
+        s = score(d)
+        if s > 0:
+            best.append((float(s), int(d)))
+            best.sort(key=lambda x: (-x[0], x[1]))
+            del best[k:]
+
+    order = np.argsort(-q_val, kind="mergesort")[: min(query_cut, q_idx.size)]
+    for j in order:
+        t = int(q_idx[j])
+        if q_val[j] <= 0:
+            break
+        gb0, gb1 = a["term_blk_ptr"][t], a["term_blk_ptr"][t + 1]
+        nb = gb1 - gb0
+        if nb == 0:
+            continue
+        acc = np.zeros(nb, np.float32)
+        for u in range(a["uni_ptr"][t], a["uni_ptr"][t + 1]):
+            c = int(a["sum_comp"][u])
+            if c in q:
+                for e in range(a["sum_off"][u], a["sum_off"][u + 1]):
+                    b = int(a["sum_blk"][e])
+                    acc[b] += np.float32(q[c]) * (a["blk_min"][gb0 + b] + np.float32(a["sum_code"][e]) * a["blk_quant"][gb0 + b])
+        for b in np.argsort(-acc, kind="stable"):
+            if len(best) == k and acc[b] < heap_factor * best[-1][0]:
+                break
+            for p in range(a["blk_ptr"][gb0 + b], a["blk_ptr"][gb0 + b + 1]):
+                offer(int(a["post_rows"][p]))
+    if n_knn > 0 and best:
+        for _, r in list(best):
+            if r < n_main:
+                for d in a["knn"][r, :n_knn]:
+                    if d >= 0:
+                        offer(int(d))
+    for i in range(a["tail_ptr"].shape[0] - 1):
+        offer(n_main + i)
+    out_s = np.full(k, -np.inf, np.float32)
+    out_r = np.full(k, -1, np.int64)
+    for i, (s, r) in enumerate(best):
+        out_s[i], out_r[i] = s, r
+    return out_s, out_r

@@ -1,0 +1,445 @@
+"""SeismicIndex: the blocked inverted index of Bruch, Nardini, Rulli and Venturini (SIGIR 2024).
+
+Build: static pruning of posting lists, blocking by clustering, 8-bit block summaries cut to a
+share of their mass, a float16 forward index; optional kNN graph (CIKM 2024). Search: the
+query's heaviest terms, blocks visited by summary score against the heap, exact forward-index
+scoring. The kernels live in ``kernels.py``; this module owns parameters, layout and the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lsr.sparse import SparseBatch
+
+from . import kernels as K
+from .base import BaseIndex, Hits, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
+from .ids import IdMap
+from .storage import IndexFormatError, load_folder, save_folder
+
+log = logging.getLogger(__name__)
+
+_MAIN_ARRAYS = (
+    "fwd_ptr", "fwd_comp", "fwd_val", "term_blk_ptr", "blk_ptr", "post_rows", "uni_ptr", "sum_comp",
+    "sum_off", "sum_blk", "sum_code", "blk_min", "blk_quant", "knn",
+)
+_TAIL_ARRAYS = ("tail_ptr", "tail_comp", "tail_val")
+
+
+@dataclass(frozen=True)
+class SeismicParams:
+    """Build parameters (saved in the manifest). Defaults follow pyseismic-lsr 0.5."""
+
+    n_postings: int | None = 3500  # average postings kept per term (None: keep all)
+    pruning: str = "global"  # "global": one value threshold for n_postings*dim postings; "fixed": top n per term
+    max_fraction: float = 1.5  # global pruning: a list keeps at most n_postings*max_fraction
+    centroid_fraction: float = 0.1  # centroids per list = fraction * list length
+    min_cluster_size: int = 2  # smaller clusters are merged into the nearest large one
+    summary_energy: float = 0.4  # a block summary keeps its largest entries up to this share of mass
+    doc_cut: int | None = 15  # clustering compares a document's top doc_cut entries (None: all)
+    nknn: int = 0  # neighbours per document in the kNN graph (0: no graph)
+    knn_query_cut: int = 10
+    knn_heap_factor: float = 0.9
+    seed: int = 42
+
+    def check(self) -> None:
+        if self.n_postings is not None and (not isinstance(self.n_postings, (int, np.integer)) or self.n_postings < 1):
+            raise ValueError(f"n_postings must be a positive int or None, got {self.n_postings!r}")
+        if self.pruning not in ("global", "fixed"):
+            raise ValueError(f"pruning must be 'global' or 'fixed', got {self.pruning!r}")
+        if not self.max_fraction >= 1.0:
+            raise ValueError(f"max_fraction must be >= 1, got {self.max_fraction!r}")
+        if not 0.0 < self.centroid_fraction <= 1.0:
+            raise ValueError(f"centroid_fraction must be in (0, 1], got {self.centroid_fraction!r}")
+        if self.min_cluster_size < 1:
+            raise ValueError(f"min_cluster_size must be >= 1, got {self.min_cluster_size!r}")
+        if not 0.0 < self.summary_energy <= 1.0:
+            raise ValueError(f"summary_energy must be in (0, 1], got {self.summary_energy!r}")
+        if self.doc_cut is not None and self.doc_cut < 1:
+            raise ValueError(f"doc_cut must be a positive int or None, got {self.doc_cut!r}")
+        if self.nknn < 0:
+            raise ValueError(f"nknn must be >= 0, got {self.nknn!r}")
+
+
+class SeismicIndex(BaseIndex):
+    """Approximate top-k retrieval over learned sparse vectors with a blocked inverted index.
+
+    >>> import numpy as np
+    >>> from lsr import SparseBatch
+    >>> rng = np.random.default_rng(0)
+    >>> docs = SparseBatch.from_dense(rng.random((200, 50)) * (rng.random((200, 50)) < 0.2))
+    >>> index = SeismicIndex.build(docs)
+    >>> hits = index.search(docs[:3], k=5, query_cut=10, heap_factor=0.8)
+    >>> hits.ids.shape, hits.ids[:, 0].tolist()
+    ((3, 5), [0, 1, 2])
+
+    Document values are stored in float16 (as in the official Seismic), so scores and ``get``
+    reflect float16-rounded weights; entries that round to zero are dropped.
+    Search knobs: ``query_cut`` (how many of the query's heaviest terms open posting lists),
+    ``heap_factor`` (a block is scored when its summary score is at least ``heap_factor`` times
+    the current k-th best score; 1.0 is the tightest, smaller visits more), ``n_knn`` (kNN-graph
+    refinement, needs ``nknn`` at build).
+    """
+
+    kind = "seismic"
+    default_query_cut = 10
+    default_heap_factor = 0.9
+
+    def __init__(self, arrays: dict, dim: int, params: SeismicParams, idmap: IdMap, deleted: np.ndarray):
+        self.dim = int(dim)
+        self.params = params
+        self._a = arrays
+        self._idmap = idmap
+        self._deleted = deleted
+        self._n_main = int(arrays["fwd_ptr"].shape[0] - 1)
+        tbp = arrays["term_blk_ptr"]
+        self._max_blocks = int(np.diff(tbp).max()) if tbp.shape[0] > 1 else 0
+        self._idmap.set_live(np.asarray(self._deleted) == 0)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(cls, docs: SparseBatch, ids=None, *, n_postings: int | None = 3500, pruning: str = "global",
+              max_fraction: float = 1.5, centroid_fraction: float = 0.1, min_cluster_size: int = 2,
+              summary_energy: float = 0.4, doc_cut: int | None = 15, nknn: int = 0, knn_query_cut: int = 10,
+              knn_heap_factor: float = 0.9, seed: int = 42, threads: int | None = None,
+              progress: bool = False) -> "SeismicIndex":
+        """Build from a SparseBatch. ``ids``: external ids (ints or strings), default 0..n-1.
+
+        Parameters are those of pyseismic-lsr (see :class:`SeismicParams`); ``threads`` limits
+        the build's threads (default: all), ``progress`` shows a bar over the build stages.
+        """
+        params = SeismicParams(n_postings, pruning, max_fraction, centroid_fraction, min_cluster_size,
+                               summary_energy, doc_cut, nknn, knn_query_cut, knn_heap_factor, seed)
+        params.check()
+        docs = check_docs(docs)
+        if len(docs) == 0:
+            raise ValueError("cannot build a SeismicIndex from an empty batch")
+        idmap = IdMap.build(ids, len(docs))
+        nthreads = resolve_threads(threads)
+        stages = ["forward index", "pruning", "clustering", "summaries"] + (["knn graph"] if nknn else [])
+        bar = _Stages(stages, progress)
+        t0 = time.perf_counter()
+        dim = docs.dim
+        comp_dtype = np.uint16 if dim <= 65536 else np.int32
+
+        # forward index: float16 values, zero entries dropped
+        bits = K.to_f16_bits(docs.values)
+        vals = K.F16_TABLE[bits]
+        keep = vals > 0
+        if keep.all():
+            fwd_ptr = docs.indptr.copy()
+            fwd_comp = docs.indices.astype(comp_dtype)
+        else:
+            counts = np.add.reduceat(keep.astype(np.int64), docs.indptr[:-1]) if docs.nnz else np.zeros(len(docs), np.int64)
+            counts[np.diff(docs.indptr) == 0] = 0
+            fwd_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            fwd_comp = docs.indices[keep].astype(comp_dtype)
+            bits, vals = bits[keep], vals[keep]
+        fwd_val = np.ascontiguousarray(bits)
+        nnz = int(fwd_ptr[-1])
+        bar.next()
+
+        with parallel_section(nthreads):
+            # static pruning
+            if n_postings is None:
+                lam, cap = 0.0, nnz + 1
+            elif pruning == "global":
+                tot = min(dim * n_postings, nnz)
+                lam = float(np.partition(vals, nnz - tot)[nnz - tot]) if tot > 0 else np.inf
+                cap = int(n_postings * max_fraction)
+            else:
+                lam, cap = 0.0, int(n_postings)
+            term_ptr, rows, pvals = K.invert_pruned(fwd_ptr, fwd_comp, vals, dim, np.float32(lam), cap, nthreads)
+            bar.next()
+            # blocking
+            cut = doc_cut if doc_cut is not None else int(np.diff(fwd_ptr).max(initial=1))
+            cut_ptr, cut_comp, cut_val = K.top_components(fwd_ptr, fwd_comp, vals, cut)
+            n_chunks = max(1, min(dim, 8 * nthreads))
+            n_blocks, blk_size, cap_ptr = K.cluster_lists(
+                term_ptr, rows, pvals, float(centroid_fraction), int(min_cluster_size), int(seed),
+                fwd_ptr, fwd_comp, vals, cut_ptr, cut_comp, cut_val, dim, n_chunks)
+            del cut_ptr, cut_comp, cut_val, pvals
+            term_blk_ptr = np.concatenate([[0], np.cumsum(n_blocks)]).astype(np.int64)
+            n_tot_blocks = int(term_blk_ptr[-1])
+            local = np.arange(n_tot_blocks, dtype=np.int64) - np.repeat(term_blk_ptr[:-1], n_blocks)
+            sizes = blk_size[np.repeat(cap_ptr[:-1], n_blocks) + local]
+            blk_ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            bar.next()
+            # summaries
+            n_ent, n_uni = K.summaries_count(term_ptr, rows, n_blocks, blk_size, cap_ptr, fwd_ptr, fwd_comp, vals,
+                                             np.float32(summary_energy), dim, n_chunks)
+            ent_ptr = np.concatenate([[0], np.cumsum(n_ent)]).astype(np.int64)
+            uni_ptr = np.concatenate([[0], np.cumsum(n_uni)]).astype(np.int64)
+            blk_dtype = np.uint16 if int(n_blocks.max(initial=0)) <= 65535 else np.int32
+            sum_comp = np.empty(int(uni_ptr[-1]), comp_dtype)
+            sum_off = np.empty(int(uni_ptr[-1]) + 1, np.int64)
+            sum_blk = np.empty(int(ent_ptr[-1]), blk_dtype)
+            sum_code = np.empty(int(ent_ptr[-1]), np.uint8)
+            blk_min = np.empty(n_tot_blocks, np.float32)
+            blk_quant = np.empty(n_tot_blocks, np.float32)
+            K.summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, ent_ptr, uni_ptr,
+                             fwd_ptr, fwd_comp, vals, np.float32(summary_energy), dim, n_chunks,
+                             sum_comp, sum_off, sum_blk, sum_code, blk_min, blk_quant)
+            sum_off[-1] = ent_ptr[-1]
+            bar.next()
+        arrays = {
+            "fwd_ptr": fwd_ptr, "fwd_comp": fwd_comp, "fwd_val": fwd_val,
+            "term_blk_ptr": term_blk_ptr, "blk_ptr": blk_ptr, "post_rows": rows,
+            "uni_ptr": uni_ptr, "sum_comp": sum_comp, "sum_off": sum_off, "sum_blk": sum_blk,
+            "sum_code": sum_code, "blk_min": blk_min, "blk_quant": blk_quant,
+            "knn": np.full((0, 0), -1, np.int32),
+            "tail_ptr": np.zeros(1, np.int64), "tail_comp": np.zeros(0, comp_dtype), "tail_val": np.zeros(0, np.uint16),
+        }
+        index = cls(arrays, dim, params, idmap, np.zeros(len(docs), np.uint8))
+        if nknn:
+            index._build_knn(nknn, knn_query_cut, knn_heap_factor, nthreads)
+            bar.next()
+        bar.close()
+        log.info("built SeismicIndex: %d docs, %d postings, %d blocks, %d summary entries in %.2fs (%s)",
+                 len(docs), rows.shape[0], n_tot_blocks, sum_code.shape[0], time.perf_counter() - t0, params)
+        return index
+
+    def _build_knn(self, nknn: int, query_cut: int, heap_factor: float, nthreads: int) -> None:
+        a = self._a
+        n = self._n_main
+        q_val = K.F16_TABLE[a["fwd_val"]]
+        k = min(nknn + 1, n)
+        scores, rows = self._run(a["fwd_ptr"], a["fwd_comp"].astype(np.int32), q_val, k, query_cut, heap_factor,
+                                 True, 0, nthreads)
+        knn = np.full((n, nknn), -1, np.int32)
+        for i in range(n):  # drop the document itself
+            r = rows[i][(rows[i] != i) & (rows[i] >= 0)][:nknn]
+            knn[i, : r.size] = r
+        a["knn"] = knn
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries: SparseBatch, k: int = 10, *, query_cut: int | None = None,
+               heap_factor: float | None = None, n_knn: int = 0, sorted_blocks: bool = True,
+               threads: int | None = None) -> Hits:
+        """Top-``k`` documents per query (see the class docstring for the knobs).
+
+        One query, or ``threads=1``, runs the single-thread low-latency path; a batch runs on
+        ``threads`` threads (default: all). Empty batch: (0, k) arrays; a query with no terms:
+        a row of -1 / -inf.
+        """
+        queries = coerce_queries(queries, self.dim)
+        k = check_k(k, len(self))
+        query_cut = self.default_query_cut if query_cut is None else query_cut
+        heap_factor = self.default_heap_factor if heap_factor is None else heap_factor
+        if not isinstance(query_cut, (int, np.integer)) or isinstance(query_cut, bool) or query_cut < 1:
+            raise ValueError(f"query_cut must be a positive int, got {query_cut!r}")
+        if not (isinstance(heap_factor, (int, float, np.floating)) and 0.0 < heap_factor <= 1.0):
+            raise ValueError(f"heap_factor must be in (0, 1], got {heap_factor!r}")
+        if n_knn < 0 or (n_knn > 0 and self._a["knn"].shape[1] == 0):
+            raise ValueError(f"n_knn={n_knn} needs an index built with nknn > 0 (this one has "
+                             f"{self._a['knn'].shape[1]} neighbours per document)")
+        if len(queries) == 0:
+            return self._empty_hits(k)
+        scores, rows = self._run(queries.indptr, queries.indices, queries.values, k, int(query_cut),
+                                 float(heap_factor), bool(sorted_blocks), int(n_knn), resolve_threads(threads))
+        return self._make_hits(scores, rows)
+
+    def _run(self, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn, nthreads):
+        a = self._a
+        common = (k, query_cut, np.float32(heap_factor), sort_blocks, n_knn,
+                  a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["uni_ptr"], a["sum_comp"], a["sum_off"],
+                  a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"],
+                  a["fwd_val"], K.F16_TABLE, np.asarray(self._deleted), a["tail_ptr"], a["tail_comp"], a["tail_val"],
+                  self._n_main, self._knn_arg(), self.dim, self._max_blocks)
+        nq = q_ptr.shape[0] - 1
+        q_idx = np.ascontiguousarray(q_idx, np.int32)
+        q_val = np.ascontiguousarray(q_val, np.float32)
+        if nthreads == 1 or nq == 1:
+            return K.seismic_search_serial(q_ptr, q_idx, q_val, *common)
+        n_chunks = min(nq, 4 * nthreads)
+        with parallel_section(nthreads):
+            return K.seismic_search_parallel(q_ptr, q_idx, q_val, *common, n_chunks)
+
+    def _knn_arg(self):
+        knn = self._a["knn"]
+        return knn if knn.shape[0] else np.full((1, 1), -1, np.int32)
+
+    # ------------------------------------------------------------------ documents
+    def get(self, ids) -> SparseBatch:
+        """Stored vectors (float16-rounded, as scored) of live documents, in the order asked."""
+        rows = self.rows_of(ids)
+        a = self._a
+        ptr = [0]
+        comp, val = [], []
+        for r in rows.tolist():
+            if r < self._n_main:
+                s, e = a["fwd_ptr"][r], a["fwd_ptr"][r + 1]
+                c, v = a["fwd_comp"][s:e], a["fwd_val"][s:e]
+            else:
+                i = r - self._n_main
+                s, e = a["tail_ptr"][i], a["tail_ptr"][i + 1]
+                c, v = a["tail_comp"][s:e], a["tail_val"][s:e]
+            comp.append(np.asarray(c, np.int32))
+            val.append(K.F16_TABLE[v])
+            ptr.append(ptr[-1] + (e - s))
+        if not comp:
+            return SparseBatch.empty(0, self.dim)
+        return SparseBatch(np.asarray(ptr, np.int64), np.concatenate(comp), np.concatenate(val), self.dim)
+
+    def add(self, docs: SparseBatch, ids=None) -> None:
+        """Add documents without a rebuild: they are scored exhaustively at query time until the
+        index is rebuilt (see :meth:`rebuild`), so results equal a rebuild's up to pruning."""
+        docs = check_docs(docs, self.dim)
+        if len(docs) == 0:
+            return
+        self._extend_ids(ids, len(docs))
+        a = self._a
+        bits = K.to_f16_bits(docs.values)
+        keep = K.F16_TABLE[bits] > 0
+        rows_of = np.repeat(np.arange(len(docs)), np.diff(docs.indptr))
+        counts = np.bincount(rows_of[keep], minlength=len(docs))
+        base = int(a["tail_ptr"][-1])
+        a["tail_ptr"] = np.concatenate([np.asarray(a["tail_ptr"]), base + np.cumsum(counts)]).astype(np.int64)
+        a["tail_comp"] = np.concatenate([np.asarray(a["tail_comp"]), docs.indices[keep].astype(a["fwd_comp"].dtype)])
+        a["tail_val"] = np.concatenate([np.asarray(a["tail_val"]), bits[keep]])
+
+    def rebuild(self, **overrides) -> "SeismicIndex":
+        """A new index over the live documents (same ids and parameters unless overridden)."""
+        live = np.nonzero(np.asarray(self._deleted) == 0)[0]
+        ids = self._idmap.ext[live]
+        docs = self.get(ids.tolist() if self._idmap.kind == "str" else ids)
+        params = asdict(self.params)
+        params.update(overrides)
+        return type(self).build(docs, ids.tolist() if self._idmap.kind == "str" else ids, **params)
+
+    # ------------------------------------------------------------------ info
+    def stats(self) -> dict:
+        a = self._a
+        nbytes = {name: int(np.asarray(arr).nbytes) for name, arr in a.items()}
+        nbytes["deleted"] = int(np.asarray(self._deleted).nbytes)
+        total = sum(nbytes.values())
+        nnz = int(a["fwd_ptr"][-1] + a["tail_ptr"][-1])
+        nb = int(a["term_blk_ptr"][-1])
+        return {
+            "kind": self.kind,
+            "docs": len(self),
+            "rows": self.n_rows,
+            "deleted": self.n_rows - len(self),
+            "unindexed": self.n_rows - self._n_main,
+            "dim": self.dim,
+            "nnz": nnz,
+            "postings": int(a["post_rows"].shape[0]),
+            "blocks": nb,
+            "summary_entries": int(a["sum_code"].shape[0]),
+            "knn": int(a["knn"].shape[1]) if a["knn"].shape[0] else 0,
+            "params": asdict(self.params),
+            "bytes": nbytes,
+            "bytes_total": total,
+            "bytes_per_component": total / max(nnz, 1),
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> Path:
+        """Write the index folder (manifest + arrays with checksums); load with :meth:`load`."""
+        arrays = {name: np.asarray(arr) for name, arr in self._a.items()}
+        arrays["deleted"] = np.asarray(self._deleted)
+        arrays["ids"] = self._idmap.to_array()
+        counts = {"rows": self.n_rows, "docs": len(self), "main_rows": self._n_main, "dim": self.dim,
+                  "nnz": int(self._a["fwd_ptr"][-1] + self._a["tail_ptr"][-1]), "blocks": int(self._a["term_blk_ptr"][-1])}
+        return save_folder(path, self.kind, asdict(self.params), counts, arrays, {"id_kind": self._idmap.kind})
+
+    @classmethod
+    def load(cls, path, mmap: bool = True, *, verify: bool = True) -> "SeismicIndex":
+        """Open a saved index. Arrays are memory-mapped unless ``mmap=False``; checksums are
+        verified unless ``verify=False`` (see :func:`lsr.index.storage.load_folder`)."""
+        manifest, a = load_folder(path, mmap=mmap, verify=verify)
+        if manifest["kind"] != cls.kind:
+            raise IndexFormatError(f"{Path(path) / 'manifest.json'}: holds a {manifest['kind']!r} index, not {cls.kind!r}")
+        return cls._from_arrays(path, manifest, a)
+
+    @classmethod
+    def _from_arrays(cls, path, manifest, a) -> "SeismicIndex":
+        missing = [n for n in _MAIN_ARRAYS + _TAIL_ARRAYS + ("deleted", "ids") if n not in a]
+        if missing:
+            raise IndexFormatError(f"{Path(path) / 'manifest.json'}: lists no array {missing[0]!r}")
+        dim = int(manifest["counts"]["dim"])
+        try:
+            params = SeismicParams(**manifest["params"])
+        except TypeError as exc:
+            raise IndexFormatError(f"{Path(path) / 'manifest.json'}: bad params ({exc})") from None
+        _check_structure(Path(path), a, dim)
+        idmap = IdMap.from_array(a["ids"], manifest.get("id_kind", "int"))
+        arrays = {n: a[n] for n in _MAIN_ARRAYS}
+        for n in _TAIL_ARRAYS:
+            arrays[n] = np.array(a[n])  # small and growable
+        return cls(arrays, dim, params, idmap, np.array(a["deleted"]))
+
+
+def _check_structure(folder: Path, a: dict, dim: int) -> None:
+    """Cheap consistency checks: a folder that passes cannot make a kernel read out of bounds."""
+
+    def bad(name, why):
+        raise IndexFormatError(f"{folder / (name + '.npy')}: {why}")
+
+    n_main = a["fwd_ptr"].shape[0] - 1
+    n_tail = a["tail_ptr"].shape[0] - 1
+    n = n_main + n_tail
+    for name, ptr, data in (("fwd_ptr", a["fwd_ptr"], a["fwd_comp"]), ("tail_ptr", a["tail_ptr"], a["tail_comp"])):
+        if ptr.shape[0] < 1 or ptr[0] != 0 or ptr[-1] != data.shape[0] or (ptr.shape[0] > 1 and np.any(np.diff(ptr) < 0)):
+            bad(name, "offsets do not match their data")
+    if a["fwd_val"].shape != a["fwd_comp"].shape or a["tail_val"].shape != a["tail_comp"].shape:
+        bad("fwd_val", "values and components differ in length")
+    for name in ("fwd_comp", "tail_comp", "sum_comp"):
+        if a[name].size and int(a[name].max()) >= dim:
+            bad(name, f"term id out of range for dim {dim}")
+    if a["deleted"].shape[0] != n or a["ids"].shape[0] != n:
+        bad("deleted", f"row count differs from the forward index ({n})")
+    tbp, bp = a["term_blk_ptr"], a["blk_ptr"]
+    if tbp.shape[0] != dim + 1 or np.any(np.diff(tbp) < 0) or tbp[0] != 0:
+        bad("term_blk_ptr", "does not match dim")
+    nb = int(tbp[-1])
+    if bp.shape[0] != nb + 1 or bp[0] != 0 or bp[-1] != a["post_rows"].shape[0] or np.any(np.diff(bp) < 0):
+        bad("blk_ptr", "does not match the posting lists")
+    if a["post_rows"].size and (int(a["post_rows"].max()) >= n_main or int(a["post_rows"].min()) < 0):
+        bad("post_rows", "row out of range")
+    up = a["uni_ptr"]
+    if up.shape[0] != dim + 1 or up[-1] != a["sum_comp"].shape[0] or np.any(np.diff(up) < 0):
+        bad("uni_ptr", "does not match sum_comp")
+    so = a["sum_off"]
+    if so.shape[0] != a["sum_comp"].shape[0] + 1 or so[-1] != a["sum_blk"].shape[0] or np.any(np.diff(so) < 0):
+        bad("sum_off", "does not match sum_blk")
+    if a["sum_code"].shape != a["sum_blk"].shape:
+        bad("sum_code", "length differs from sum_blk")
+    if a["blk_min"].shape[0] != nb or a["blk_quant"].shape[0] != nb:
+        bad("blk_min", "length differs from the block count")
+    if a["sum_blk"].size:
+        max_blocks = int(np.diff(tbp).max())
+        if int(a["sum_blk"].max()) >= max_blocks:
+            bad("sum_blk", "block id out of range")
+    knn = a["knn"]
+    if knn.ndim != 2 or (knn.shape[0] and (knn.shape[0] != n_main or int(knn.max()) >= n_main)):
+        bad("knn", "does not match the forward index")
+
+
+class _Stages:
+    """A tqdm bar over named build stages (silent unless asked)."""
+
+    def __init__(self, names, enabled):
+        self.names = names
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(names), desc=f"seismic: {names[0]}", unit="stage")
+        self.i = 0
+
+    def next(self):
+        self.i += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.i < len(self.names):
+                self.bar.set_description(f"seismic: {self.names[self.i]}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

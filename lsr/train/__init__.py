@@ -1,0 +1,23 @@
+"""Training: the TOML config schema, the trainer behind ``lsr-train`` (checkpoints, exact resume,
+accelerate DDP, bf16), the student adapter over ``lsr.models`` and dev evaluation.
+"""
+
+from lsr.train.config import ConfigError, TrainConfig, load_config
+
+__all__ = ["TrainConfig", "load_config", "ConfigError", "Trainer", "train"]
+
+
+def __getattr__(name):
+    if name == "Trainer":
+        from lsr.train.trainer import Trainer
+
+        return Trainer
+    raise AttributeError(name)
+
+
+def train(config_path, *, resume: bool = False, overrides=None, stop_after: int | None = None) -> dict:
+    """Run ``lsr-train`` from Python; returns the final eval metrics (empty without [[eval]])."""
+    from lsr.train.trainer import Trainer
+
+    cfg, text = load_config(config_path, overrides)
+    return Trainer(cfg, text).run(resume=resume, stop_after=stop_after)

@@ -1,0 +1,119 @@
+"""BM25 over a corpus (scipy CSR): full-corpus search for hard negatives and the lexical
+teacher's scores of given (query, document) pairs. Tokenisation is pluggable: the word pieces of
+a Hugging Face ``tokenizer.json`` (as lsr's encoders see text) or a lowercase word regex.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["BM25", "wordpiece_tokenizer", "regex_tokenizer"]
+
+logger = logging.getLogger(__name__)
+
+
+def wordpiece_tokenizer(model_dir: str | Path) -> tuple[Callable[[Sequence[str]], list[list[int]]], int]:
+    """``(tokenize, vocab_size)`` from a folder's ``tokenizer.json`` (no special tokens)."""
+    from tokenizers import Tokenizer
+
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no tokenizer.json in {model_dir}")
+    tok = Tokenizer.from_file(str(path))
+    tok.no_truncation()
+    tok.no_padding()
+
+    def tokenize(texts):
+        return [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    return tokenize, tok.get_vocab_size()
+
+
+def regex_tokenizer(dim: int = 1 << 20) -> tuple[Callable[[Sequence[str]], list[list[int]]], int]:
+    """Lowercase ``\\w+`` words hashed into ``dim`` buckets (stable across runs)."""
+    import zlib
+
+    pat = re.compile(r"\w+")
+
+    def tokenize(texts):
+        return [[zlib.crc32(w.encode()) % dim for w in pat.findall(t.lower())] for t in texts]
+
+    return tokenize, dim
+
+
+class BM25:
+    r"""Okapi BM25, :math:`\sum_{t \in q} \mathrm{idf}_t \frac{tf_{td}(k_1+1)}{tf_{td} + k_1(1-b+b\,|d|/\overline{|d|})}`
+    with the BM25 IDF :math:`\ln(1 + (N-\mathrm{df}+0.5)/(\mathrm{df}+0.5))` (Lucene's form).
+
+    >>> bm = BM25(["a cat", "a dog"], ids=["d1", "d2"], tokenizer=regex_tokenizer(64))
+    >>> bm.search(["cat"], k=1)[0][0][0]
+    'd1'
+    """
+
+    def __init__(self, docs: Sequence[str], ids: Sequence[str] | None = None, *, tokenizer=None,
+                 k1: float = 0.9, b: float = 0.4):
+        import scipy.sparse as sp
+
+        from lsr.losses.idf import bm25_idf
+
+        self.tokenize, self.dim = tokenizer or regex_tokenizer()
+        self.ids = list(ids) if ids is not None else [str(i) for i in range(len(docs))]
+        self.row = {d: i for i, d in enumerate(self.ids)}
+        toks = self.tokenize(docs)
+        lens = np.fromiter((len(t) for t in toks), np.int64, len(toks))
+        indptr = np.concatenate([[0], np.cumsum(lens)])
+        cols = np.fromiter((t for ts in toks for t in ts), np.int64, int(indptr[-1]))
+        tf = sp.csr_matrix((np.ones(cols.size, np.float32), cols, indptr), shape=(len(docs), self.dim))
+        tf.sum_duplicates()
+        df = np.bincount(tf.indices, minlength=self.dim)
+        self.idf = bm25_idf(df, len(docs))
+        avg = max(float(lens.mean()) if len(lens) else 1.0, 1e-9)
+        norm = k1 * (1 - b + b * lens / avg)
+        rows = np.repeat(np.arange(tf.shape[0]), np.diff(tf.indptr))
+        w = tf.data * (k1 + 1) / (tf.data + norm[rows]) * self.idf[tf.indices]
+        self.weights = sp.csr_matrix((w.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)
+        self.k1, self.b = k1, b
+
+    def query_matrix(self, queries: Sequence[str]):
+        import scipy.sparse as sp
+
+        toks = self.tokenize(queries)
+        lens = np.fromiter((len(t) for t in toks), np.int64, len(toks))
+        indptr = np.concatenate([[0], np.cumsum(lens)])
+        cols = np.fromiter((t for ts in toks for t in ts), np.int64, int(indptr[-1]))
+        m = sp.csr_matrix((np.ones(cols.size, np.float32), cols, indptr), shape=(len(queries), self.dim))
+        m.sum_duplicates()  # query term frequency counts, as Lucene's BM25 over a bag of words
+        return m
+
+    def search(self, queries: Sequence[str], k: int = 100, batch: int = 256):
+        """Top-``k`` ``(ids (n, k) object array, scores (n, k) float32)``; missing hits are None / -inf."""
+        n = len(queries)
+        out_ids = np.full((n, k), None, dtype=object)
+        out_sc = np.full((n, k), -np.inf, np.float32)
+        ids = np.asarray(self.ids, dtype=object)
+        wt = self.weights.T.tocsr()
+        for s in range(0, n, batch):
+            qm = self.query_matrix(queries[s : s + batch])
+            scores = (qm @ wt).toarray()  # (b, N)
+            kk = min(k, scores.shape[1])
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            for r in range(top.shape[0]):
+                sel = top[r][np.argsort(-scores[r, top[r]], kind="stable")]
+                sel = sel[scores[r, sel] > 0]
+                out_ids[s + r, : sel.size] = ids[sel]
+                out_sc[s + r, : sel.size] = scores[r, sel]
+        return out_ids, out_sc
+
+    def score_pairs(self, queries: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """BM25 score of each query against its own candidate document ids."""
+        qm = self.query_matrix(queries)
+        out = []
+        for i, cands in enumerate(candidates):
+            rows = [self.row[d] for d in cands]
+            out.append(np.asarray((self.weights[rows] @ qm[i].T).toarray()).ravel().astype(np.float32))
+        return out

@@ -1,0 +1,192 @@
+"""``lsr-train``'s TOML config: pydantic models validated once, saved next to every checkpoint.
+
+Relative paths are taken from the working directory; ``$VARS`` and ``~`` are expanded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["TrainConfig", "load_config", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not validate; the message names file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _path(p: str | None) -> str | None:
+    return None if p is None else os.path.expanduser(os.path.expandvars(p))
+
+
+class ModelConfig(_Strict):
+    kind: Literal["splade", "inference-free", "decoder"] = "splade"
+    init: str = Field(..., description="checkpoint folder or short name (splade-tiny, minilm, smollm2-135m)")
+    max_query_length: int = Field(64, gt=0)
+    max_doc_length: int = Field(256, gt=0)
+    # inference-free: where the query table starts ("idf": BM25 IDF over the training corpora,
+    # "keep": the checkpoint's own table) and whether it trains, with its own learning rate.
+    query_weights: Literal["idf", "keep"] = "idf"
+    trainable_query_weights: bool = False
+    query_weights_lr: float = Field(1e-3, ge=0)
+    lora: Optional[dict] = None  # decoder: peft LoraConfig keywords (r, lora_alpha, target_modules, ...)
+
+
+class DatasetConfig(_Strict):
+    path: str
+    split: str = "train"
+    name: Optional[str] = None
+    max_queries: Optional[int] = Field(None, gt=0)
+
+
+class DataConfig(_Strict):
+    train: list[DatasetConfig] = Field(..., min_length=1)
+    triples: Optional[str] = None  # MS MARCO-style text triples (query, positive, negative) instead
+    negatives: Literal["bm25"] = "bm25"
+    depth: int = Field(50, gt=0)
+    n_negatives: int = Field(7, ge=0)
+    max_positives: int = Field(16, gt=0)
+    min_relevance: int = 1
+    bm25_tokenizer: Optional[str] = "splade-tiny"
+    seed: int = 0
+
+
+class LossConfig(_Strict):
+    ranking: Literal["infonce", "marginmse", "kl"] = "infonce"
+    temperature: float = Field(1.0, gt=0)
+    in_batch: bool = True
+    regularizer: Literal["flops", "idf_flops", "df_flops", "l1", "none"] = "flops"
+    idf_weight_fn: Literal["inverse", "inverse_sqrt", "exp", "none"] = "inverse"
+    df_alpha: float = Field(0.1, gt=0, lt=1)
+    df_beta: float = Field(5.0, gt=0)
+    lambda_doc: float = Field(1e-3, ge=0)
+    lambda_query: float = Field(1e-3, ge=0)
+    regularizer_warmup: int = Field(0, ge=0)
+    l0_threshold: Optional[float] = None
+
+
+class TeacherConfig(_Strict):
+    kind: Literal["dense", "sparse", "bm25"]
+    model: Optional[str] = None
+    weight: float = 1.0
+    max_length: int = Field(256, gt=0)
+
+
+class TeachersConfig(_Strict):
+    models: list[TeacherConfig] = Field(default_factory=list)
+    normalization: Literal["minmax", "zscore", "none"] = "minmax"
+    scale: float = Field(1.0, gt=0)
+    cache_dir: Optional[str] = None
+    batch_size: int = Field(128, gt=0)
+
+
+class TrainLoopConfig(_Strict):
+    output_dir: str
+    steps: int = Field(..., gt=0)
+    batch_size: int = Field(32, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(2e-5, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: Optional[float] = 1.0
+    seed: int = 0
+    bf16: bool = True  # autocast to bf16 on GPU; ignored on the CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = Field(10, gt=0)
+    save_every: int = Field(500, gt=0)
+    eval_every: Optional[int] = Field(None, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    progress: bool = True
+
+
+class EvalConfig(_Strict):
+    path: str
+    split: str = "dev"
+    name: Optional[str] = None
+    max_queries: Optional[int] = Field(None, gt=0)
+    corpus: Literal["full", "candidates"] = "full"  # candidates: BM25 top-`depth` pool + judged docs
+    depth: int = Field(100, gt=0)
+    batch_size: int = Field(64, gt=0)
+
+
+class TrainConfig(_Strict):
+    model: ModelConfig
+    data: DataConfig
+    loss: LossConfig = Field(default_factory=LossConfig)
+    teachers: TeachersConfig = Field(default_factory=TeachersConfig)
+    train: TrainLoopConfig
+    eval: list[EvalConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.loss.ranking in ("marginmse", "kl") and not self.teachers.models:
+            raise ValueError(f"loss.ranking = {self.loss.ranking!r} distils teacher scores: add [[teachers.models]]")
+        if self.loss.ranking in ("marginmse", "kl") and self.data.n_negatives == 0:
+            raise ValueError("distillation needs data.n_negatives >= 1")
+        if self.loss.regularizer == "idf_flops" and self.model.kind == "decoder":
+            pass  # allowed: IDF from the training corpora in the decoder's vocabulary
+        for d in self.data.train:
+            d.path = _path(d.path)
+        for e in self.eval:
+            e.path = _path(e.path)
+        self.train.output_dir = _path(self.train.output_dir)
+        self.teachers.cache_dir = _path(self.teachers.cache_dir)
+        if self.data.triples:
+            self.data.triples = _path(self.data.triples)
+        return self
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _set_path(d: dict, dotted: str, value):
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+        if not isinstance(cur, dict):
+            raise ConfigError(f"--set {dotted}: {k} is not a table")
+    cur[keys[-1]] = value
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[TrainConfig, str]:
+    """Read and validate a TOML config; ``overrides`` are ``section.key=value`` (TOML values).
+
+    Returns ``(config, source_text)``; errors name the file and the offending field.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such config file: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        _set_path(raw, k.strip(), _parse_value(v.strip()))
+    try:
+        cfg = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path}: invalid config\n  " + "\n  ".join(lines)) from None
+    return cfg, text

@@ -32,6 +32,11 @@ class IndexParams(_Strict):
     n_postings: int | None = Field(None, ge=1, le=10_000_000, description="postings kept per term")
     centroid_fraction: float | None = Field(None, gt=0, le=1, description="blocks per posting list, as a fraction")
     summary_energy: float | None = Field(None, gt=0, le=1, description="share of a block summary's mass kept")
+    pruning: Literal["global", "fixed"] | None = Field(None, description="posting pruning: one global threshold or top-n per term")
+    max_fraction: float | None = Field(None, ge=1, le=1000, description="global pruning: longest list as a multiple of n_postings")
+    min_cluster_size: int | None = Field(None, ge=1, le=100_000)
+    doc_cut: int | None = Field(None, ge=1, le=100_000, description="clustering looks at a document's top doc_cut terms")
+    nknn: int | None = Field(None, ge=0, le=64, description="neighbours per document in the kNN graph")
 
 
 class CollectionCreate(_Strict):
@@ -125,7 +130,9 @@ class Document(BaseModel):
 class Knobs(_Strict):
     k: int = Field(10, ge=1, le=MAX_K)
     query_cut: int | None = Field(None, ge=1, le=10_000, description="Seismic: query terms kept (top by weight)")
-    heap_factor: float | None = Field(None, gt=0, le=10, description="Seismic: block pruning factor")
+    heap_factor: float | None = Field(
+        None, gt=0, le=1, description="Seismic: a block is scored when its summary reaches heap_factor x the k-th score"
+    )
     explain: bool = Field(False, description="add matching terms and their contributions to each hit")
     include_text: bool = Field(True, description="return the stored text with each hit")
 

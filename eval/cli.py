@@ -108,7 +108,10 @@ def _compare(args) -> int:
     from .report import compare, load_report
 
     reports = [load_report(p) for p in args.reports]
-    names = [Path(p).stem for p in args.reports]
+    names: list[str] = []
+    for p in args.reports:
+        stem = Path(p).stem
+        names.append(stem if stem not in names else f"{stem}#{len(names) + 1}")
     print(compare(reports, names, test=args.test))
     return 0
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 ENCODER_KINDS = ("splade", "inference-free", "decoder", "encoder")
 INDEX_KINDS = ("exact", "seismic", "scipy")
-SEARCH_KEYS = {"query_cut", "heap_factor", "threads"}
+SEARCH_KEYS = {"query_cut", "heap_factor", "threads", "n_knn", "sorted_blocks"}
 COMMON_KEYS = {"name", "index", "k", "batch_size", "docs", "queries", "query_encoder", "k1", "b"}
 
 
@@ -442,6 +442,7 @@ class Runner:
             except Exception:  # pragma: no cover - informative only
                 pass
         sp = dict(spec.search_params)
+        k = min(k, len(index))  # lsr indexes refuse k above the collection size
         with eff.timer(e, "batch_search_s"):
             hits = index.search(queries, k=k, **sp)
         e["qps"] = len(queries) / e["batch_search_s"] if e["batch_search_s"] > 0 else None

@@ -46,7 +46,11 @@ __all__ = ["SparseEncoder", "SpladeEncoder", "InferenceFreeEncoder", "DecoderSpl
 
 def __getattr__(name):
     # Keep `import lsr.models` torch-free: the torch-backed classes load on first access.
-    if name in ("SparseEncoder", "SpladeEncoder", "InferenceFreeEncoder"):
+    if name == "SparseEncoder":
+        from lsr.models.base import SparseEncoder
+
+        return SparseEncoder
+    if name in ("SpladeEncoder", "InferenceFreeEncoder"):
         from lsr.models import splade
 
         return getattr(splade, name)

@@ -1,0 +1,85 @@
+"""SPLADE pooling: vocabulary logits -> log(1 + relu(x)) -> max (or sum) over the unmasked tokens.
+
+Two forms: :func:`splade_pool` over full ``(B, L, V)`` logits (differentiable; used in training), and
+:func:`head_pool`, which applies the output projection in vocabulary chunks so the ``(B, L, V)``
+tensor never exists at once (inference; the same numbers up to float rounding).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["splade_pool", "activate", "head_pool", "POOLINGS", "ACTIVATIONS"]
+
+POOLINGS = ("max", "sum")
+ACTIVATIONS = ("relu", "log1p_relu")
+
+
+def check_pooling(pooling: str, activation: str) -> None:
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def activate(x: torch.Tensor, activation: str = "relu") -> torch.Tensor:
+    """``log1p(relu(x))``; ``log1p_relu`` applies log1p twice (OpenSearch's variant)."""
+    y = torch.log1p(torch.relu(x))
+    if activation == "log1p_relu":
+        y = torch.log1p(y)
+    return y
+
+
+def splade_pool(logits: torch.Tensor, mask: torch.Tensor, pooling: str = "max", activation: str = "relu") -> torch.Tensor:
+    """Pool ``(B, L, V)`` logits over the tokens where ``mask`` (``(B, L)``, 0/1 or bool) is set -> ``(B, V)``.
+
+    Max pooling takes the max of the raw logits first: ``log1p(relu(.))`` is monotone, so
+    ``max_t f(x_t) == f(max_t x_t)`` and the activation runs on ``(B, V)`` instead of ``(B, L, V)``.
+    A row with no unmasked token gives zeros.
+    """
+    check_pooling(pooling, activation)
+    if logits.dim() != 3 or mask.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits (B, L, V) and mask (B, L), got {tuple(logits.shape)} and {tuple(mask.shape)}")
+    keep = mask.bool().unsqueeze(-1)
+    if pooling == "max":
+        x = logits.masked_fill(~keep, float("-inf")).amax(dim=1)
+        return activate(x, activation)
+    return (activate(logits, activation) * keep.to(logits.dtype)).sum(dim=1)
+
+
+def head_pool(
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    pooling: str = "max",
+    activation: str = "relu",
+    chunk_bytes: int | None = None,
+) -> torch.Tensor:
+    """``splade_pool(hidden @ weight.T + bias, mask)`` computed in vocabulary chunks -> float32 ``(B, V)``.
+
+    The MLM projection (``V`` x ``H``) dominates a small encoder's cost, and its ``(B, L, V)`` output
+    is far larger than the caches: projecting a narrow slice of the vocabulary at a time and
+    reducing it at once keeps the working set in cache (about 2.5x faster than the full tensor on
+    CPU for SPLADE-tiny). ``chunk_bytes`` bounds one slice (default 2 MiB on CPU, 512 MiB on GPU).
+    """
+    check_pooling(pooling, activation)
+    B, L, H = hidden.shape
+    V = weight.shape[0]
+    if chunk_bytes is None:
+        chunk_bytes = (2 << 20) if hidden.device.type == "cpu" else (512 << 20)
+    chunk = int(min(V, max(64, chunk_bytes // max(1, B * L * hidden.element_size()))))
+    keep = mask.bool().unsqueeze(-1)
+    flat = hidden.reshape(B * L, H)
+    out = torch.empty(B, V, dtype=torch.float32, device=hidden.device)
+    for s in range(0, V, chunk):
+        e = min(V, s + chunk)
+        w = weight[s:e]
+        lc = (flat @ w.T if bias is None else torch.addmm(bias[s:e], flat, w.T)).view(B, L, e - s)
+        if pooling == "max":
+            out[:, s:e] = lc.masked_fill_(~keep, float("-inf")).amax(dim=1)
+        else:
+            out[:, s:e] = activate(lc.float(), activation).masked_fill_(~keep, 0.0).sum(dim=1)
+    if pooling == "max":
+        out = activate(out, activation)  # rows with no unmasked token: -inf -> 0
+    return out

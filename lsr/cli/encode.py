@@ -1,0 +1,123 @@
+"""``lsr-encode``: encode a BEIR corpus or queries file (JSONL, optionally gzipped) into sparse vectors.
+
+    lsr-encode --model splade-tiny --input corpus.jsonl.gz --out vectors.npz
+    lsr-encode --model splade-tiny --input queries.jsonl --out queries.npz --queries
+
+The output (``.npz`` or Seismic ``.jsonl``) holds the ids and loads with ``lsr.load_vectors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "read_beir_jsonl"]
+
+logger = logging.getLogger("lsr.encode")
+
+
+def read_beir_jsonl(path, *, limit: int | None = None) -> tuple[list[str], list[str]]:
+    """``(ids, texts)`` from a BEIR ``corpus.jsonl[.gz]`` (``title`` + " " + ``text``) or ``queries.jsonl``.
+
+    Lines are split on "\\n" only; blank lines are skipped; errors name the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such input file: {path}")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    ids: list[str] = []
+    texts: list[str] = []
+    with opener(path, "rt", encoding="utf-8", newline="\n") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict) or "_id" not in rec:
+                raise ValueError(f"{path}:{lineno}: expected an object with '_id' (BEIR layout)")
+            text = rec.get("text") or ""
+            title = rec.get("title") or ""
+            if not isinstance(text, str) or not isinstance(title, str):
+                raise ValueError(f"{path}:{lineno}: 'title'/'text' must be strings")
+            ids.append(str(rec["_id"]))
+            texts.append(f"{title} {text}".strip() if title else text)
+            if limit is not None and len(ids) >= limit:
+                break
+    return ids, texts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lsr-encode", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="short name (splade-tiny, smollm2-135m) or a model folder")
+    p.add_argument("--input", required=True, help="BEIR corpus.jsonl[.gz] or queries.jsonl")
+    p.add_argument("--out", required=True, help="output vectors: .npz or .jsonl")
+    p.add_argument("--queries", action="store_true", help="encode as queries (default: documents)")
+    p.add_argument("--kind", choices=["splade", "inference-free", "decoder"], default=None,
+                   help="override the detected model kind")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="max tokens per text (default: the model's max_doc_length / max_query_length)")
+    p.add_argument("--top-k", type=int, default=None, help="keep the top-k weights of each vector")
+    p.add_argument("--min-weight", type=float, default=None, help="drop weights below this")
+    p.add_argument("--limit", type=int, default=None, help="encode only the first N records")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    if not (out.name.endswith(".npz") or out.name.endswith(".jsonl")):
+        print(f"lsr-encode: --out must end in .npz or .jsonl, got {out}", file=sys.stderr)
+        return 2
+    for name, val in (("--batch-size", args.batch_size), ("--max-length", args.max_length), ("--top-k", args.top_k),
+                      ("--limit", args.limit)):
+        if val is not None and val <= 0:
+            print(f"lsr-encode: {name} must be positive, got {val}", file=sys.stderr)
+            return 2
+    try:
+        ids, texts = read_beir_jsonl(args.input, limit=args.limit)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"lsr-encode: {exc}", file=sys.stderr)
+        return 2
+    from lsr.models import SparseEncoder
+    from lsr.sparse import save_vectors
+
+    try:
+        enc = SparseEncoder.load(args.model, kind=args.kind, device=args.device)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"lsr-encode: cannot load model {args.model!r}: {exc}", file=sys.stderr)
+        return 2
+    if args.max_length is not None:
+        if args.queries:
+            enc.max_query_length = args.max_length
+        else:
+            enc.max_doc_length = args.max_length
+    t0 = time.perf_counter()
+    fn = enc.encode_queries if args.queries else enc.encode_documents
+    batch = fn(texts, batch_size=args.batch_size, show_progress_bar=not args.no_progress, top_k=args.top_k,
+               min_weight=args.min_weight)
+    dt = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_vectors(out, batch, ids)
+    n = len(batch)
+    logger.info("encoded %d %s in %.1fs (%.1f/s), avg nnz %.1f -> %s", n, "queries" if args.queries else "documents",
+                dt, n / dt if dt else 0.0, batch.nnz / max(n, 1), out)
+    print(json.dumps({"n": n, "seconds": round(dt, 3), "avg_nnz": round(batch.nnz / max(n, 1), 2), "out": str(out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

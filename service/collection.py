@@ -355,6 +355,283 @@ class Collection:
 
     # ------------------------------------------------------------------ reads
     def get(self, doc_id: str, *, with_vector: bool = False) -> dict | None:
+        try:
+            return self._get(self.loc.get(doc_id), self.view, doc_id, with_vector)
+        except (KeyError, StopIteration):
+            # Raced with a merge's swap (loc and view change together under the write lock).
+            with self._lock:
+                return self._get(self.loc.get(doc_id), self.view, doc_id, with_vector)
+
+    @staticmethod
+    def _get(where, view: View, doc_id: str, with_vector: bool) -> dict | None:
+        if where is None:
+            return None
+        if where == FRESH:
+            d = view.fresh[doc_id]
+            out = {"id": doc_id, "text": d.text, "metadata": d.metadata}
+            vec = (d.indices, d.values)
+        else:
+            seg = next(s for s in view.segments if s.name == where[0])
+            out = seg.doc(where[1])
+            vec = seg.vectors.row(where[1])
+        if with_vector:
+            out["vector"] = {int(t): float(w) for t, w in zip(*vec)}
+        return out
+
+    def search(self, queries: SparseBatch, k: int, knobs: dict, threads: int | None) -> list[list[Candidate]]:
+        nq = len(queries)
+        per_query: list[list[Candidate]] = [[] for _ in range(nq)]
+        for seg in self.segments:
+            dead = self.dead[seg.name]
+            n_dead = self.dead_counts[seg.name]
+            if len(seg) - n_dead <= 0:
+                continue
+            # Over-fetch by the number of tombstoned rows so filtering them leaves k.
+            rows, scores = seg.search(queries, k + n_dead, knobs, threads)
+            for q in range(nq):
+                for r, s in zip(rows[q], scores[q]):
+                    if r < 0 or not np.isfinite(s) or dead[r]:
+                        continue
+                    per_query[q].append(Candidate(seg.ids[r], float(s), seg.name, int(r)))
+        if self.fresh:
+            ids, scorer = self.fresh_scorer()
+            rows, scores = scorer.search(queries, min(k, len(ids)))
+            for q in range(nq):
+                for r, s in zip(rows[q], scores[q]):
+                    if r >= 0 and np.isfinite(s):
+                        per_query[q].append(Candidate(ids[r], float(s), "fresh", int(r)))
+        out = []
+        for cands in per_query:
+            cands.sort(key=lambda c: (-c.score, c.id))
+            out.append(cands[:k])
+        return out
+
+    def vector(self, cand: Candidate) -> tuple[np.ndarray, np.ndarray]:
+        if cand.segment == "fresh":
+            d = self.fresh[cand.id]
+            return d.indices, d.values
+        for seg in self.segments:
+            if seg.name == cand.segment:
+                return seg.vectors.row(cand.row)
+        raise KeyError(cand.segment)
+
+    def document(self, cand: Candidate) -> dict:
+        if cand.segment == "fresh":
+            d = self.fresh[cand.id]
+            return {"id": cand.id, "text": d.text, "metadata": d.metadata}
+        for seg in self.segments:
+            if seg.name == cand.segment:
+                return seg.doc(cand.row)
+        raise KeyError(cand.segment)
+
+
+def _batch_from_fresh(docs: Sequence[FreshDoc], dim: int) -> SparseBatch:
+    if not docs:
+        return SparseBatch.empty(0, dim)
+    lens = np.fromiter((d.indices.size for d in docs), np.int64, len(docs))
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    indices = np.concatenate([d.indices for d in docs]).astype(np.int32)
+    values = np.concatenate([d.values for d in docs]).astype(np.float32)
+    return SparseBatch(indptr, indices, values, dim)
+
+
+@dataclass
+class MergePolicy:
+    min_docs: int = 1000  # merge once the fresh segment holds this many documents
+    idle_s: float = 10.0  # or once writes have been quiet this long
+    max_segments: int = 8  # compact all segments into one past this many
+    max_dead_fraction: float = 0.25  # or when this share of sealed rows is tombstoned
+
+
+class Collection:
+    """One collection folder, opened: replayed log, loaded segments, and a published View."""
+
+    def __init__(self, path: Path, manifest: dict, policy: MergePolicy | None = None):
+        self.path = Path(path)
+        self.name = manifest["name"]
+        self.manifest = manifest
+        self.config = manifest["config"]
+        self.dim = int(self.config["dim"])
+        self.policy = policy or MergePolicy()
+        self._lock = threading.Lock()  # serialises writes and the merge's swap
+        self._merge_lock = threading.Lock()  # one merge at a time
+        self.segments: list[Segment] = []
+        self.dead: dict[str, np.ndarray] = {}
+        self.loc: dict[str, tuple[str, int]] = {}
+        self.fresh: dict[str, FreshDoc] = {}
+        self.seq = int(manifest.get("seq", 0))
+        self.last_write = time.monotonic()
+        self.closed = False
+        self.view: View
+        self._wal: WriteAheadLog | None = None
+        self._wal_bytes = 0
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(cls, root: Path, name: str, config: dict, policy: MergePolicy | None = None) -> "Collection":
+        validate_name(name)
+        root = Path(root)
+        final = root / name
+        if final.exists():
+            raise CollectionError(f"collection {name!r} already exists", 409)
+        tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        (tmp / "segments").mkdir(parents=True)
+        (tmp / "wal").mkdir()
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "name": name,
+            "config": config,
+            "generation": 0,
+            "segments": [],
+            "dead": {},
+            "wal_start": 1,
+            "seq": 0,
+            "created_at": time.time(),
+        }
+        atomic_write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
+        fsync_dir(tmp / "segments")
+        fsync_dir(tmp / "wal")
+        fsync_dir(tmp)
+        try:
+            os.rename(tmp, final)  # fails if a concurrent create won
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CollectionError(f"collection {name!r} already exists", 409) from None
+        fsync_dir(root)
+        return cls.open(final, policy)
+
+    @classmethod
+    def open(cls, path: Path, policy: MergePolicy | None = None, *, verify: bool = False) -> "Collection":
+        path = Path(path)
+        manifest = json.loads((path / "manifest.json").read_text())
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise SegmentError(f"{path}/manifest.json: unsupported format {manifest.get('format')!r}")
+        col = cls(path, manifest, policy)
+        referenced = {s["name"] for s in manifest["segments"]}
+        seg_root = path / "segments"
+        for p in seg_root.iterdir() if seg_root.exists() else []:
+            if p.name not in referenced:  # left by a merge that crashed before its manifest swap
+                log.info("%s: removing unreferenced segment %s", col.name, p.name)
+                shutil.rmtree(p, ignore_errors=True)
+        for s in manifest["segments"]:
+            seg = Segment.load(seg_root / s["name"], verify=verify)
+            dead = np.zeros(len(seg), bool)
+            rows = np.asarray(manifest["dead"].get(s["name"], []), np.int64)
+            dead[rows] = True
+            col.segments.append(seg)
+            col.dead[seg.name] = dead
+            for r, doc_id in enumerate(seg.ids):
+                if not dead[r]:
+                    col.loc[doc_id] = (seg.name, r)
+        wal_dir = path / "wal"
+        wal_dir.mkdir(exist_ok=True)
+        start = int(manifest["wal_start"])
+        for n in log_numbers(wal_dir):
+            if n < start:
+                (wal_dir / log_name(n)).unlink(missing_ok=True)
+        n_replayed = 0
+        for _, rec in replay(wal_dir, start):
+            col._apply(rec)
+            n_replayed += 1
+        numbers = log_numbers(wal_dir)
+        col._wal = WriteAheadLog(wal_dir, numbers[-1] if numbers else start)
+        col._wal_bytes = sum((wal_dir / log_name(n)).stat().st_size for n in log_numbers(wal_dir))
+        col._publish()
+        log.info(
+            "opened collection %s: %d docs (%d fresh) in %d segments, %d log records replayed",
+            col.name, len(col.loc), len(col.fresh), len(col.segments), n_replayed,
+        )
+        return col
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            if self._wal is not None:
+                self._wal.close()
+            for seg in self.segments:
+                seg.close()
+
+    # ------------------------------------------------------------------ writes
+    def _mark_dead(self, where: tuple[str, int], touched: set) -> None:
+        seg_name, row = where
+        if seg_name == "fresh":
+            return
+        if seg_name not in touched:
+            self.dead[seg_name] = self.dead[seg_name].copy()  # copy-on-write: views keep the old one
+            touched.add(seg_name)
+        self.dead[seg_name][row] = True
+
+    def _apply(self, rec: dict) -> None:
+        touched: set = set()
+        seq = int(rec["seq"])
+        if rec["op"] == "upsert":
+            for d in rec["docs"]:
+                doc_id = d["id"]
+                old = self.loc.get(doc_id)
+                if old is not None:
+                    self._mark_dead(old, touched)
+                self.fresh[doc_id] = FreshDoc(
+                    np.asarray(d["t"], np.int32), np.asarray(d["w"], np.float32), d.get("text"), d.get("metadata"), seq
+                )
+                self.loc[doc_id] = FRESH
+        elif rec["op"] == "delete":
+            for doc_id in rec["ids"]:
+                old = self.loc.pop(doc_id, None)
+                if old is None:
+                    continue
+                if old == FRESH:
+                    self.fresh.pop(doc_id, None)
+                else:
+                    self._mark_dead(old, touched)
+        else:
+            raise SegmentError(f"unknown log record op {rec['op']!r}")
+        self.seq = max(self.seq, seq)
+
+    def _publish(self) -> None:
+        self.view = View(tuple(self.segments), dict(self.dead), dict(self.fresh), self.dim)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise CollectionError(f"collection {self.name!r} was deleted", 404)
+
+    def upsert(self, docs: Sequence[DocIn]) -> int:
+        """Add or replace documents; returns after the log record is fsynced and applied."""
+        for d in docs:
+            if d.indices.size and (int(d.indices.max()) >= self.dim or int(d.indices.min()) < 0):
+                raise CollectionError(f"document {d.id!r}: term id outside the collection's vocabulary [0, {self.dim})", 422)
+        with self._lock:
+            self._check_open()
+            rec = {
+                "seq": self.seq + 1,
+                "op": "upsert",
+                "docs": [
+                    {"id": d.id, "t": d.indices.tolist(), "w": d.values.tolist(), "text": d.text, "metadata": d.metadata}
+                    for d in docs
+                ],
+            }
+            self._wal_bytes += self._wal.append(rec)
+            self._apply(rec)
+            self.last_write = time.monotonic()
+            self._publish()
+            return self.seq
+
+    def delete(self, ids: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Delete documents by id; returns ``(deleted, not_found)``."""
+        with self._lock:
+            self._check_open()
+            ids = list(dict.fromkeys(ids))
+            found = [i for i in ids if i in self.loc]
+            missing = [i for i in ids if i not in self.loc]
+            if found:
+                rec = {"seq": self.seq + 1, "op": "delete", "ids": found}
+                self._wal_bytes += self._wal.append(rec)
+                self._apply(rec)
+                self.last_write = time.monotonic()
+                self._publish()
+            return found, missing
+
+    # ------------------------------------------------------------------ reads
+    def get(self, doc_id: str, *, with_vector: bool = False) -> dict | None:
         view = self.view
         where = self.loc.get(doc_id)
         if where is None:

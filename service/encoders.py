@@ -22,9 +22,14 @@ class ModelUnavailable(ValueError):
 
 
 def _model_dir(name: str) -> Path | None:
-    p = Path(name).expanduser()
-    if p.is_dir():
-        return p
+    if not name or "\x00" in name:
+        return None
+    try:
+        p = Path(name).expanduser()
+        if p.is_dir():
+            return p
+    except (OSError, ValueError, RuntimeError):  # a name too long for a path, a bad ~user, ...
+        return None
     try:
         from lsr.models.hub import model_path  # noqa: PLC0415
 
@@ -69,7 +74,10 @@ class ModelRegistry:
         if name in self._vocabs:
             return self._vocabs[name]
         folder = _model_dir(name)
-        vocab = _vocab_from_folder(folder) if folder is not None else None
+        try:
+            vocab = _vocab_from_folder(folder) if folder is not None else None
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailable(f"model {name!r}: cannot read its vocabulary ({exc})") from exc
         if vocab is None:
             vocab = list(self.encoder(name).vocab)
         self._vocabs[name] = vocab

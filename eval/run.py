@@ -7,7 +7,9 @@ loaded corpus, and systems on the same encoder share its document vectors.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import platform
 import re
 import tempfile
 import time
@@ -302,6 +304,9 @@ class Runner:
                 batch, ids = load_vectors(cache)
                 batch = self._align(batch, ids, cache)
                 info["doc_vectors"] = str(cache)
+                side = cache.with_suffix(".json")
+                if side.exists():  # how and where the cached vectors were encoded
+                    info["doc_vectors_encoded"] = json.loads(side.read_text(encoding="utf-8"))
                 log.info("document vectors from cache %s", cache)
             else:
                 enc = self.encoder(spec.kind, spec.model)
@@ -314,6 +319,10 @@ class Runner:
                     cache.parent.mkdir(parents=True, exist_ok=True)
                     save_vectors(cache, batch, self.ds.doc_ids)
                     info["doc_vectors_saved"] = str(cache)
+                    side = {**info, "device": str(getattr(enc, "device", "")), "batch_size": bs,
+                            "model": spec.model, "kind": spec.kind, "machine": _machine_line(),
+                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    cache.with_suffix(".json").write_text(json.dumps(side, indent=1), encoding="utf-8")
         self._doc_vectors[key] = (batch, info)
         return batch, info
 
@@ -456,6 +465,11 @@ class Runner:
             times.append(time.perf_counter() - t0)
         e.update(eff.latency_stats(times, "search_"))
         return _hits_to_run(hits, self.qids)
+
+
+def _machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()} {cpu} {eff.cpu_count()} cores"
 
 
 class _Skip(Exception):

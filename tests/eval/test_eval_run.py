@@ -141,3 +141,37 @@ def test_skips_bm25_with_reason_when_pyserini_missing(vectors, monkeypatch):
     assert res[1].baseline == res[1].name or res[1].significance == {}
     md = markdown(build_report(ds, res))
     assert "skipped: pyserini is not installed (test)" in md
+
+
+class _BowEncoder:
+    """Stands in for lsr.models.SparseEncoder (same two methods) so the encoder path runs without torch."""
+
+    device = "cpu"
+    calls = 0
+
+    def encode_documents(self, texts, batch_size=32, show_progress_bar=False):
+        _BowEncoder.calls += 1
+        return bow(texts)
+
+    def encode_queries(self, texts, batch_size=32, show_progress_bar=False):
+        return bow(texts)
+
+
+def test_encoder_path_shares_and_caches_document_vectors(scifact_small, tmp_path, monkeypatch):
+    from lsr.eval.run import Runner
+
+    monkeypatch.setattr(Runner, "encoder", lambda self, kind, model: _BowEncoder())
+    ds = load_beir(scifact_small, "test")
+    _BowEncoder.calls = 0
+    systems = ["splade:fake,index=scipy", "splade:fake,index=exact"]
+    res = run_systems(ds, systems, k=20, cache_dir=tmp_path / "cache", show_progress=False)
+    assert _BowEncoder.calls == 1  # two systems, one document encoding
+    e = res[0].efficiency
+    assert e["docs_per_s"] > 0 and e["query_encode_p50_ms"] >= 0 and "doc_vectors_saved" in e
+    assert res[1].metrics["nDCG@10"] == pytest.approx(res[0].metrics["nDCG@10"], abs=1e-6)
+    (side,) = list((tmp_path / "cache").rglob("*.json"))
+    again = run_systems(ds, systems[:1], k=20, cache_dir=tmp_path / "cache", show_progress=False)
+    assert _BowEncoder.calls == 1  # the cache served the second invocation
+    assert again[0].efficiency["doc_vectors_encoded"]["docs_per_s"] == pytest.approx(e["docs_per_s"])
+    assert again[0].metrics == res[0].metrics
+    assert "(cpu)" in markdown(build_report(ds, again))

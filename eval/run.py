@@ -255,6 +255,7 @@ class Runner:
         self._doc_texts: list[str] | None = None
         self._encoders: dict[tuple, Any] = {}
         self._doc_vectors: dict[tuple, tuple[SparseBatch, dict]] = {}
+        self._query_vectors: dict[tuple, tuple[SparseBatch, list[float] | None]] = {}
 
     @property
     def doc_texts(self) -> list[str]:
@@ -342,7 +343,14 @@ class Runner:
         return batch[order]
 
     def query_vectors(self, spec: SystemSpec) -> tuple[SparseBatch, list[float] | None]:
-        """All query vectors (batch) and per-query encode latencies (one query at a time)."""
+        """All query vectors (batch) and per-query encode latencies (one query at a time);
+        systems on the same query side share them."""
+        key = (spec.kind, spec.model, spec.options.get("queries"), spec.options.get("query_encoder"))
+        if key not in self._query_vectors:
+            self._query_vectors[key] = self._encode_queries(spec)
+        return self._query_vectors[key]
+
+    def _encode_queries(self, spec: SystemSpec) -> tuple[SparseBatch, list[float] | None]:
         if spec.kind == "vectors" and spec.options.get("queries"):
             batch, ids = load_vectors(spec.options["queries"])
             if ids is None:

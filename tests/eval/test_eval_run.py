@@ -163,9 +163,10 @@ def test_encoder_path_shares_and_caches_document_vectors(scifact_small, tmp_path
     monkeypatch.setattr(Runner, "encoder", lambda self, kind, model: _BowEncoder())
     ds = load_beir(scifact_small, "test")
     _BowEncoder.calls = 0
-    systems = ["splade:fake,index=scipy", "splade:fake,index=exact"]
+    systems = ["splade:fake,index=scipy", "splade:fake,index=exact", "splade:fake,index=scipy,query_cut=3"]
     res = run_systems(ds, systems, k=20, cache_dir=tmp_path / "cache", show_progress=False)
-    assert _BowEncoder.calls == 1  # two systems, one document encoding
+    assert _BowEncoder.calls == 1  # three systems, one document encoding
+    assert res[2].efficiency.get("index_shared") and not res[0].efficiency.get("index_shared")
     e = res[0].efficiency
     assert e["docs_per_s"] > 0 and e["query_encode_p50_ms"] >= 0 and "doc_vectors_saved" in e
     assert res[1].metrics["nDCG@10"] == pytest.approx(res[0].metrics["nDCG@10"], abs=1e-6)

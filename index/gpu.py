@@ -68,15 +68,18 @@ class BlockLayout:
     """Seismic's block structure as flat arrays (rows are the forward index's rows).
 
     ``term_ptr[t]:term_ptr[t+1]`` are term ``t``'s blocks; ``block_ptr[b]:block_ptr[b+1]`` index
-    ``block_docs``; block ``b``'s summary is CSR row ``b`` of (``sum_ptr``, ``sum_idx``, ``sum_val``).
+    ``block_docs``. Summary entries are grouped by posting list, as Seismic stores them:
+    ``ent_ptr[t]:ent_ptr[t+1]`` are the entries of term ``t``'s blocks, entry ``e`` says that
+    block ``ent_blk[e]`` has weight ``ent_val[e]`` on component ``ent_comp[e]``.
     """
 
     term_ptr: np.ndarray
     block_ptr: np.ndarray
     block_docs: np.ndarray
-    sum_ptr: np.ndarray
-    sum_idx: np.ndarray
-    sum_val: np.ndarray
+    ent_ptr: np.ndarray
+    ent_comp: np.ndarray
+    ent_blk: np.ndarray
+    ent_val: np.ndarray
 
     @classmethod
     def from_postings(
@@ -124,12 +127,16 @@ class BlockLayout:
                 s_ptr.append(s_ptr[-1] + nz.size)
             term_ptr.append(len(block_ptr) - 1)
         cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
+        term_ptr_a = np.asarray(term_ptr, np.int64)
+        s_ptr_a = np.asarray(s_ptr, np.int64)
+        # a term's blocks are consecutive, so their CSR rows are too: term-major for free
         return cls(
-            np.asarray(term_ptr, np.int64),
+            term_ptr_a,
             np.asarray(block_ptr, np.int64),
             cat(block_docs, np.int64),
-            np.asarray(s_ptr, np.int64),
+            s_ptr_a[term_ptr_a],
             cat(s_idx, np.int32),
+            np.repeat(np.arange(s_ptr_a.size - 1, dtype=np.int64), np.diff(s_ptr_a)),
             cat(s_val, np.float32),
         )
 
@@ -146,9 +153,12 @@ class _Shard:
     term_ptr: object = None
     block_ptr: object = None
     block_docs: object = None
-    sum_ptr: object = None
-    sum_idx: object = None
-    sum_val: object = None
+    ent_ptr: object = None
+    ent_comp: object = None
+    ent_blk: object = None
+    ent_val: object = None
+    deleted: object = None  # bool per row, or None
+    always: object = None  # rows scored for every query in approx mode, or None
     bytes: int = 0
 
 
@@ -192,8 +202,14 @@ class GpuIndex:
         *,
         device="cuda",
         layout: BlockLayout | None = None,
+        deleted: np.ndarray | None = None,
+        always: np.ndarray | None = None,
     ) -> "GpuIndex":
-        """Upload ``docs`` (and an optional :class:`BlockLayout`) to ``device``."""
+        """Upload ``docs`` (and an optional :class:`BlockLayout`) to ``device``.
+
+        ``deleted``: a boolean mask of rows never to return; ``always``: rows outside the blocks
+        that the approximate path scores for every query (documents added after the build).
+        """
         torch = _torch()
         if not isinstance(docs, SparseBatch):
             raise TypeError(f"docs must be a SparseBatch, got {type(docs).__name__}")
@@ -213,6 +229,13 @@ class GpuIndex:
             sh.bytes = part.indptr.nbytes + part.nnz * (8 + 4)
             if layout is not None:
                 _attach_blocks(sh, layout, lo, hi, torch)
+            if deleted is not None:
+                sh.deleted = torch.from_numpy(np.asarray(deleted[lo:hi], dtype=bool).copy()).to(dev)
+            if always is not None:
+                a = np.asarray(always, np.int64)
+                a = a[(a >= lo) & (a < hi)] - lo
+                if a.size:
+                    sh.always = torch.from_numpy(a).to(dev)
             shards.append(sh)
         for d in devices:
             if d.type == "cuda":
@@ -223,13 +246,22 @@ class GpuIndex:
 
     @classmethod
     def from_index(cls, index, *, device="cuda") -> "GpuIndex":
-        """Upload a built or loaded Seismic/Exact index; the Seismic blocks are reused as they are."""
-        docs = index.forward_batch() if hasattr(index, "forward_batch") else None
-        if docs is None:
-            raise TypeError(f"{type(index).__name__} does not expose its forward index (forward_batch())")
-        layout = index.block_layout() if hasattr(index, "block_layout") else None
-        ids = index.row_ids() if hasattr(index, "row_ids") else None
-        return cls.build(docs, ids, device=device, layout=layout)
+        """Upload a built or loaded SeismicIndex (its clustered blocks and 8-bit summaries are
+        reused as they are) or an ExactIndex (exact mode only). Tombstoned documents are never
+        returned; documents added after the build are scored for every query."""
+        from lsr.index.seismic import SeismicIndex
+
+        rows = np.arange(index.n_rows)
+        docs = _forward_batch(index)
+        ids = index._idmap.lookup(rows[None, :])[0]
+        deleted = np.asarray(index._deleted).astype(bool)
+        layout = None
+        always = None
+        if isinstance(index, SeismicIndex):
+            layout = _seismic_layout(index)
+            always = np.arange(index._n_main, index.n_rows)
+        return cls.build(docs, list(ids) if ids.dtype == object else ids, device=device, layout=layout,
+                         deleted=deleted if deleted.any() else None, always=always)
 
     # ------------------------------------------------------------------ search
     def memory_bytes(self) -> int:
@@ -368,6 +400,8 @@ def _exact_shard(sh: _Shard, qdense, k: int, doc_tile: int, torch):
         scores = torch.sparse.mm(part, qt).t()  # (nq, docs in tile)
         # A document that shares no term with the query is not a hit (as in ExactIndex).
         scores = torch.where(scores > 0, scores, torch.full_like(scores, -float("inf")))
+        if sh.deleted is not None:
+            scores = scores.masked_fill(sh.deleted[d0:d1][None, :], -float("inf"))
         kk = min(k, d1 - d0)
         s, r = torch.topk(scores, kk, dim=1)
         best_s = torch.cat([best_s, s], dim=1)
@@ -389,11 +423,12 @@ def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch) -> 
     sh.term_ptr = torch.from_numpy(layout.term_ptr.astype(np.int64)).to(dev)
     sh.block_ptr = torch.from_numpy(block_ptr).to(dev)
     sh.block_docs = torch.from_numpy((docs[keep] - lo).astype(np.int64)).to(dev)
-    sh.sum_ptr = torch.from_numpy(layout.sum_ptr.astype(np.int64)).to(dev)
-    sh.sum_idx = torch.from_numpy(layout.sum_idx.astype(np.int64)).to(dev)
-    sh.sum_val = torch.from_numpy(layout.sum_val.astype(np.float32)).to(dev)
+    sh.ent_ptr = torch.from_numpy(layout.ent_ptr.astype(np.int64)).to(dev)
+    sh.ent_comp = torch.from_numpy(layout.ent_comp.astype(np.int32)).to(dev)
+    sh.ent_blk = torch.from_numpy(layout.ent_blk.astype(np.int32)).to(dev)
+    sh.ent_val = torch.from_numpy(layout.ent_val.astype(np.float16)).to(dev)
     sh.bytes += sum(int(x.numel() * x.element_size()) for x in (
-        sh.term_ptr, sh.block_ptr, sh.block_docs, sh.sum_ptr, sh.sum_idx, sh.sum_val))
+        sh.term_ptr, sh.block_ptr, sh.block_docs, sh.ent_ptr, sh.ent_comp, sh.ent_blk, sh.ent_val))
 
 
 def _expand(ptr, sel, torch):
@@ -427,12 +462,18 @@ def _approx_shard(sh: _Shard, qb: SparseBatch, qdense, k, query_cut, heap_factor
     terms = terms.reshape(-1)
     live = w.reshape(-1) > 0
     q_of, terms = q_of[live], terms[live]
-    # 2. candidate blocks: all blocks of those terms, with their summary scores
+    # 2. candidate blocks: all blocks of those terms, with their summary scores, accumulated
+    #    over each posting list's summary entries (term-major, as Seismic stores them)
     tq_owner, blk = _expand(sh.term_ptr, terms, torch)
     pair_q = q_of[tq_owner]
-    s_owner, s_flat = _expand(sh.sum_ptr, blk, torch)
+    n_blk = sh.term_ptr[terms + 1] - sh.term_ptr[terms]
+    pair_base = torch.cumsum(n_blk, 0) - n_blk
+    e_owner, e = _expand(sh.ent_ptr, terms, torch)
+    target = pair_base[e_owner] + (sh.ent_blk[e].long() - sh.term_ptr[terms[e_owner]])
+    contrib = qdense[q_of[e_owner], sh.ent_comp[e].long()] * sh.ent_val[e].float()
     ssum = torch.zeros(blk.numel(), dtype=torch.float32, device=dev)
-    ssum.index_add_(0, s_owner, qdense[pair_q[s_owner], sh.sum_idx[s_flat]] * sh.sum_val[s_flat])
+    ssum.index_add_(0, target, contrib)
+    del e_owner, e, target, contrib
     # 3. a first estimate of each query's k-th score from the best `probe_blocks` blocks per term
     o1 = torch.argsort(-ssum, stable=True)
     order = o1[torch.argsort(tq_owner[o1], stable=True)]  # by (query term, summary score desc)
@@ -446,6 +487,11 @@ def _approx_shard(sh: _Shard, qb: SparseBatch, qdense, k, query_cut, heap_factor
     keep = ssum >= heap_factor * theta[pair_q]
     keep |= probe
     cand_q, cand_doc = _block_docs(pair_q[keep], blk[keep], sh, torch)
+    if sh.always is not None:
+        aq = torch.arange(nq, device=dev).repeat_interleave(sh.always.numel())
+        ad = sh.always.repeat(nq)
+        key = torch.unique(torch.cat([cand_q * sh.n_rows + cand_doc, aq * sh.n_rows + ad]))
+        cand_q, cand_doc = key // sh.n_rows, key % sh.n_rows
     return _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch)
 
 
@@ -471,6 +517,8 @@ def _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch):
         return (torch.full((nq, k), -float("inf"), device=dev), torch.full((nq, k), -1, dtype=torch.int64, device=dev))
     scores = _score_pairs(cand_q, cand_doc, sh, qdense, torch)
     scores = torch.where(scores > 0, scores, torch.full_like(scores, -float("inf")))
+    if sh.deleted is not None:
+        scores = scores.masked_fill(sh.deleted[cand_doc], -float("inf"))
     counts = torch.bincount(cand_q, minlength=nq)
     width = max(int(counts.max()), k)
     first = torch.cumsum(counts, 0) - counts
@@ -481,3 +529,36 @@ def _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch):
     rows[cand_q, col] = cand_doc
     s, pos = torch.topk(mat, k, dim=1)
     return s, torch.gather(rows, 1, pos)
+
+
+def _forward_batch(index) -> SparseBatch:
+    """All rows (built and added) of an lsr index as one SparseBatch, values as scored."""
+    from lsr.index import kernels as K
+    from lsr.index.seismic import SeismicIndex
+
+    if isinstance(index, SeismicIndex):
+        a = index._a
+        ptr = np.concatenate([np.asarray(a["fwd_ptr"]), np.asarray(a["tail_ptr"][1:]) + int(a["fwd_ptr"][-1])])
+        comp = np.concatenate([np.asarray(a["fwd_comp"]), np.asarray(a["tail_comp"])]).astype(np.int32)
+        val = K.F16_TABLE[np.concatenate([np.asarray(a["fwd_val"]), np.asarray(a["tail_val"])])]
+        return SparseBatch(ptr.astype(np.int64), comp, val.astype(np.float32), index.dim)
+    if hasattr(index, "forward_batch"):
+        return index.forward_batch()
+    rows = np.arange(index.n_rows)
+    return index._batch_of_rows(rows) if hasattr(index, "_batch_of_rows") else _rows_via_get(index, rows)
+
+
+def _rows_via_get(index, rows) -> SparseBatch:
+    deleted = np.asarray(index._deleted).astype(bool)
+    if deleted.any():
+        raise ValueError("this index has deleted documents; rebuild it before uploading it to the GPU")
+    return index.get(index._idmap.lookup(rows[None, :])[0].tolist())
+
+
+def _seismic_layout(index) -> BlockLayout:
+    """The Seismic index's own blocks and dequantised summaries, term-major as it stores them."""
+    e = index.summary_entries()
+    return BlockLayout(
+        e["term_blk_ptr"], e["blk_ptr"], np.asarray(e["post_rows"]).astype(np.int64),
+        e["term_ent_ptr"], e["comp"], e["block"].astype(np.int32), e["value"],
+    )

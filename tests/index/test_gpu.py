@@ -113,3 +113,25 @@ def test_cuda_matches_cpu(data):
     cpu = GpuIndex.build(docs, device="cpu").search(qs, k=10)
     gpu = GpuIndex.build(docs, device="cuda", layout=layout).search(qs, k=10)
     np.testing.assert_array_equal(gpu.rows, cpu.rows)
+
+
+def test_from_seismic_index_reuses_blocks_and_honours_add_delete():
+    from lsr.index import ExactIndex, SeismicIndex
+
+    docs, qs = _data(n_docs=800, n_q=20, dim=300, seed=3)
+    docs = docs.astype(np.float16)  # the Seismic forward index stores f16: compare like with like
+    ids = [f"d{i}" for i in range(len(docs))]
+    si = SeismicIndex.build(docs[:700], ids[:700], n_postings=None, summary_energy=1.0, doc_cut=None)
+    si.add(docs[700:], ids[700:])
+    gone = ids[::7]
+    si.delete(gone)
+    ref = ExactIndex.build(docs, ids=ids)
+    ref.delete(gone)
+    want = ref.search(qs, k=10)
+    gi = GpuIndex.from_index(si, device="cpu")
+    exact = gi.search(qs, k=10)
+    np.testing.assert_array_equal(exact.ids, want.ids)
+    approx = gi.search(qs, k=10, mode="approx", query_cut=docs.dim, heap_factor=1.0)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx.ids, want.ids)])
+    assert recall >= 0.97  # 8-bit summaries are not strict upper bounds
+    assert not set(gone) & set(approx.ids.ravel())

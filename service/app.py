@@ -49,6 +49,10 @@ class ApiError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
+def _json(content) -> Response:
+    return Response(json.dumps(content, ensure_ascii=False, allow_nan=False), media_type="application/json")
+
+
 def _err(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
@@ -175,9 +179,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state["store"] = store
             store.load_all(verify=settings.verify_on_load)
             store.start_merger(settings.merge_interval_s)
+            _warm_up()
         except Exception as exc:
             log.exception("cannot open the data folder %s", settings.data_dir)
             state["load_error"] = str(exc)
+
+    def _warm_up():
+        # Compile (or load from Numba's cache) the Seismic kernels now rather than on a user's first query.
+        try:
+            from lsr.service.segment import _seismic
+
+            seismic = _seismic()
+            if seismic is None:
+                return
+            rng = np.random.default_rng(0)
+            rows = [{int(t): 1.0 for t in rng.choice(64, 4, replace=False)} for _ in range(32)]
+            docs = SparseBatch.from_dicts(rows, dim=64)
+            idx = seismic.build(docs, None)
+            idx.search(docs[:1], k=3, threads=1)
+            idx.search(docs[:4], k=3, threads=settings.threads)
+        except Exception:
+            log.warning("Seismic warm-up failed", exc_info=True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -356,7 +378,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         val = np.concatenate([v[1] for v in vecs]).astype(np.float32) if sum(lens) else np.zeros(0, np.float32)
         return SparseBatch(indptr, ind, val, col.dim)
 
-    def do_search(col: Collection, queries: list, knobs: S.Knobs, threads: int) -> list[S.SearchResponse]:
+    def do_search(col: Collection, queries: list, knobs: S.Knobs, threads: int) -> list[dict]:
         t0 = time.perf_counter()
         if knobs.k > limits.max_k:
             raise ApiError(422, "invalid", f"k={knobs.k} exceeds the limit of {limits.max_k}")
@@ -371,28 +393,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             q_idx, q_val = qb.row(qi)
             for c in cands:
                 doc = view.document(c)
-                hit = S.Hit(id=c.id, score=c.score, metadata=doc.get("metadata"),
-                            text=doc.get("text") if knobs.include_text else None)
+                # plain dicts: the response is serialised once, not re-validated (latency)
+                hit = {"id": c.id, "score": c.score, "metadata": doc.get("metadata"),
+                       "text": doc.get("text") if knobs.include_text else None}
                 if knobs.explain:
                     d_idx, d_val = view.vector(c)
                     common, qi_pos, di_pos = np.intersect1d(q_idx, d_idx, assume_unique=True, return_indices=True)
                     contrib = q_val[qi_pos].astype(np.float64) * d_val[di_pos].astype(np.float64)
                     order = np.argsort(-contrib, kind="stable")
                     terms = [
-                        S.TermContribution(
-                            term=vocab[int(common[j])] if vocab is not None else str(int(common[j])),
-                            term_id=int(common[j]), query_weight=float(q_val[qi_pos[j]]),
-                            doc_weight=float(d_val[di_pos[j]]), contribution=float(contrib[j]),
-                        )
+                        {"term": vocab[int(common[j])] if vocab is not None else str(int(common[j])),
+                         "term_id": int(common[j]), "query_weight": float(q_val[qi_pos[j]]),
+                         "doc_weight": float(d_val[di_pos[j]]), "contribution": float(contrib[j])}
                         for j in order
                     ]
                     exact = float(contrib.sum())
-                    hit.explanation = S.Explanation(score=exact, terms=terms)
-                    hit.score = exact  # exact re-score from the stored vectors: contributions sum to it
+                    hit["explanation"] = {"score": exact, "terms": terms}
+                    hit["score"] = exact  # exact re-score from the stored vectors: contributions sum to it
                 hits.append(hit)
             if knobs.explain:
-                hits.sort(key=lambda h: (-h.score, h.id))
-            out.append(S.SearchResponse(hits=hits, took_ms=took))
+                hits.sort(key=lambda h: (-h["score"], h["id"]))
+            out.append({"hits": hits, "took_ms": took})
         return out
 
     def info(col: Collection) -> S.CollectionInfo:
@@ -556,7 +577,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         col = store().get(name)
         q = S.QueryIn(text=req.text, vector=req.vector, vector_ids=req.vector_ids)
         res = await run(search_pool, do_search, col, [q], req, 1)
-        return res[0]
+        return _json(res[0])
 
     @app.post("/v1/collections/{name}/search/batch", response_model=S.BatchSearchResponse, tags=["search"],
               responses=ERRORS, dependencies=[Depends(read_key)])
@@ -567,7 +588,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            f"{len(req.queries)} queries exceed the batch limit of {limits.max_batch_queries}")
         t0 = time.perf_counter()
         res = await run(search_pool, do_search, col, req.queries, req, settings.threads)
-        return S.BatchSearchResponse(results=res, took_ms=(time.perf_counter() - t0) * 1000)
+        return _json({"results": res, "took_ms": (time.perf_counter() - t0) * 1000})
 
     # ------------------------------------------------------------------ routes: encode
     @app.post("/v1/encode", response_model=S.EncodeResponse, tags=["encode"], responses=ERRORS,

@@ -77,6 +77,6 @@ class Server:
 
     def client(self, key: str | None = API_KEY) -> httpx.Client:
         headers = {"x-api-key": key} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=180)
 
 

@@ -117,7 +117,7 @@ def test_auth(anon, server, coll):
     import httpx
 
     r = httpx.post(server.url + "/v1/collections/api/merge",
-                   headers={"authorization": "Bearer test-key-0123456789"}, timeout=30)
+                   headers={"authorization": "Bearer test-key-0123456789"}, timeout=180)
     assert r.status_code == 200
     assert anon.get("/v1/collections/api/documents/d1").status_code == 200
 

@@ -109,3 +109,15 @@ def test_flops_and_latency_by_hand():
     s = latency_stats([0.001, 0.002, 0.003, 0.004], "x_")
     assert s["x_p50_ms"] == pytest.approx(2.5) and s["x_mean_ms"] == pytest.approx(2.5)
     assert s["x_p99_ms"] == pytest.approx(3.97)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import lsr.eval.efficiency
+    import lsr.eval.metrics
+    import lsr.eval.run
+
+    for mod in (lsr.eval.metrics, lsr.eval.efficiency, lsr.eval.run):
+        failed, _ = doctest.testmod(mod)
+        assert failed == 0, mod.__name__

@@ -69,18 +69,21 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--cache", default=".cache", help="folder for the document vectors")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--precision", choices=["auto", "fp32"], default="auto", help="fp32: no bf16 autocast on GPU")
+    ap.add_argument("--encode-only", action="store_true", help="encode and cache the documents, no evaluation")
     args = ap.parse_args(argv)
 
     data = Path(args.data)
     corpus = data / "corpus.jsonl.gz" if (data / "corpus.jsonl.gz").exists() else data / "corpus.jsonl"
     doc_ids, doc_texts = read_beir_jsonl(corpus)
     q_all_ids, q_all_texts = read_beir_jsonl(data / "queries.jsonl")
-    qrels = read_qrels(data / "qrels" / f"{args.split}.tsv")
+    qrels = read_qrels(data / "qrels" / f"{args.split}.tsv") if not args.encode_only else {}
     keep = [i for i, q in enumerate(q_all_ids) if q in qrels]
     qids = [q_all_ids[i] for i in keep]
     qtexts = [q_all_texts[i] for i in keep]
 
     enc = SparseEncoder.load(args.model, device=args.device, max_doc_length=args.max_doc_length)
+    enc.amp = args.precision == "auto"
     name = Path(str(args.model)).name
     cache = Path(args.cache) / f"scifact-{name}-d{args.max_doc_length}.npz"
     if cache.exists():
@@ -93,6 +96,10 @@ def main(argv=None):
         enc_s = time.perf_counter() - t0
         cache.parent.mkdir(parents=True, exist_ok=True)
         save_vectors(cache, docs, doc_ids)
+        print(json.dumps({"encoded": len(doc_ids), "seconds": round(enc_s, 2), "docs_per_s": round(len(doc_ids) / enc_s, 1),
+                          "device": str(enc.device), "precision": args.precision, "out": str(cache)}))
+    if args.encode_only:
+        return None
     queries = enc.encode_queries(qtexts, batch_size=args.batch_size)
     run_ids, run_scores, how = search(docs, doc_ids, queries)
     score = ndcg10(run_ids, run_scores, qids, qrels)

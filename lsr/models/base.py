@@ -71,6 +71,8 @@ class SparseEncoder(torch.nn.Module):
         self.top_k = None if top_k is None else int(top_k)
         self.min_weight = None if min_weight is None else float(min_weight)
         self._vocab: tuple[str, ...] | None = None
+        # bf16 autocast when encoding on a GPU; set False for float32 (e.g. bit-for-bit parity checks).
+        self.amp = True
 
     # ------------------------------------------------------------------ properties
     @property
@@ -185,7 +187,7 @@ class SparseEncoder(torch.nn.Module):
             ids = self._token_ids(texts, side, None)
             order = np.argsort([-len(x) for x in ids], kind="stable")
             dev = self.device
-            use_autocast = dev.type == "cuda"
+            use_autocast = dev.type == "cuda" and self.amp
             idx_parts: list[np.ndarray] = []
             val_parts: list[np.ndarray] = []
             counts = np.zeros(n, np.int64)

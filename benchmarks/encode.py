@@ -1,0 +1,193 @@
+"""Encoding throughput and parity: lsr's SPLADE vs sentence-transformers' SparseEncoder, same weights,
+same batch size, same machine, one run. Also the inference-free query path vs a plain BM25 tokenisation.
+
+    python benchmarks/encode.py --limit 500                       # CPU, first 500 SciFact docs
+    python benchmarks/encode.py --limit 5183 --device cuda        # GPU (bf16 autocast in lsr; --precision fp32)
+
+Prints a markdown table (docs/s, ratio, max |diff|, top-10 token agreement) with machine and versions.
+The two encoders are timed alternately, ``--repeats`` rounds, best round kept, so load from other
+processes hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+
+def _sync(device: str):
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def top10_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    k = 10
+    ta = np.argsort(-a, axis=1, kind="stable")[:, :k]
+    tb = np.argsort(-b, axis=1, kind="stable")[:, :k]
+    agree = []
+    for i in range(a.shape[0]):
+        na = min(k, int((a[i] > 0).sum()))
+        nb = min(k, int((b[i] > 0).sum()))
+        if max(na, nb) == 0:
+            agree.append(1.0)
+            continue
+        agree.append(len(set(ta[i, :na]) & set(tb[i, :nb])) / max(na, nb))
+    return float(np.mean(agree))
+
+
+def bench_encoders(args, texts):
+    import torch
+    import sentence_transformers as st_mod
+    from sentence_transformers import SparseEncoder as STSparseEncoder
+
+    from lsr.models import SparseEncoder
+    from lsr.models.hub import model_path
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    folder = model_path(args.model)
+    ours = SparseEncoder.load(folder, device=device, max_doc_length=args.max_length)
+    ours.amp = args.precision == "auto"
+    theirs = STSparseEncoder(str(folder), device=device)
+    theirs.max_seq_length = args.max_length
+    if args.precision == "bf16-both" and device.startswith("cuda"):
+        theirs = theirs.to(torch.bfloat16)
+
+    def run_ours(x):
+        return ours.encode_documents(x, batch_size=args.batch_size)
+
+    def run_theirs(x):
+        return theirs.encode_document(x, batch_size=args.batch_size, convert_to_tensor=True)
+
+    warm = texts[: args.batch_size]
+    run_ours(warm), run_theirs(warm)
+    t_ours, t_theirs = [], []
+    out_ours = out_theirs = None
+    for r in range(args.repeats):
+        for name in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+            _sync(device)
+            t0 = time.perf_counter()
+            res = run_ours(texts) if name == "ours" else run_theirs(texts)
+            _sync(device)
+            dt = time.perf_counter() - t0
+            if name == "ours":
+                t_ours.append(dt)
+                out_ours = res
+            else:
+                t_theirs.append(dt)
+                out_theirs = res
+    a = out_ours.to_dense()
+    b = out_theirs.to_dense().float().cpu().numpy()
+    n = len(texts)
+    res = {
+        "device": device if device == "cpu" else torch.cuda.get_device_name(),
+        "docs": n, "batch_size": args.batch_size, "max_length": args.max_length, "repeats": args.repeats,
+        "precision": args.precision,
+        "lsr_docs_per_s": n / min(t_ours), "st_docs_per_s": n / min(t_theirs),
+        "lsr_seconds": [round(t, 2) for t in t_ours], "st_seconds": [round(t, 2) for t in t_theirs],
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "top10_agreement": top10_agreement(a, b),
+        "avg_nnz_lsr": out_ours.nnz / n,
+        "versions": {"torch": torch.__version__, "sentence-transformers": st_mod.__version__,
+                     "transformers": __import__("transformers").__version__},
+        "threads": torch.get_num_threads(),
+    }
+    res["ratio"] = res["lsr_docs_per_s"] / res["st_docs_per_s"]
+    return res
+
+
+def bench_queries(args, queries):
+    """Inference-free query encoding (IdfQueryEncoder) vs plain BM25 tokenisation (tokens + counts)."""
+    from lsr.models.hub import model_path
+    from lsr.models.inference_free import IdfQueryEncoder, _load_tokenizer
+
+    folder = model_path(args.model)
+    tok = _load_tokenizer(folder)
+    q = IdfQueryEncoder.from_corpus(tok, queries)  # any table will do for timing
+
+    def plain():
+        return [Counter(e.ids) for e in tok.encode_batch(queries, add_special_tokens=False)]
+
+    def ours():
+        return q.encode_queries(queries)
+
+    t_plain, t_ours = [], []
+    for _ in range(args.query_repeats):
+        t0 = time.perf_counter(); plain(); t_plain.append(time.perf_counter() - t0)  # noqa: E702
+        t0 = time.perf_counter(); ours(); t_ours.append(time.perf_counter() - t0)  # noqa: E702
+    return {"queries": len(queries), "bm25_tokenise_ms": 1e3 * min(t_plain), "idf_encode_ms": 1e3 * min(t_ours),
+            "ratio": min(t_ours) / min(t_plain)}
+
+
+def main(argv=None):
+    from lsr.cli.encode import read_beir_jsonl
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="/work/shared/data/beir/scifact", help="BEIR folder (corpus.jsonl[.gz])")
+    ap.add_argument("--model", default="splade-tiny", help="short name or folder (SPLADE, loadable by both)")
+    ap.add_argument("--limit", type=int, default=500, help="encode the first N documents")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--query-repeats", type=int, default=5)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16-both"], default="auto",
+                    help="auto: lsr autocasts bf16 on GPU, ST runs fp32; fp32: both fp32; bf16-both: ST cast to bf16")
+    ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+
+    data = Path(args.data)
+    corpus = data / "corpus.jsonl.gz" if (data / "corpus.jsonl.gz").exists() else data / "corpus.jsonl"
+    _, texts = read_beir_jsonl(corpus, limit=args.limit)
+    enc = bench_encoders(args, texts)
+    out = {"encode": enc, "cpu": cpu_name(), "cores": os.cpu_count(), "command": "python benchmarks/encode.py " +
+           " ".join(argv if argv is not None else __import__("sys").argv[1:])}
+    if not args.skip_queries:
+        _, queries = read_beir_jsonl(data / "queries.jsonl")
+        out["queries"] = bench_queries(args, queries)
+    print(json.dumps(out, indent=2))
+    print()
+    print(f"Machine: {out['cpu']} ({out['cores']} cores, torch threads {enc['threads']}), device {enc['device']}; "
+          f"torch {enc['versions']['torch']}, sentence-transformers {enc['versions']['sentence-transformers']}, "
+          f"transformers {enc['versions']['transformers']}")
+    print(f"SciFact first {enc['docs']} docs, {args.model}, batch {enc['batch_size']}, max {enc['max_length']} tokens, "
+          f"precision {enc['precision']}, best of {enc['repeats']} alternating rounds")
+    print()
+    print("| encoder | docs/s | ratio vs ST | max abs diff | top-10 agreement | avg nnz |")
+    print("|---|---|---|---|---|---|")
+    print(f"| sentence-transformers SparseEncoder | {enc['st_docs_per_s']:.1f} | 1.00x | - | - | - |")
+    print(f"| lsr SparseEncoder | {enc['lsr_docs_per_s']:.1f} | {enc['ratio']:.2f}x | {enc['max_abs_diff']:.2e} | "
+          f"{enc['top10_agreement']:.4f} | {enc['avg_nnz_lsr']:.1f} |")
+    if "queries" in out:
+        q = out["queries"]
+        print()
+        print(f"| query path ({q['queries']} SciFact queries) | ms | ratio |")
+        print("|---|---|---|")
+        print(f"| plain BM25 tokenisation (tokenizers + counts) | {q['bm25_tokenise_ms']:.1f} | 1.00x |")
+        print(f"| lsr IdfQueryEncoder (torch-free) | {q['idf_encode_ms']:.1f} | {q['ratio']:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,9 @@ __all__ = ["BM25", "wordpiece_tokenizer", "regex_tokenizer"]
 logger = logging.getLogger(__name__)
 
 
+_TOKENIZERS: dict = {}
+
+
 def wordpiece_tokenizer(model_dir: str | Path) -> tuple[Callable[[Sequence[str]], list[list[int]]], int]:
     """``(tokenize, vocab_size)`` from a folder's ``tokenizer.json`` (no special tokens)."""
     from tokenizers import Tokenizer
@@ -24,12 +27,22 @@ def wordpiece_tokenizer(model_dir: str | Path) -> tuple[Callable[[Sequence[str]]
     path = Path(model_dir) / "tokenizer.json"
     if not path.exists():
         raise FileNotFoundError(f"no tokenizer.json in {model_dir}")
-    tok = Tokenizer.from_file(str(path))
-    tok.no_truncation()
-    tok.no_padding()
+    key = str(path.resolve())
+    if key not in _TOKENIZERS:
+        tok = Tokenizer.from_file(str(path))
+        tok.no_truncation()
+        tok.no_padding()
+        _TOKENIZERS[key] = (tok, {})
+    tok, memo = _TOKENIZERS[key]
 
     def tokenize(texts):
-        return [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
+        # Mining, the BM25 teacher and dev pools tokenise the same corpus: do it once per process.
+        texts = list(texts)
+        todo = list(dict.fromkeys(t for t in texts if t not in memo))
+        if todo:
+            for t, e in zip(todo, tok.encode_batch(todo, add_special_tokens=False)):
+                memo[t] = e.ids
+        return [memo[t] for t in texts]
 
     return tokenize, tok.get_vocab_size()
 

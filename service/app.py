@@ -177,9 +177,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 MergePolicy(min_docs=settings.merge_min_docs, idle_s=settings.merge_idle_s),
             )
             state["store"] = store
-            store.load_all(verify=settings.verify_on_load)
+            store.load_all(verify=settings.verify_on_load, mark_ready=False)
+            _warm_up()  # /ready waits for it: a ready server answers its first query at full speed
+            store.ready = True
             store.start_merger(settings.merge_interval_s)
-            _warm_up()
         except Exception as exc:
             log.exception("cannot open the data folder %s", settings.data_dir)
             state["load_error"] = str(exc)

@@ -827,7 +827,7 @@ class CollectionStore:
         self._stop = threading.Event()
         self._merger: threading.Thread | None = None
 
-    def load_all(self, verify: bool = False) -> None:
+    def load_all(self, verify: bool = False, *, mark_ready: bool = True) -> None:
         for p in sorted(self.root.iterdir()):
             if p.name.startswith(".tmp-") or p.name.startswith(".trash-"):
                 shutil.rmtree(p, ignore_errors=True)
@@ -838,7 +838,7 @@ class CollectionStore:
                 self.collections[p.name] = Collection.open(p, self.policy, verify=verify)
             except Exception:
                 log.exception("cannot open collection %s; it is left out", p)
-        self.ready = True
+        self.ready = mark_ready
 
     def get(self, name: str) -> Collection:
         validate_name(name)

@@ -524,11 +524,13 @@ def cluster_lists(term_ptr, rows, values, centroid_fraction, min_cluster_size, s
     return n_blocks, blk_size, cap_ptr
 
 
+GROUP = 256  # blocks per summary group: a block id inside a group fits a uint8
+
+
 @njit(**_NJ)
-def _block_summary(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, energy, maxv, comps_buf):
-    """Coordinate-wise max of rows[b0:b1], cut to ``energy`` of its mass (largest first).
-    Returns (n_kept, total); kept comps sorted by value desc in comps_buf[:n_kept]; maxv holds
-    the values and must be reset by the caller over comps_buf[:n_union]."""
+def _block_union(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, maxv, comps_buf):
+    """Coordinate-wise max of the rows[b0:b1] documents into maxv (which starts at -1);
+    the distinct terms, in order of first appearance, go to comps_buf. Returns their count."""
     nu = 0
     for x in range(b0, b1):
         d = rows[x]
@@ -546,142 +548,154 @@ def _block_summary(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, energy, maxv, comps
 
 
 @njit(**_NJ)
-def _energy_cut(comps_buf, nu, maxv, energy, kept_c, kept_v):
-    vals = np.empty(nu, np.float32)
-    total = 0.0
+def _energy_threshold(comps_buf, nu, maxv, energy, tmp):
+    """Energy cut of one summary: the largest entries until their sum reaches ``energy`` of the
+    total (the crossing entry included). Returns (n_kept, threshold value, ties to keep at the
+    threshold, max value); ties at the threshold are kept in order of first appearance."""
     for i in range(nu):
-        vals[i] = maxv[comps_buf[i]]
-        total += vals[i]
-    order = np.argsort(-vals, kind="mergesort")
+        tmp[i] = maxv[comps_buf[i]]
+    total = np.float32(0.0)
+    for i in range(nu):
+        total += tmp[i]
     until = total * energy
-    acc = 0.0
+    # the cut usually falls among the largest few entries: partition those out and sort only
+    # them; fall back to a full sort when they do not hold enough of the mass
+    m = nu
+    if nu > 64:
+        m = max(32, np.int64(nu * (energy * 0.5 + 0.05)))
+        part = np.partition(tmp[:nu], nu - m)[nu - m:]
+        top = np.float32(0.0)
+        for i in range(m):
+            top += part[i]
+        if top >= until:
+            s = np.sort(part)
+        else:
+            m = nu
+            s = np.sort(tmp[:nu])
+    else:
+        s = np.sort(tmp[:nu])
+    acc = np.float32(0.0)
     n = 0
-    for i in range(nu):
-        o = order[i]
-        kept_c[n] = comps_buf[o]
-        kept_v[n] = vals[o]
+    for i in range(m - 1, -1, -1):
+        acc += s[i]
         n += 1
-        acc += vals[o]
         if acc >= until:
             break
-    return n
-
-
-@njit(inline="always", **_NJ)
-def _quant_params(kept_v, n):
-    lo = kept_v[0]
-    hi = kept_v[0]
-    for i in range(n):
-        v = kept_v[i]
-        if v < lo:
-            lo = v
-        if v > hi:
-            hi = v
-    # step slightly wider than (hi-lo)/255 and codes rounded up: dequantised values never fall
-    # below the originals, so a summary stays an upper bound of its block when energy = 1
-    q = np.float32((hi - lo) / 254.5)
-    if q <= 0:
-        q = np.float32(1e-30)
-    return lo, q
+    thr = s[m - n]
+    above = 0
+    for i in range(m - 1, -1, -1):
+        if s[i] > thr:
+            above += 1
+        else:
+            break
+    return n, thr, n - above, s[m - 1]
 
 
 @njit(parallel=True, **_NJ)
-def summaries_count(term_ptr, rows, n_blocks, blk_size, cap_ptr, fwd_ptr, fwd_comp, fwd_val, energy, dim, n_chunks):
-    """First pass over the blocks: summary entries per term and distinct summary terms per term."""
+def summaries_count(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, fwd_ptr, fwd_comp, fwd_val,
+                    energy, dim, n_chunks, blk_thr, blk_ties, blk_min, blk_quant):
+    """First pass over the blocks: per block the energy-cut threshold, the ties kept at it and
+    the 8-bit dequantisation (min, step); returns the summary entries per block."""
     nterms = term_ptr.shape[0] - 1
-    n_ent = np.zeros(nterms, np.int64)
-    n_uni = np.zeros(nterms, np.int64)
-    chunk = (nterms + n_chunks - 1) // n_chunks
-    for ch in prange(n_chunks):
-        maxv = np.full(dim, -1.0, np.float32)
-        seen = np.zeros(dim, np.uint8)
-        comps_buf = np.empty(dim, np.int64)
-        kept_c = np.empty(dim, np.int64)
-        kept_v = np.empty(dim, np.float32)
-        uni_buf = np.empty(dim, np.int64)
-        for t in range(ch * chunk, min(nterms, (ch + 1) * chunk)):
-            b0 = term_ptr[t]
-            nu_t = 0
-            ne = 0
-            for b in range(n_blocks[t]):
-                b1 = b0 + blk_size[cap_ptr[t] + b]
-                nu = _block_summary(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, energy, maxv, comps_buf)
-                n = _energy_cut(comps_buf, nu, maxv, energy, kept_c, kept_v)
-                for i in range(nu):
-                    maxv[comps_buf[i]] = -1.0
-                ne += n
-                for i in range(n):
-                    c = kept_c[i]
-                    if seen[c] == 0:
-                        seen[c] = 1
-                        uni_buf[nu_t] = c
-                        nu_t += 1
-                b0 = b1
-            for i in range(nu_t):
-                seen[uni_buf[i]] = 0
-            n_ent[t] = ne
-            n_uni[t] = nu_t
-    return n_ent, n_uni
-
-
-@njit(parallel=True, **_NJ)
-def summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, ent_ptr, uni_ptr,
-                   fwd_ptr, fwd_comp, fwd_val, energy, dim, n_chunks,
-                   sum_comp, sum_off, sum_blk, sum_code, blk_min, blk_quant):
-    """Second pass: each term's summaries in a term-major layout (distinct terms sorted, then for
-    each the (block, 8-bit code) pairs), plus each block's dequantisation min and step."""
-    nterms = term_ptr.shape[0] - 1
+    n_kept = np.zeros(term_blk_ptr[nterms], np.int64)
     chunk = (nterms + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
         maxv = np.full(dim, -1.0, np.float32)
         comps_buf = np.empty(dim, np.int64)
-        kept_c = np.empty(dim, np.int64)
-        kept_v = np.empty(dim, np.float32)
+        tmp = np.empty(dim, np.float32)
         for t in range(ch * chunk, min(nterms, (ch + 1) * chunk)):
-            ne = ent_ptr[t + 1] - ent_ptr[t]
-            if ne == 0:
-                continue
-            e_comp = np.empty(ne, np.int64)
-            e_blk = np.empty(ne, np.int64)
-            e_code = np.empty(ne, np.uint8)
             b0 = term_ptr[t]
-            w = 0
             for b in range(n_blocks[t]):
                 b1 = b0 + blk_size[cap_ptr[t] + b]
-                nu = _block_summary(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, energy, maxv, comps_buf)
-                n = _energy_cut(comps_buf, nu, maxv, energy, kept_c, kept_v)
+                nu = _block_union(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, maxv, comps_buf)
+                n, thr, ties, hi = _energy_threshold(comps_buf, nu, maxv, energy, tmp)
                 for i in range(nu):
                     maxv[comps_buf[i]] = -1.0
-                lo, q = _quant_params(kept_v, n)
                 gb = term_blk_ptr[t] + b
-                blk_min[gb] = lo
-                blk_quant[gb] = q
-                for i in range(n):
-                    code = np.ceil((kept_v[i] - lo) / q + 1e-3)
-                    if code > 255:
-                        code = 255
-                    if code < 0:
-                        code = 0
-                    e_comp[w] = kept_c[i]
-                    e_blk[w] = b
-                    e_code[w] = np.uint8(code)
-                    w += 1
+                n_kept[gb] = n
+                blk_thr[gb] = thr
+                blk_ties[gb] = ties
+                # step slightly wider than (hi-lo)/255 and codes rounded up: dequantised values
+                # never fall below the originals, so with energy = 1 a summary bounds its block
+                q = np.float32((hi - thr) / 254.5)
+                blk_min[gb] = thr
+                blk_quant[gb] = q if q > 0 else np.float32(1e-30)
                 b0 = b1
-            order = np.argsort(e_comp * (n_blocks[t] + 1) + e_blk)
-            u = uni_ptr[t] - 1
-            prev = -1
-            base = ent_ptr[t]
-            for i in range(ne):
-                o = order[i]
-                c = e_comp[o]
-                if c != prev:
-                    u += 1
-                    sum_comp[u] = c
-                    sum_off[u] = base + i
-                    prev = c
-                sum_blk[base + i] = e_blk[o]
-                sum_code[base + i] = e_code[o]
-    # sentinel is set by the caller: sum_off[-1] = total entries
+    return n_kept
+
+
+@njit(parallel=True, **_NJ)
+def summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, term_grp_ptr, grp_ptr,
+                   fwd_ptr, fwd_comp, fwd_val, dim, n_chunks, blk_thr, blk_ties, blk_min, blk_quant,
+                   sum_comp, sum_blk, sum_code):
+    """Second pass: the kept entries of each group of <= 256 blocks, sorted by (term, block):
+    sum_comp (term id), sum_blk (block inside the group, uint8), sum_code (8-bit value)."""
+    nterms = term_ptr.shape[0] - 1
+    chunk = (nterms + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        maxv = np.full(dim, -1.0, np.float32)
+        comps_buf = np.empty(dim, np.int64)
+        cnt = np.zeros(dim, np.int64)
+        for t in range(ch * chunk, min(nterms, (ch + 1) * chunk)):
+            nb = n_blocks[t]
+            if nb == 0:
+                continue
+            b0 = term_ptr[t]
+            for g in range(term_grp_ptr[t], term_grp_ptr[t + 1]):
+                e0, e1 = grp_ptr[g], grp_ptr[g + 1]
+                ne = e1 - e0
+                e_comp = np.empty(ne, np.int64)
+                e_blk = np.empty(ne, np.uint8)
+                e_code = np.empty(ne, np.uint8)
+                w = 0
+                lb0 = (g - term_grp_ptr[t]) * GROUP
+                for lb in range(lb0, min(nb, lb0 + GROUP)):
+                    b1 = b0 + blk_size[cap_ptr[t] + lb]
+                    nu = _block_union(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, maxv, comps_buf)
+                    gb = term_blk_ptr[t] + lb
+                    thr = blk_thr[gb]
+                    ties = blk_ties[gb]
+                    lo = blk_min[gb]
+                    q = blk_quant[gb]
+                    for i in range(nu):
+                        c = comps_buf[i]
+                        v = maxv[c]
+                        maxv[c] = -1.0
+                        if v > thr or (v == thr and ties > 0):
+                            if v == thr:
+                                ties -= 1
+                            code = np.ceil((v - lo) / q + 1e-3)
+                            if code > 255:
+                                code = 255
+                            e_comp[w] = c
+                            e_blk[w] = np.uint8(lb - lb0)
+                            e_code[w] = np.uint8(code)
+                            w += 1
+                    b0 = b1
+                # stable counting sort by term id over the distinct terms of the group
+                nu_g = 0
+                for i in range(ne):
+                    c = e_comp[i]
+                    if cnt[c] == 0:
+                        comps_buf[nu_g] = c
+                        nu_g += 1
+                    cnt[c] += 1
+                uniq = np.sort(comps_buf[:nu_g])
+                off = e0
+                for i in range(nu_g):
+                    c = uniq[i]
+                    n_c = cnt[c]
+                    cnt[c] = off
+                    off += n_c
+                for i in range(ne):
+                    c = e_comp[i]
+                    pos = cnt[c]
+                    sum_comp[pos] = c
+                    sum_blk[pos] = e_blk[i]
+                    sum_code[pos] = e_code[i]
+                    cnt[c] = pos + 1
+                for i in range(nu_g):
+                    cnt[uniq[i]] = 0
 
 
 def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: float):
@@ -690,21 +704,22 @@ def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: 
     for comp, val in doc_vectors:
         for c, v in zip(comp.tolist(), val.tolist()):
             mx[c] = max(mx.get(c, -1.0), v)
-    items = sorted(mx.items(), key=lambda cv: (-cv[1], list(mx).index(cv[0])))
+    first = {c: i for i, c in enumerate(mx)}
+    items = sorted(mx.items(), key=lambda cv: (-cv[1], first[cv[0]]))
     total = np.float32(0)
-    for _, v in items:
-        total += np.float32(v)
-    until = total * np.float32(energy)
+    for v in mx.values():  # in order of first appearance, as the kernel sums
+        total = np.float32(total + np.float32(v))
+    until = np.float32(total * np.float32(energy))
     kept, acc = [], np.float32(0)
     for c, v in items:
         kept.append((c, v))
-        acc += np.float32(v)
+        acc = np.float32(acc + np.float32(v))
         if acc >= until:
             break
     vals = np.array([v for _, v in kept], np.float32)
     lo, hi = vals.min(), vals.max()
     q = np.float32((hi - lo) / 254.5) or np.float32(1e-30)
-    codes = np.clip(np.ceil((vals - lo) / q + np.float32(1e-3)), 0, 255)
+    codes = np.minimum(np.ceil((vals - lo) / q + 1e-3), 255)
     deq = lo + codes.astype(np.float32) * q
     order = np.argsort([c for c, _ in kept])
     return np.array([kept[i][0] for i in order]), deq[order]
@@ -719,7 +734,7 @@ def _dot_f16(qdense, fwd_comp, fwd_val, s, e, tab):
     return acc
 
 
-@njit(**_NJ)
+@njit(inline="always", **_NJ)
 def _lower_bound(a, lo, hi, x):
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -731,8 +746,36 @@ def _lower_bound(a, lo, hi, x):
 
 
 @njit(**_NJ)
+def _summary_scores(t, q_idx, q_val, term_blk_ptr, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
+                    blk_min, blk_quant, blk_acc):
+    """Dot products of the query with every block summary of term t's list, into blk_acc[:nb]."""
+    gb0 = term_blk_ptr[t]
+    nb = term_blk_ptr[t + 1] - gb0
+    for b in range(nb):
+        blk_acc[b] = 0.0
+    nq = q_idx.shape[0]
+    g0 = term_grp_ptr[t]
+    for g in range(g0, term_grp_ptr[t + 1]):
+        base = (g - g0) * GROUP
+        lo = grp_ptr[g]
+        hi = grp_ptr[g + 1]
+        for jj in range(nq):
+            c = q_idx[jj]
+            pos = _lower_bound(sum_comp, lo, hi, c)
+            if pos == hi:
+                break
+            qv = q_val[jj]
+            while pos < hi and sum_comp[pos] == c:
+                b = base + sum_blk[pos]
+                blk_acc[b] += qv * (blk_min[gb0 + b] + sum_code[pos] * blk_quant[gb0 + b])
+                pos += 1
+            lo = pos
+    return nb
+
+
+@njit(**_NJ)
 def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                 term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                 term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                  blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
                  tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv, blk_acc, hs, hr, out_s, out_r):
     nq = q_idx.shape[0]
@@ -747,26 +790,11 @@ def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
         t = q_idx[j]
         if q_val[j] <= 0:
             break
-        gb0 = term_blk_ptr[t]
-        nb = term_blk_ptr[t + 1] - gb0
+        nb = _summary_scores(t, q_idx, q_val, term_blk_ptr, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
+                             blk_min, blk_quant, blk_acc)
         if nb == 0:
             continue
-        for b in range(nb):
-            blk_acc[b] = 0.0
-        # summaries x query: walk the query's terms against the list's distinct summary terms
-        lo = uni_ptr[t]
-        hi = uni_ptr[t + 1]
-        for jj in range(nq):
-            c = q_idx[jj]
-            pos = _lower_bound(sum_comp, lo, hi, c)
-            if pos == hi:
-                break
-            lo = pos
-            if sum_comp[pos] == c:
-                qv = q_val[jj]
-                for e in range(sum_off[pos], sum_off[pos + 1]):
-                    b = sum_blk[e]
-                    blk_acc[b] += qv * (blk_min[gb0 + b] + sum_code[e] * blk_quant[gb0 + b])
+        gb0 = term_blk_ptr[t]
         if sort_blocks:
             border = np.argsort(-blk_acc[:nb], kind="mergesort")
         else:
@@ -820,43 +848,43 @@ def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
 
 @njit(**_NJ)
 def _seismic_range(q0, q1, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                   term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                   term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                    blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                   tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks, out_s, out_r):
-    n_rows = deleted.shape[0]
-    qdense = np.zeros(dim, np.float32)
-    stamp = np.zeros(n_rows, np.int32)
-    blk_acc = np.empty(max(max_blocks, 1), np.float32)
+                   tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, out_s, out_r):
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     for qi in range(q0, q1):
         s, e = q_ptr[qi], q_ptr[qi + 1]
         _seismic_one(q_idx[s:e], q_val[s:e], k, query_cut, heap_factor, sort_blocks, n_knn,
-                     term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                     term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                      blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                     tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(qi - q0 + 1),
+                     tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(sv0 + qi - q0),
                      blk_acc, hs, hr, out_s[qi], out_r[qi])
 
 
 @njit(**_NJ)
 def seismic_search_serial(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                          term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                          term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                           blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                          tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks):
-    """Seismic search, one thread (the low-latency path; releases the GIL)."""
+                          tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc):
+    """Seismic search on the calling thread (the low-latency path; releases the GIL).
+
+    Scratch comes from the caller: qdense (dim, zeros), stamp (rows, int32; values below sv0
+    only), blk_acc (max blocks per list). Queries get stamps sv0, sv0+1, ...
+    """
     nq = q_ptr.shape[0] - 1
     out_s = np.empty((nq, k), np.float32)
     out_r = np.empty((nq, k), np.int64)
     _seismic_range(0, nq, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                   term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                   term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                    blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                   tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks, out_s, out_r)
+                   tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, out_s, out_r)
     return out_s, out_r
 
 
 @njit(parallel=True, **_NJ)
 def seismic_search_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                            term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off, sum_blk, sum_code,
+                            term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                             blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
                             tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks, n_chunks):
     """Seismic search over a batch on all threads (queries split into n_chunks ranges)."""
@@ -864,11 +892,17 @@ def seismic_search_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort
     out_s = np.empty((nq, k), np.float32)
     out_r = np.empty((nq, k), np.int64)
     chunk = (nq + n_chunks - 1) // n_chunks
+    n_rows = deleted.shape[0]
     for c in prange(n_chunks):
-        _seismic_range(c * chunk, min(nq, (c + 1) * chunk), q_ptr, q_idx, q_val, k, query_cut, heap_factor,
-                       sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_rows, uni_ptr, sum_comp, sum_off,
+        qdense = np.zeros(dim, np.float32)
+        stamp = np.zeros(n_rows, np.int32)
+        blk_acc = np.empty(max(max_blocks, 1), np.float32)
+        q0 = c * chunk
+        _seismic_range(q0, min(nq, (c + 1) * chunk), q_ptr, q_idx, q_val, k, query_cut, heap_factor,
+                       sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp,
                        sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                       tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks, out_s, out_r)
+                       tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(1 - q0), blk_acc,
+                       out_s, out_r)
     return out_s, out_r
 
 
@@ -892,7 +926,7 @@ def seismic_one_ref(q_idx, q_val, k, query_cut, heap_factor, arrays: dict, n_knn
             comp, val = a["tail_comp"][s:e], tab[a["tail_val"][s:e]]
         acc = np.float32(0)
         for c, v in zip(comp.tolist(), val):
-            acc += np.float32(q.get(c, 0.0)) * v
+            acc = np.float32(acc + np.float32(q.get(c, 0.0)) * v)
         return acc
 
     best: list[tuple[float, int]] = []  # kept sorted by (score desc, row asc)
@@ -920,14 +954,16 @@ def seismic_one_ref(q_idx, q_val, k, query_cut, heap_factor, arrays: dict, n_knn
         if nb == 0:
             continue
         acc = np.zeros(nb, np.float32)
-        for u in range(a["uni_ptr"][t], a["uni_ptr"][t + 1]):
-            c = int(a["sum_comp"][u])
-            if c in q:
-                for e in range(a["sum_off"][u], a["sum_off"][u + 1]):
-                    b = int(a["sum_blk"][e])
-                    acc[b] += np.float32(q[c]) * (a["blk_min"][gb0 + b] + np.float32(a["sum_code"][e]) * a["blk_quant"][gb0 + b])
+        g0 = a["term_grp_ptr"][t]
+        for g in range(g0, a["term_grp_ptr"][t + 1]):
+            for e in range(a["grp_ptr"][g], a["grp_ptr"][g + 1]):
+                c = int(a["sum_comp"][e])
+                if c in q:
+                    b = (g - g0) * GROUP + int(a["sum_blk"][e])
+                    deq = a["blk_min"][gb0 + b] + np.float32(a["sum_code"][e]) * a["blk_quant"][gb0 + b]
+                    acc[b] += np.float32(q[c]) * deq
         for b in np.argsort(-acc, kind="stable"):
-            if len(best) == k and acc[b] < heap_factor * best[-1][0]:
+            if len(best) == k and acc[b] < np.float32(heap_factor) * best[-1][0]:
                 break
             for p in range(a["blk_ptr"][gb0 + b], a["blk_ptr"][gb0 + b + 1]):
                 offer(int(a["post_rows"][p]))

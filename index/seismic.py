@@ -9,6 +9,7 @@ scoring. The kernels live in ``kernels.py``; this module owns parameters, layout
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +26,8 @@ from .storage import IndexFormatError, load_folder, save_folder
 log = logging.getLogger(__name__)
 
 _MAIN_ARRAYS = (
-    "fwd_ptr", "fwd_comp", "fwd_val", "term_blk_ptr", "blk_ptr", "post_rows", "uni_ptr", "sum_comp",
-    "sum_off", "sum_blk", "sum_code", "blk_min", "blk_quant", "knn",
+    "fwd_ptr", "fwd_comp", "fwd_val", "term_blk_ptr", "blk_ptr", "post_rows", "term_grp_ptr", "grp_ptr",
+    "sum_comp", "sum_blk", "sum_code", "blk_min", "blk_quant", "knn",
 )
 _TAIL_ARRAYS = ("tail_ptr", "tail_comp", "tail_val")
 
@@ -100,6 +101,7 @@ class SeismicIndex(BaseIndex):
         tbp = arrays["term_blk_ptr"]
         self._max_blocks = int(np.diff(tbp).max()) if tbp.shape[0] > 1 else 0
         self._idmap.set_live(np.asarray(self._deleted) == 0)
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -170,27 +172,33 @@ class SeismicIndex(BaseIndex):
             sizes = blk_size[np.repeat(cap_ptr[:-1], n_blocks) + local]
             blk_ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
             bar.next()
-            # summaries
-            n_ent, n_uni = K.summaries_count(term_ptr, rows, n_blocks, blk_size, cap_ptr, fwd_ptr, fwd_comp, vals,
-                                             np.float32(summary_energy), dim, n_chunks)
-            ent_ptr = np.concatenate([[0], np.cumsum(n_ent)]).astype(np.int64)
-            uni_ptr = np.concatenate([[0], np.cumsum(n_uni)]).astype(np.int64)
-            blk_dtype = np.uint16 if int(n_blocks.max(initial=0)) <= 65535 else np.int32
-            sum_comp = np.empty(int(uni_ptr[-1]), comp_dtype)
-            sum_off = np.empty(int(uni_ptr[-1]) + 1, np.int64)
-            sum_blk = np.empty(int(ent_ptr[-1]), blk_dtype)
-            sum_code = np.empty(int(ent_ptr[-1]), np.uint8)
+            # summaries: per block the energy cut and 8-bit quantisation, then the entries of
+            # each group of <= 256 blocks sorted by term (one list's summaries = small groups)
+            blk_thr = np.empty(n_tot_blocks, np.float32)
+            blk_ties = np.empty(n_tot_blocks, np.int64)
             blk_min = np.empty(n_tot_blocks, np.float32)
             blk_quant = np.empty(n_tot_blocks, np.float32)
-            K.summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, ent_ptr, uni_ptr,
-                             fwd_ptr, fwd_comp, vals, np.float32(summary_energy), dim, n_chunks,
-                             sum_comp, sum_off, sum_blk, sum_code, blk_min, blk_quant)
-            sum_off[-1] = ent_ptr[-1]
+            n_kept = K.summaries_count(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, fwd_ptr, fwd_comp,
+                                       vals, np.float32(summary_energy), dim, n_chunks, blk_thr, blk_ties,
+                                       blk_min, blk_quant)
+            n_groups = (n_blocks + K.GROUP - 1) // K.GROUP
+            term_grp_ptr = np.concatenate([[0], np.cumsum(n_groups)]).astype(np.int64)
+            grp_of_block = np.repeat(term_grp_ptr[:-1], n_blocks) + local // K.GROUP
+            grp_ent = np.bincount(grp_of_block, weights=n_kept, minlength=int(term_grp_ptr[-1])).astype(np.int64)
+            grp_ptr = np.concatenate([[0], np.cumsum(grp_ent)]).astype(np.int64)
+            n_ent = int(grp_ptr[-1])
+            sum_comp = np.empty(n_ent, comp_dtype)
+            sum_blk = np.empty(n_ent, np.uint8)
+            sum_code = np.empty(n_ent, np.uint8)
+            K.summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, term_grp_ptr, grp_ptr,
+                             fwd_ptr, fwd_comp, vals, dim, n_chunks, blk_thr, blk_ties, blk_min, blk_quant,
+                             sum_comp, sum_blk, sum_code)
+            del blk_thr, blk_ties
             bar.next()
         arrays = {
             "fwd_ptr": fwd_ptr, "fwd_comp": fwd_comp, "fwd_val": fwd_val,
             "term_blk_ptr": term_blk_ptr, "blk_ptr": blk_ptr, "post_rows": rows,
-            "uni_ptr": uni_ptr, "sum_comp": sum_comp, "sum_off": sum_off, "sum_blk": sum_blk,
+            "term_grp_ptr": term_grp_ptr, "grp_ptr": grp_ptr, "sum_comp": sum_comp, "sum_blk": sum_blk,
             "sum_code": sum_code, "blk_min": blk_min, "blk_quant": blk_quant,
             "knn": np.full((0, 0), -1, np.int32),
             "tail_ptr": np.zeros(1, np.int64), "tail_comp": np.zeros(0, comp_dtype), "tail_val": np.zeros(0, np.uint16),
@@ -201,7 +209,7 @@ class SeismicIndex(BaseIndex):
             bar.next()
         bar.close()
         log.info("built SeismicIndex: %d docs, %d postings, %d blocks, %d summary entries in %.2fs (%s)",
-                 len(docs), rows.shape[0], n_tot_blocks, sum_code.shape[0], time.perf_counter() - t0, params)
+                 len(docs), rows.shape[0], n_tot_blocks, n_ent, time.perf_counter() - t0, params)
         return index
 
     def _build_knn(self, nknn: int, query_cut: int, heap_factor: float, nthreads: int) -> None:
@@ -246,19 +254,37 @@ class SeismicIndex(BaseIndex):
 
     def _run(self, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn, nthreads):
         a = self._a
-        common = (k, query_cut, np.float32(heap_factor), sort_blocks, n_knn,
-                  a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["uni_ptr"], a["sum_comp"], a["sum_off"],
-                  a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"],
-                  a["fwd_val"], K.F16_TABLE, np.asarray(self._deleted), a["tail_ptr"], a["tail_comp"], a["tail_val"],
-                  self._n_main, self._knn_arg(), self.dim, self._max_blocks)
-        nq = q_ptr.shape[0] - 1
         q_idx = np.ascontiguousarray(q_idx, np.int32)
         q_val = np.ascontiguousarray(q_val, np.float32)
+        common = (k, query_cut, np.float32(heap_factor), sort_blocks, n_knn,
+                  a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["term_grp_ptr"], a["grp_ptr"], a["sum_comp"],
+                  a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"],
+                  a["fwd_val"], K.F16_TABLE, np.asarray(self._deleted), a["tail_ptr"], a["tail_comp"], a["tail_val"],
+                  self._n_main, self._knn_arg())
+        nq = q_ptr.shape[0] - 1
         if nthreads == 1 or nq == 1:
-            return K.seismic_search_serial(q_ptr, q_idx, q_val, *common)
+            sc = self._take_scratch()
+            if sc[3] + nq >= 2**31 - 1:
+                sc[1][:] = 0
+                sc[3] = 1
+            sv0 = sc[3]
+            sc[3] += nq
+            out = K.seismic_search_serial(q_ptr, q_idx, q_val, *common, sc[0], sc[1], np.int32(sv0), sc[2])
+            self._local.scratch = sc
+            return out
         n_chunks = min(nq, 4 * nthreads)
         with parallel_section(nthreads):
-            return K.seismic_search_parallel(q_ptr, q_idx, q_val, *common, n_chunks)
+            return K.seismic_search_parallel(q_ptr, q_idx, q_val, *common, self.dim, self._max_blocks, n_chunks)
+
+    def _take_scratch(self) -> list:
+        """This thread's search scratch [dense query, visited stamps, block scores, next stamp],
+        reused between calls so a single query pays no O(collection) allocation."""
+        sc = getattr(self._local, "scratch", None)
+        self._local.scratch = None  # not shared while in use (re-entrancy)
+        if sc is None or sc[1].shape[0] != self.n_rows or sc[2].shape[0] < max(self._max_blocks, 1):
+            sc = [np.zeros(self.dim, np.float32), np.zeros(self.n_rows, np.int32),
+                  np.empty(max(self._max_blocks, 1), np.float32), 1]
+        return sc
 
     def _knn_arg(self):
         knn = self._a["knn"]
@@ -311,6 +337,27 @@ class SeismicIndex(BaseIndex):
         params = asdict(self.params)
         params.update(overrides)
         return type(self).build(docs, ids.tolist() if self._idmap.kind == "str" else ids, **params)
+
+    def summary_entries(self) -> dict:
+        """The block summaries as flat arrays, independent of the packed layout (for the GPU path
+        and analysis): ``term_blk_ptr`` (dim+1), ``blk_ptr`` (blocks+1, into ``post_rows``),
+        ``post_rows``, ``term_ent_ptr`` (dim+1, into the entry arrays), and per entry ``comp``
+        (int32 term id), ``block`` (int64 global block id) and ``value`` (float32, dequantised
+        exactly as the search kernel reads it). Entries of a term are contiguous."""
+        a = self._a
+        tbp = np.asarray(a["term_blk_ptr"], np.int64)
+        tgp = np.asarray(a["term_grp_ptr"], np.int64)
+        gp = np.asarray(a["grp_ptr"], np.int64)
+        n_grp = int(tgp[-1])
+        term_of_grp = np.repeat(np.arange(self.dim, dtype=np.int64), np.diff(tgp))
+        first_blk = tbp[term_of_grp] + K.GROUP * (np.arange(n_grp, dtype=np.int64) - tgp[term_of_grp])
+        block = np.repeat(first_blk, np.diff(gp)) + np.asarray(a["sum_blk"], np.int64)
+        code = np.asarray(a["sum_code"]).astype(np.float32)
+        value = (np.asarray(a["blk_min"])[block] + code * np.asarray(a["blk_quant"])[block]).astype(np.float32)
+        return {
+            "term_blk_ptr": tbp, "blk_ptr": np.asarray(a["blk_ptr"], np.int64), "post_rows": np.asarray(a["post_rows"]),
+            "term_ent_ptr": gp[tgp], "comp": np.asarray(a["sum_comp"]).astype(np.int32), "block": block, "value": value,
+        }
 
     # ------------------------------------------------------------------ info
     def stats(self) -> dict:
@@ -402,19 +449,22 @@ def _check_structure(folder: Path, a: dict, dim: int) -> None:
         bad("blk_ptr", "does not match the posting lists")
     if a["post_rows"].size and (int(a["post_rows"].max()) >= n_main or int(a["post_rows"].min()) < 0):
         bad("post_rows", "row out of range")
-    up = a["uni_ptr"]
-    if up.shape[0] != dim + 1 or up[-1] != a["sum_comp"].shape[0] or np.any(np.diff(up) < 0):
-        bad("uni_ptr", "does not match sum_comp")
-    so = a["sum_off"]
-    if so.shape[0] != a["sum_comp"].shape[0] + 1 or so[-1] != a["sum_blk"].shape[0] or np.any(np.diff(so) < 0):
-        bad("sum_off", "does not match sum_blk")
-    if a["sum_code"].shape != a["sum_blk"].shape:
-        bad("sum_code", "length differs from sum_blk")
+    tgp, gp = a["term_grp_ptr"], a["grp_ptr"]
+    n_groups = (np.diff(tbp) + K.GROUP - 1) // K.GROUP
+    if tgp.shape[0] != dim + 1 or tgp[0] != 0 or np.any(np.diff(tgp) != n_groups):
+        bad("term_grp_ptr", "does not match the block counts")
+    if gp.shape[0] != int(tgp[-1]) + 1 or gp[0] != 0 or gp[-1] != a["sum_comp"].shape[0] or np.any(np.diff(gp) < 0):
+        bad("grp_ptr", "does not match sum_comp")
+    if a["sum_code"].shape != a["sum_comp"].shape or a["sum_blk"].shape != a["sum_comp"].shape:
+        bad("sum_code", "length differs from sum_comp")
     if a["blk_min"].shape[0] != nb or a["blk_quant"].shape[0] != nb:
         bad("blk_min", "length differs from the block count")
-    if a["sum_blk"].size:
-        max_blocks = int(np.diff(tbp).max())
-        if int(a["sum_blk"].max()) >= max_blocks:
+    if a["sum_blk"].size and gp.shape[0] > 1:
+        # a group's block ids must stay inside the group's blocks
+        gsize = np.minimum(K.GROUP, np.diff(tbp)[np.repeat(np.arange(dim), np.diff(tgp))]
+                           - K.GROUP * (np.arange(int(tgp[-1])) - np.repeat(tgp[:-1], np.diff(tgp))))
+        gmax = np.maximum.reduceat(np.asarray(a["sum_blk"]), gp[:-1][np.diff(gp) > 0])
+        if np.any(gmax >= gsize[np.diff(gp) > 0]):
             bad("sum_blk", "block id out of range")
     knn = a["knn"]
     if knn.ndim != 2 or (knn.shape[0] and (knn.shape[0] != n_main or int(knn.max()) >= n_main)):

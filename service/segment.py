@@ -93,6 +93,18 @@ class ExactScorer:
         return rows, scores
 
 
+_POOLS: dict[int, "ThreadPoolExecutor"] = {}
+
+
+def _pool(threads: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="lsr-segment"))
+    return pool
+
+
 class Segment:
     """A loaded immutable segment: row -> external id, stored docs, vectors, and an index."""
 
@@ -206,13 +218,24 @@ class Segment:
         if isinstance(self.index, ExactScorer):
             return self.index.search(queries, k)
         kwargs = {key: v for key, v in knobs.items() if v is not None}
-        hits = self.index.search(queries, k=k, threads=threads, **kwargs)
+        nq = len(queries)
+        threads = max(1, int(threads or 1))
+        # Each call uses the index's single-thread path; a batch is split over our own threads (the
+        # kernels release the GIL). lsr.index's multi-thread batch path dropped a query's hits in
+        # testing (threads=2, 600 one-term queries: query 149 came back empty).
+        if threads == 1 or nq < 2 * threads:
+            return self._search_one(queries, k, kwargs)
+        bounds = np.linspace(0, nq, threads + 1).astype(int)
+        parts = list(_pool(threads).map(lambda ab: self._search_one(queries[ab[0]:ab[1]], k, kwargs),
+                                        zip(bounds[:-1], bounds[1:])))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _search_one(self, queries: SparseBatch, k: int, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
+        hits = self.index.search(queries, k=k, threads=1, **kwargs)
         rows = getattr(hits, "rows", None)
         if rows is None:
             rows = hits.ids
-        rows = np.asarray(rows, dtype=np.int64)
-        scores = np.asarray(hits.scores, dtype=np.float32)
-        return rows, scores
+        return np.asarray(rows, dtype=np.int64), np.asarray(hits.scores, dtype=np.float32)
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())

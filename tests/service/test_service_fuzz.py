@@ -29,7 +29,7 @@ def test_fuzz_no_server_errors(tmp_path):
             c.post("/v1/collections/a/documents", json={"documents": [
                 {"id": str(i), "vector_ids": {str(i): 1.0, "0": 0.5}, "metadata": {"i": i}} for i in range(20)]})
         cmd = [exe, "run", f"{srv.url}/openapi.json", "--checks", "not_a_server_error",
-               "--max-examples", str(MAX_EXAMPLES), "--seed", "20261127", "--workers", "2",
+               "--max-examples", str(MAX_EXAMPLES), "--seed", "20261127", "--workers", "1",
                "--header", f"x-api-key: {API_KEY}", "--phases", "examples,coverage,fuzzing",
                "--request-timeout", "30", "--no-color", "--suppress-health-check", "all"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, cwd=tmp_path)

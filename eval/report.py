@@ -236,7 +236,9 @@ def compare(reports: Sequence[dict], names: Sequence[str] | None = None, test: s
             systems.append(s)
         base_label = next((lab for lab, s in rows if s is base), None)
         out.append(f"**{dname}** ({split}: {nq} queries, {ndocs} documents)\n")
-        out.append(effectiveness_table(systems, [lab for lab, _ in rows], baseline=base_label))
+        test_name = "paired t-test" if test in ("t", "ttest") else "Wilcoxon signed-rank test"
+        out.append(effectiveness_table(systems, [lab for lab, _ in rows], baseline=base_label)
+                   .replace("paired test", test_name))
         out.append("")
         out.append(efficiency_table(systems, [lab for lab, _ in rows]))
         out.append("")

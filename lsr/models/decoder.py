@@ -59,13 +59,22 @@ class DecoderSpladeEncoder(SpladeEncoder):
         super().__init__(model, tokenizer, **kw)
         self.echo = bool(echo)
 
+    @property
+    def bos_token_id(self) -> int | None:
+        """The tokenizer's BOS, else the model config's (a row starts with it when there is one)."""
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            cfg = getattr(self.model, "config", None)
+            bos = getattr(cfg, "bos_token_id", None)
+        return bos if isinstance(bos, int) and 0 <= bos < self.dim else None
+
     def _token_ids(self, texts, side, max_length):
         enc = self.tokenizer(texts, truncation=True, max_length=self._max_length(side, max_length),
                              add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
         return enc["input_ids"]
 
     def _collate(self, ids, side):
-        input_ids, attn, pool = echo_batch(ids, bos=self.tokenizer.bos_token_id, pad=self.tokenizer.pad_token_id,
+        input_ids, attn, pool = echo_batch(ids, bos=self.bos_token_id, pad=self.tokenizer.pad_token_id,
                                            echo=self.echo)
         dev = self.device
         return {"input_ids": input_ids.to(dev), "attention_mask": attn.to(dev), "pool_mask": pool.to(dev)}

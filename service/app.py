@@ -178,9 +178,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             state["store"] = store
             store.load_all(verify=settings.verify_on_load, mark_ready=False)
+            state["phase"] = "compiling search kernels (first start after install: a minute or two)"
             _warm_up()  # /ready waits for it: a ready server answers its first query at full speed
             store.ready = True
             store.start_merger(settings.merge_interval_s)
+            if settings.load_models:  # load the encoders text queries will need, after /ready
+                for name in sorted({c.config.get("model") for c in store.collections.values()} - {None}):
+                    try:
+                        models.encoder(name)
+                    except ModelUnavailable as exc:
+                        log.warning("%s", exc)
         except Exception as exc:
             log.exception("cannot open the data folder %s", settings.data_dir)
             state["load_error"] = str(exc)
@@ -283,7 +290,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def store() -> CollectionStore:
         st = state["store"]
         if st is None or not st.ready:
-            raise ApiError(422 if "load_error" in state else 409, "not_ready", "collections are still loading; retry")
+            raise ApiError(422 if "load_error" in state else 409, "not_ready",
+                           state.get("load_error") or f"not ready yet ({state.get('phase', 'loading collections')}); "
+                                                      "retry when GET /ready says ready")
         return st
 
     async def run(pool, fn, *args, **kwargs):
@@ -437,7 +446,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Readiness: 200 once every collection is loaded, 503 before."""
         st = state["store"]
         if st is None or not st.ready:
-            return JSONResponse({"status": "loading"}, status_code=503)
+            return JSONResponse({"status": "loading", "phase": state.get("phase", "loading collections")},
+                                status_code=503)
         return S.Health(status="ready", collections=len(st.collections))
 
     @app.get("/metrics", tags=["health"], response_class=Response)

@@ -43,7 +43,8 @@ def read_corpus(path: str | Path, limit: int | None = None) -> Iterator[dict]:
                 raise ValueError(f"{path}:{lineno}: record has no _id or id")
             title = rec.get("title") or ""
             text = rec.get("text", rec.get("content")) or ""
-            full = f"{title}. {text}" if title and text else (title or text)
+            sep = " " if title.rstrip()[-1:] in (".", "?", "!", ":") else ". "
+            full = f"{title}{sep}{text}" if title and text else (title or text)
             meta = dict(rec.get("metadata") or {})
             if title:
                 meta.setdefault("title", title)

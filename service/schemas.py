@@ -196,3 +196,4 @@ class EncodeResponse(BaseModel):
 class Health(BaseModel):
     status: str
     collections: int | None = None
+    phase: str | None = None

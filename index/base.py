@@ -136,7 +136,15 @@ class BaseIndex:
 
     # ------------------------------------------------------------------ ids and size
     def __len__(self) -> int:
-        return int(self._deleted.shape[0] - int(self._deleted.sum()))
+        n = getattr(self, "_n_live", None)
+        if n is None:
+            n = self._n_live = int(self._deleted.shape[0] - int(np.count_nonzero(self._deleted)))
+        return n
+
+    def _changed(self) -> None:
+        """Forget what is cached about rows (live count, kernel argument tuples)."""
+        self._n_live = None
+        self._kernel_args = None
 
     @property
     def n_rows(self) -> int:
@@ -165,12 +173,14 @@ class BaseIndex:
             self._deleted = np.array(self._deleted)
         self._deleted[rows] = 1
         self._idmap.set_live(self._deleted == 0)
+        self._changed()
         return int(rows.size)
 
     def _extend_ids(self, ids, n: int) -> None:
         self._idmap = self._idmap.extend(ids, n)
         self._deleted = np.concatenate([np.asarray(self._deleted), np.zeros(n, np.uint8)])
         self._idmap.set_live(self._deleted == 0)
+        self._changed()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(docs={len(self)}, dim={self.dim})"

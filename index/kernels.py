@@ -13,7 +13,10 @@ Conventions shared by every kernel:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # float16 bit pattern -> float32 value; 256 KiB, stays in L2 during search.
 F16_TABLE = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
@@ -726,12 +729,97 @@ def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: 
 
 
 # ---------------------------------------------------------------------------------------- search
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Hint the CPU to pull arr[idx]'s cache line (no fault, no effect on results)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary, i = args
+        arystruct = context.make_array(aryty)(context, builder, ary)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, arystruct, [i], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always", **_NJ)
+def _prefetch_row(fwd_ptr, fwd_comp, fwd_val, d):
+    s = fwd_ptr[d]
+    n = fwd_ptr[d + 1] - s
+    off = 0
+    while off < n:
+        _prefetch(fwd_comp, s + off)
+        _prefetch(fwd_val, s + off)
+        off += 32
+
+
+@njit(**_NJ)
+def _score_block(p0, p1, post_rows, stamp, sv, deleted, qdense, fwd_ptr, fwd_comp, fwd_val, tab, hs, hr, size, k):
+    """Score the not-yet-seen documents of postings p0..p1 into the heap; returns the heap size.
+    The next document's row is prefetched while the current one is scored."""
+    if p0 < p1:
+        _prefetch_row(fwd_ptr, fwd_comp, fwd_val, post_rows[p0])
+    for p in range(p0, p1):
+        d = post_rows[p]
+        if p + 1 < p1:
+            _prefetch_row(fwd_ptr, fwd_comp, fwd_val, post_rows[p + 1])
+            if p + 2 < p1:
+                _prefetch(fwd_ptr, post_rows[p + 2])
+        if stamp[d] == sv:
+            continue
+        stamp[d] = sv
+        if deleted[d] != 0:
+            continue
+        s = _dot_f16(qdense, fwd_comp, fwd_val, fwd_ptr[d], fwd_ptr[d + 1], tab)
+        if s > 0 and (size < k or not _worse(s, d, hs[0], hr[0])):
+            size = heap_push(hs, hr, size, k, s, np.int64(d))
+    return size
+
+
 @njit(inline="always", **_NJ)
 def _dot_f16(qdense, fwd_comp, fwd_val, s, e, tab):
+    """Dot product of the dense query with one stored row. A normal non-negative half is widened
+    by shifting its bits (exponent rebias 127-15); subnormals (rare) go through the table."""
     acc = np.float32(0.0)
     for p in range(s, e):
-        acc += qdense[fwd_comp[p]] * tab[fwd_val[p]]
+        h = fwd_val[p]
+        if h >= 0x0400:
+            v = np.uint32((np.uint32(h) << np.uint32(13)) + np.uint32(0x38000000)).view(np.float32)
+        else:
+            v = tab[h]
+        acc += qdense[fwd_comp[p]] * v
     return acc
+
+
+@njit(inline="always", **_NJ)
+def _blk_better(acc, a, b):
+    return acc[a] > acc[b] or (acc[a] == acc[b] and a < b)
+
+
+@njit(**_NJ)
+def _blk_sift(cand, n, i, acc):
+    """Sift cand[i] down in a max-heap of block ids keyed by (acc desc, id asc)."""
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            break
+        c = left
+        if left + 1 < n and _blk_better(acc, cand[left + 1], cand[left]):
+            c = left + 1
+        if _blk_better(acc, cand[c], cand[i]):
+            tmp = cand[c]
+            cand[c] = cand[i]
+            cand[i] = tmp
+            i = c
+        else:
+            break
 
 
 @njit(inline="always", **_NJ)
@@ -777,7 +865,7 @@ def _summary_scores(t, q_idx, q_val, term_blk_ptr, term_grp_ptr, grp_ptr, sum_co
 def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
                  term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                  blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                 tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv, blk_acc, hs, hr, out_s, out_r):
+                 tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv, blk_acc, blk_idx, hs, hr, out_s, out_r):
     nq = q_idx.shape[0]
     for j in range(nq):
         qdense[q_idx[j]] = q_val[j]
@@ -796,25 +884,36 @@ def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
             continue
         gb0 = term_blk_ptr[t]
         if sort_blocks:
-            border = np.argsort(-blk_acc[:nb], kind="mergesort")
-        else:
-            border = np.arange(nb)
-        for bi in range(nb):
-            b = border[bi]
-            if size == k and blk_acc[b] < heap_factor * hs[0]:
-                if sort_blocks:
+            # blocks best-first through a lazily popped max-heap; blocks already below the
+            # heap's bar are dropped up front (the bar only rises)
+            nc = 0
+            if size == k:
+                bar = heap_factor * hs[0]
+                for b in range(nb):
+                    if blk_acc[b] >= bar:
+                        blk_idx[nc] = b
+                        nc += 1
+            else:
+                for b in range(nb):
+                    blk_idx[b] = b
+                nc = nb
+            for i in range(nc // 2 - 1, -1, -1):
+                _blk_sift(blk_idx, nc, i, blk_acc)
+            while nc > 0:
+                b = blk_idx[0]
+                nc -= 1
+                blk_idx[0] = blk_idx[nc]
+                _blk_sift(blk_idx, nc, 0, blk_acc)
+                if size == k and blk_acc[b] < heap_factor * hs[0]:
                     break
-                continue
-            for p in range(blk_ptr[gb0 + b], blk_ptr[gb0 + b + 1]):
-                d = post_rows[p]
-                if stamp[d] == sv:
+                size = _score_block(blk_ptr[gb0 + b], blk_ptr[gb0 + b + 1], post_rows, stamp, sv, deleted, qdense,
+                                    fwd_ptr, fwd_comp, fwd_val, tab, hs, hr, size, k)
+        else:
+            for b in range(nb):
+                if size == k and blk_acc[b] < heap_factor * hs[0]:
                     continue
-                stamp[d] = sv
-                if deleted[d] != 0:
-                    continue
-                s = _dot_f16(qdense, fwd_comp, fwd_val, fwd_ptr[d], fwd_ptr[d + 1], tab)
-                if s > 0 and (size < k or not _worse(s, d, hs[0], hr[0])):
-                    size = heap_push(hs, hr, size, k, s, np.int64(d))
+                size = _score_block(blk_ptr[gb0 + b], blk_ptr[gb0 + b + 1], post_rows, stamp, sv, deleted, qdense,
+                                    fwd_ptr, fwd_comp, fwd_val, tab, hs, hr, size, k)
     # kNN refinement: score the neighbours of the current results
     if n_knn > 0 and size > 0:
         cur = hr[:size].copy()
@@ -850,7 +949,7 @@ def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
 def _seismic_range(q0, q1, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
                    term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                    blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                   tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, out_s, out_r):
+                   tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, blk_idx, out_s, out_r):
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     for qi in range(q0, q1):
@@ -859,14 +958,14 @@ def _seismic_range(q0, q1, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_
                      term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                      blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
                      tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(sv0 + qi - q0),
-                     blk_acc, hs, hr, out_s[qi], out_r[qi])
+                     blk_acc, blk_idx, hs, hr, out_s[qi], out_r[qi])
 
 
 @njit(**_NJ)
 def seismic_search_serial(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
                           term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                           blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                          tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc):
+                          tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, blk_idx):
     """Seismic search on the calling thread (the low-latency path; releases the GIL).
 
     Scratch comes from the caller: qdense (dim, zeros), stamp (rows, int32; values below sv0
@@ -878,7 +977,7 @@ def seismic_search_serial(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_b
     _seismic_range(0, nq, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
                    term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
                    blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                   tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, out_s, out_r)
+                   tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, blk_idx, out_s, out_r)
     return out_s, out_r
 
 
@@ -897,12 +996,13 @@ def seismic_search_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort
         qdense = np.zeros(dim, np.float32)
         stamp = np.zeros(n_rows, np.int32)
         blk_acc = np.empty(max(max_blocks, 1), np.float32)
+        blk_idx = np.empty(max(max_blocks, 1), np.int64)
         q0 = c * chunk
         _seismic_range(q0, min(nq, (c + 1) * chunk), q_ptr, q_idx, q_val, k, query_cut, heap_factor,
                        sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp,
                        sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
                        tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(1 - q0), blk_acc,
-                       out_s, out_r)
+                       blk_idx, out_s, out_r)
     return out_s, out_r
 
 

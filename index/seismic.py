@@ -102,6 +102,7 @@ class SeismicIndex(BaseIndex):
         self._max_blocks = int(np.diff(tbp).max()) if tbp.shape[0] > 1 else 0
         self._idmap.set_live(np.asarray(self._deleted) == 0)
         self._local = threading.local()
+        self._kernel_args = None  # the index arrays as the kernels take them; reset on change
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -253,14 +254,16 @@ class SeismicIndex(BaseIndex):
         return self._make_hits(scores, rows)
 
     def _run(self, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn, nthreads):
-        a = self._a
         q_idx = np.ascontiguousarray(q_idx, np.int32)
         q_val = np.ascontiguousarray(q_val, np.float32)
-        common = (k, query_cut, np.float32(heap_factor), sort_blocks, n_knn,
-                  a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["term_grp_ptr"], a["grp_ptr"], a["sum_comp"],
-                  a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"],
-                  a["fwd_val"], K.F16_TABLE, np.asarray(self._deleted), a["tail_ptr"], a["tail_comp"], a["tail_val"],
-                  self._n_main, self._knn_arg())
+        arrays = self._kernel_args
+        if arrays is None:
+            a = self._a
+            arrays = self._kernel_args = (
+                a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["term_grp_ptr"], a["grp_ptr"], a["sum_comp"],
+                a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"], a["fwd_val"],
+                K.F16_TABLE, self._deleted, a["tail_ptr"], a["tail_comp"], a["tail_val"], self._n_main, self._knn_arg())
+        common = (k, query_cut, np.float32(heap_factor), sort_blocks, n_knn) + arrays
         nq = q_ptr.shape[0] - 1
         if nthreads == 1 or nq == 1:
             sc = self._take_scratch()
@@ -269,7 +272,7 @@ class SeismicIndex(BaseIndex):
                 sc[3] = 1
             sv0 = sc[3]
             sc[3] += nq
-            out = K.seismic_search_serial(q_ptr, q_idx, q_val, *common, sc[0], sc[1], np.int32(sv0), sc[2])
+            out = K.seismic_search_serial(q_ptr, q_idx, q_val, *common, sc[0], sc[1], np.int32(sv0), sc[2], sc[4])
             self._local.scratch = sc
             return out
         n_chunks = min(nq, 4 * nthreads)
@@ -282,8 +285,9 @@ class SeismicIndex(BaseIndex):
         sc = getattr(self._local, "scratch", None)
         self._local.scratch = None  # not shared while in use (re-entrancy)
         if sc is None or sc[1].shape[0] != self.n_rows or sc[2].shape[0] < max(self._max_blocks, 1):
-            sc = [np.zeros(self.dim, np.float32), np.zeros(self.n_rows, np.int32),
-                  np.empty(max(self._max_blocks, 1), np.float32), 1]
+            nb = max(self._max_blocks, 1)
+            sc = [np.zeros(self.dim, np.float32), np.zeros(self.n_rows, np.int32), np.empty(nb, np.float32), 1,
+                  np.empty(nb, np.int64)]
         return sc
 
     def _knn_arg(self):
@@ -328,6 +332,7 @@ class SeismicIndex(BaseIndex):
         a["tail_ptr"] = np.concatenate([np.asarray(a["tail_ptr"]), base + np.cumsum(counts)]).astype(np.int64)
         a["tail_comp"] = np.concatenate([np.asarray(a["tail_comp"]), docs.indices[keep].astype(a["fwd_comp"].dtype)])
         a["tail_val"] = np.concatenate([np.asarray(a["tail_val"]), bits[keep]])
+        self._changed()
 
     def rebuild(self, **overrides) -> "SeismicIndex":
         """A new index over the live documents (same ids and parameters unless overridden)."""

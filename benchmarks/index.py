@@ -1,0 +1,285 @@
+"""lsr SeismicIndex vs pyseismic-lsr vs scipy's exact product, on the same synthetic data, one run.
+
+Prints a markdown report: build time, index memory, single-thread latency (mean, p99), batch QPS
+on 2 threads and Recall@10 against the exact top-10; a trace of query_cut/heap_factor points for
+both indexes (same build parameters) and lsr/peer latency ratios at matched Recall@10.
+
+    python benchmarks/index.py --n-docs 100000 --n-queries 1000 --json /tmp/bench.json
+
+Latency is measured through each library's public Python API, one query per call, on one
+thread, with the two indexes interleaved point by point so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import generate  # noqa: E402
+
+from lsr.index import SeismicIndex  # noqa: E402
+
+BUILD = dict(n_postings=3500, centroid_fraction=0.1, min_cluster_size=2, summary_energy=0.4, max_fraction=1.5, doc_cut=15)
+POINTS = [(3, 0.9), (5, 0.9), (5, 0.8), (8, 0.9), (8, 0.8), (10, 0.9), (10, 0.8), (10, 0.7), (15, 0.8), (20, 0.7)]
+
+
+def machine() -> dict:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        m = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+        cpu = m.group(1) if m else ""
+    import numba
+    import scipy
+
+    try:
+        from importlib.metadata import version
+
+        peer_v = version("pyseismic-lsr")
+    except Exception:
+        peer_v = "absent"
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+        "numba": numba.__version__, "scipy": scipy.__version__, "pyseismic-lsr": peer_v,
+        "load_avg": os.getloadavg(),
+    }
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / k for f, t in zip(found, truth)]))
+
+
+def exact_truth(docs, queries, k):
+    """Exact top-k with scipy (float32 CSR product), plus its single-thread per-query latency."""
+    D = docs.to_scipy().T.tocsr()  # dim x n: q (1 x dim) @ D gives a dense-able row
+    Dt = docs.to_scipy()
+    Q = queries.to_scipy()
+    truth = np.empty((len(queries), k), np.int64)
+    for s in range(0, len(queries), 200):
+        S = (Q[s : s + 200] @ D).toarray()
+        part = np.argpartition(-S, k, axis=1)[:, :k]
+        ps = np.take_along_axis(S, part, 1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        truth[s : s + 200] = np.take_along_axis(part, order, 1)
+    lat = []
+    for i in range(min(len(queries), 200)):
+        t0 = time.perf_counter()
+        s = (Dt @ Q[i].T).toarray().ravel()
+        np.argpartition(-s, k)[:k]
+        lat.append(time.perf_counter() - t0)
+    return truth, np.asarray(lat)
+
+
+@contextlib.contextmanager
+def capture_stdout_fd():
+    """Capture what native code writes to fd 1 (pyseismic prints its space usage there)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 1)
+        box = {}
+        try:
+            yield box
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            box["text"] = tmp.read().decode("utf-8", "replace")
+
+
+class Peer:
+    def __init__(self, docs, threads):
+        import seismic
+
+        self.seismic = seismic
+        ds = seismic.SeismicDataset()
+        ds.add_documents_by_id([str(i) for i in range(len(docs))], docs.indices.astype(np.int64), docs.values, docs.indptr)
+        t0 = time.perf_counter()
+        with capture_stdout_fd():
+            self.index = seismic.SeismicIndex.build_from_dataset(ds, **BUILD, num_threads=threads)
+        self.build_s = time.perf_counter() - t0
+        with capture_stdout_fd() as box:
+            self.index.print_space_usage_byte()
+        m = re.search(r"Total:\s*(\d+)\s*Bytes", box["text"])
+        self.bytes = int(m.group(1)) if m else -1
+
+    def prepare(self, queries):
+        st = self.seismic.get_seismic_string()
+        self.qids = np.array([str(i) for i in range(len(queries))], dtype=st)
+        self.qc = [np.array([str(int(x)) for x in queries.row(i)[0]], dtype=st) for i in range(len(queries))]
+        self.qv = [np.ascontiguousarray(queries.row(i)[1], np.float32) for i in range(len(queries))]
+
+    def _rows(self, res, k):
+        out = np.full(k, -1, np.int64)
+        for j, (_, _, d) in enumerate(res[:k]):
+            out[j] = int(d)
+        return out
+
+    def latency(self, k, qc, hf):
+        lat, rows = [], []
+        for i in range(len(self.qc)):
+            t0 = time.perf_counter()
+            res = self.index.search(self.qids[i], self.qc[i], self.qv[i], k, qc, hf)
+            lat.append(time.perf_counter() - t0)
+            rows.append(self._rows(res, k))
+        return np.asarray(lat), np.stack(rows)
+
+    def batch(self, k, qc, hf, threads):
+        t0 = time.perf_counter()
+        self.index.batch_search(self.qids, self.qc, self.qv, k, qc, hf, num_threads=threads)
+        return len(self.qc) / (time.perf_counter() - t0)
+
+
+def lsr_latency(index, queries, k, qc, hf):
+    lat, rows = [], []
+    singles = [queries[i : i + 1] for i in range(len(queries))]
+    for q in singles:
+        t0 = time.perf_counter()
+        h = index.search(q, k, query_cut=qc, heap_factor=hf, threads=1)
+        lat.append(time.perf_counter() - t0)
+        rows.append(h.rows[0])
+    return np.asarray(lat), np.stack(rows)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-docs", type=int, default=100_000)
+    ap.add_argument("--n-queries", type=int, default=1_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2, help="threads for build and batch search")
+    ap.add_argument("--rounds", type=int, default=2, help="latency rounds per point (mean of rounds' means)")
+    ap.add_argument("--no-peer", action="store_true", help="skip pyseismic-lsr")
+    ap.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    args = ap.parse_args(argv)
+    k = args.k
+    info = {"machine": machine(), "args": {k_: str(v) for k_, v in vars(args).items()}, "build_params": BUILD}
+
+    t0 = time.perf_counter()
+    docs, queries = generate(args.n_docs, args.n_queries, args.seed)
+    info["data"] = {"docs": len(docs), "queries": len(queries), "nnz_per_doc": docs.nnz / len(docs),
+                    "nnz_per_query": queries.nnz / len(queries), "gen_s": time.perf_counter() - t0}
+    print(f"data: {info['data']}", file=sys.stderr)
+    truth, exact_lat = exact_truth(docs, queries, k)
+
+    t0 = time.perf_counter()
+    lsr = SeismicIndex.build(docs, **BUILD, threads=args.threads)
+    lsr_build = time.perf_counter() - t0
+    lsr_bytes = lsr.stats()["bytes_total"]
+    lsr.search(queries[:2], k, threads=1)  # warm the kernels (cached compile)
+    lsr.search(queries[:4], k, threads=args.threads)
+    print(f"lsr build {lsr_build:.1f}s, {lsr_bytes / 1e6:.1f} MB", file=sys.stderr)
+
+    peer = None
+    if not args.no_peer:
+        peer = Peer(docs, args.threads)
+        peer.prepare(queries)
+        print(f"peer build {peer.build_s:.1f}s, {peer.bytes / 1e6:.1f} MB", file=sys.stderr)
+
+    trace = []
+    for qc, hf in POINTS:
+        row = {"query_cut": qc, "heap_factor": hf}
+        lm, pm = [], []
+        for _ in range(args.rounds):
+            lat, rows = lsr_latency(lsr, queries, k, qc, hf)
+            lm.append(lat)
+            if peer is not None:
+                plat, prows = peer.latency(k, qc, hf)
+                pm.append(plat)
+        lat = np.concatenate(lm)
+        row.update(lsr_mean_ms=float(np.mean([x.mean() for x in lm]) * 1e3), lsr_p99_ms=float(np.percentile(lat, 99) * 1e3),
+                   lsr_recall=recall(rows, truth))
+        if peer is not None:
+            plat = np.concatenate(pm)
+            row.update(peer_mean_ms=float(np.mean([x.mean() for x in pm]) * 1e3),
+                       peer_p99_ms=float(np.percentile(plat, 99) * 1e3), peer_recall=recall(prows, truth))
+        trace.append(row)
+        print(row, file=sys.stderr)
+
+    def best(prefix, floor):
+        ok = [r for r in trace if r.get(f"{prefix}_recall", -1) >= floor]
+        return min(ok, key=lambda r: r[f"{prefix}_mean_ms"]) if ok else None
+
+    ratios = []
+    for floor in (0.90, 0.95, 0.99):
+        bl, bp = best("lsr", floor), best("peer", floor) if peer is not None else None
+        ratios.append({"recall_floor": floor, "lsr": bl, "peer": bp,
+                       "ratio": (bl["lsr_mean_ms"] / bp["peer_mean_ms"]) if (bl and bp) else None})
+
+    # headline rows: each index at its fastest point with Recall@10 >= 0.95
+    head_l = best("lsr", 0.95) or max(trace, key=lambda r: r["lsr_recall"])
+    lsr_qps = len(queries) / _timed(lambda: lsr.search(queries, k, query_cut=head_l["query_cut"],
+                                                       heap_factor=head_l["heap_factor"], threads=args.threads))
+    rows_md = [("lsr SeismicIndex", lsr_build, lsr_bytes, head_l["lsr_mean_ms"], head_l["lsr_p99_ms"], lsr_qps,
+                head_l["lsr_recall"], f"query_cut={head_l['query_cut']}, heap_factor={head_l['heap_factor']}")]
+    if peer is not None:
+        head_p = best("peer", 0.95) or max(trace, key=lambda r: r["peer_recall"])
+        peer_qps = peer.batch(k, head_p["query_cut"], head_p["heap_factor"], args.threads)
+        rows_md.append(("pyseismic-lsr", peer.build_s, peer.bytes, head_p["peer_mean_ms"], head_p["peer_p99_ms"],
+                        peer_qps, head_p["peer_recall"], f"query_cut={head_p['query_cut']}, heap_factor={head_p['heap_factor']}"))
+    exact_bytes = docs.indptr.nbytes + docs.indices.nbytes + docs.values.nbytes
+    rows_md.append(("scipy exact (CSR product)", 0.0, exact_bytes, exact_lat.mean() * 1e3,
+                    np.percentile(exact_lat, 99) * 1e3, float("nan"), 1.0, "exhaustive"))
+
+    out = []
+    m = info["machine"]
+    out.append(f"**Data**: synthetic SPLADE-like, {len(docs):,} docs ({info['data']['nnz_per_doc']:.1f} nnz/doc), "
+               f"{len(queries):,} queries ({info['data']['nnz_per_query']:.1f} nnz/query), vocab 30,522, seed {args.seed}.  ")
+    out.append(f"**Machine**: {m['cpu']}, {m['cores']} cores, load avg {m['load_avg'][0]:.1f} at start; Python {m['python']}, "
+               f"numpy {m['numpy']}, numba {m['numba']}, scipy {m['scipy']}, pyseismic-lsr {m['pyseismic-lsr']}.  ")
+    out.append(f"**Build parameters (both)**: {', '.join(f'{a}={b}' for a, b in BUILD.items())}; build and batch on "
+               f"{args.threads} threads; latency single-thread, one query per call, k={k}.")
+    out.append("")
+    out.append("| index | build (s) | index memory (MB) | mean latency (ms) | p99 latency (ms) | batch QPS (2 threads) | Recall@10 | search setting |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name, b, mem, mean, p99, qps, rec, setting in rows_md:
+        qps_s = "—" if np.isnan(qps) else f"{qps:,.0f}"
+        b_s = "—" if b == 0.0 else f"{b:.1f}"
+        out.append(f"| {name} | {b_s} | {mem / 1e6:.1f} | {mean:.3f} | {p99:.3f} | {qps_s} | {rec:.3f} | {setting} |")
+    out.append("")
+    out.append("| query_cut | heap_factor | lsr mean (ms) | lsr p99 (ms) | lsr R@10 | peer mean (ms) | peer p99 (ms) | peer R@10 |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in trace:
+        out.append(f"| {r['query_cut']} | {r['heap_factor']} | {r['lsr_mean_ms']:.3f} | {r['lsr_p99_ms']:.3f} | {r['lsr_recall']:.3f} | "
+                   + (f"{r['peer_mean_ms']:.3f} | {r['peer_p99_ms']:.3f} | {r['peer_recall']:.3f} |" if peer else "— | — | — |"))
+    out.append("")
+    out.append("| Recall@10 ≥ | lsr fastest (ms, setting) | peer fastest (ms, setting) | lsr / peer latency |")
+    out.append("|---:|---|---|---:|")
+    for r in ratios:
+        lsr_s = f"{r['lsr']['lsr_mean_ms']:.3f} (qc={r['lsr']['query_cut']}, hf={r['lsr']['heap_factor']})" if r["lsr"] else "not reached"
+        peer_s = f"{r['peer']['peer_mean_ms']:.3f} (qc={r['peer']['query_cut']}, hf={r['peer']['heap_factor']})" if r["peer"] else "not reached"
+        ratio_s = f"{r['ratio']:.2f}×" if r["ratio"] else "—"
+        out.append(f"| {r['recall_floor']:.2f} | {lsr_s} | {peer_s} | {ratio_s} |")
+    speedup = exact_lat.mean() * 1e3 / head_l["lsr_mean_ms"]
+    out.append("")
+    out.append(f"lsr vs scipy exact at Recall@10 ≥ 0.95: {speedup:.0f}× faster per query. "
+               + (f"Build lsr/peer: {lsr_build / peer.build_s:.2f}×; memory lsr/peer: {lsr_bytes / peer.bytes:.2f}×." if peer else ""))
+    report = "\n".join(out)
+    print(report)
+    if args.json:
+        info.update(trace=trace, ratios=ratios, table=[dict(zip(
+            ["index", "build_s", "bytes", "mean_ms", "p99_ms", "batch_qps", "recall", "setting"], r)) for r in rows_md],
+            exact_speedup=speedup, report=report)
+        args.json.write_text(json.dumps(info, indent=2, default=float))
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()

@@ -60,12 +60,15 @@ def load_queries(folder: str | Path) -> dict[str, str]:
 
 
 def load_qrels(folder: str | Path, split: str) -> dict[str, dict[str, int]]:
-    """``{query_id: {doc_id: relevance}}`` from ``qrels/<split>.tsv`` (header line skipped)."""
+    """``{query_id: {doc_id: relevance}}`` from ``qrels/<split>.tsv[.gz]`` (header line skipped)."""
     path = Path(folder) / "qrels" / f"{split}.tsv"
+    if not path.exists() and path.with_suffix(".tsv.gz").exists():
+        path = path.with_suffix(".tsv.gz")
     if not path.exists():
         raise FileNotFoundError(f"no qrels for split {split!r}: {path}")
     out: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
+    opener = gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" else open(path, encoding="utf-8", newline="")
+    with opener as fh:
         for i, row in enumerate(csv.reader(fh, delimiter="\t")):
             if not row or (i == 0 and not row[-1].strip().lstrip("-").isdigit()):
                 continue

@@ -77,26 +77,30 @@ class Ensemble:
         self.normalization, self.scale = normalization, float(scale)
         self.cache_dir = Path(cache_dir) if cache_dir else None
 
-    def key(self, data_hash: str) -> str:
-        spec = {"teachers": [t.fingerprint() for t in self.teachers], "data": data_hash}
+    @staticmethod
+    def key(teacher, data_hash: str) -> str:
+        spec = {"teacher": teacher.fingerprint(), "data": data_hash}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def raw_scores(self, queries, corpus, candidates) -> dict[str, dict[str, np.ndarray]]:
-        """Per-teacher raw scores, read from / written to the cache (the combination is cheap)."""
-        path = None
-        if self.cache_dir is not None:
-            path = self.cache_dir / f"teacher-scores-{self.key(candidates_hash(queries, corpus, candidates))}.npz"
-            if path.exists():
-                logger.info("teacher scores from cache %s", path)
-                return _load_cache(path, [t.name for t in self.teachers], candidates)
+        """Per-teacher raw scores, each read from / written to the cache under a hash of the
+        teacher's config and the exact (query, candidates) data; ensembles reuse single teachers."""
+        data_hash = candidates_hash(queries, corpus, candidates) if self.cache_dir is not None else ""
         raw = {}
         for t in self.teachers:
+            path = None
+            if self.cache_dir is not None:
+                path = self.cache_dir / f"teacher-scores-{t.name}-{self.key(t, data_hash)}.npz"
+                if path.exists():
+                    logger.info("teacher %s: scores from cache %s", t.name, path)
+                    raw[t.name] = _load_cache(path, [t.name], candidates)[t.name]
+                    continue
             logger.info("scoring %d queries' candidates with teacher %s", len(candidates), t.name)
             raw[t.name] = t.score(queries, corpus, candidates)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _save_cache(path, raw, candidates)
-            logger.info("teacher scores cached at %s", path)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _save_cache(path, {t.name: raw[t.name]}, candidates)
+                logger.info("teacher %s: scores cached at %s", t.name, path)
         return raw
 
     def combine(self, raw: dict[str, dict[str, np.ndarray]], candidates) -> dict[str, dict[str, float]]:

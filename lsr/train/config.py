@@ -35,8 +35,9 @@ class ModelConfig(_Strict):
     max_query_length: int = Field(64, gt=0)
     max_doc_length: int = Field(256, gt=0)
     # inference-free: where the query table starts ("idf": BM25 IDF over the training corpora,
-    # "keep": the checkpoint's own table) and whether it trains, with its own learning rate.
-    query_weights: Literal["idf", "keep"] = "idf"
+    # "ones": binary queries, "keep": the checkpoint's own table) and whether it trains, with its
+    # own learning rate.
+    query_weights: Literal["idf", "keep", "ones"] = "idf"
     trainable_query_weights: bool = False
     query_weights_lr: float = Field(1e-3, ge=0)
     lora: Optional[dict] = None  # decoder: peft LoraConfig keywords (r, lora_alpha, target_modules, ...)
@@ -106,6 +107,7 @@ class TrainLoopConfig(_Strict):
     save_every: int = Field(500, gt=0)
     eval_every: Optional[int] = Field(None, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
+    save_model_in_checkpoints: bool = True
     progress: bool = True
 
 

@@ -104,9 +104,11 @@ class Trainer:
             pos = data.positives(dc.min_relevance)
             if d.max_queries:
                 pos = {q: pos[q] for q in sorted(pos)[: d.max_queries]}
+            # every judged document (any grade) is excluded from the negatives
+            judged = {q: list(data.qrels[q]) for q in pos}
+            negs = mine_bm25(data.queries, data.corpus, judged, depth=dc.depth, tokenizer=tok)
             # cap positives deterministically: highest relevance first, then id order
             pos = {q: sorted(p, key=lambda x: (-data.qrels[q][x], x))[: dc.max_positives] for q, p in pos.items()}
-            negs = mine_bm25(data.queries, data.corpus, pos, depth=dc.depth, tokenizer=tok)
             corpus.update(data.corpus)
             queries.update(data.queries)
             positives.update(pos)
@@ -144,8 +146,7 @@ class Trainer:
         df = np.zeros(dim, np.int64)
         texts = list(corpus.values())
         for s in range(0, len(texts), 1024):
-            ids = enc.tokenizer(texts[s:s + 1024], add_special_tokens=False, truncation=True,
-                                max_length=self.cfg.model.max_doc_length)["input_ids"]
+            ids = enc.tokenizer(texts[s:s + 1024], add_special_tokens=False, verbose=False)["input_ids"]
             for row in ids:
                 df[np.unique(np.asarray(row, np.int64))] += 1
         return bm25_idf(df, len(texts))
@@ -176,7 +177,10 @@ class Trainer:
         tmp = self.out / f".tmp-checkpoint-{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        torch.save(self.accel.unwrap_model(self.pair).enc.state_dict(), tmp / "student.pt")
+        enc = self.accel.unwrap_model(self.pair).enc
+        torch.save(enc.state_dict(), tmp / "student.pt")
+        if self.cfg.train.save_model_in_checkpoints:
+            enc.save(tmp / "model")  # a loadable model folder at every checkpoint
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(self.criterion.state_dict(), tmp / "loss.pt")
@@ -246,6 +250,8 @@ class Trainer:
         if cfg.model.kind == "inference-free":
             if cfg.model.query_weights == "idf":
                 set_query_weights(enc, idf, cfg.model.trainable_query_weights)
+            elif cfg.model.query_weights == "ones":  # binary queries: plain inference-free SPLADE-doc
+                set_query_weights(enc, np.ones(enc.dim, np.float32), cfg.model.trainable_query_weights)
             else:
                 enc.query_weights.requires_grad_(cfg.model.trainable_query_weights)
         self.criterion = build_loss(cfg, idf, enc.dim).to(self.device)
@@ -309,6 +315,9 @@ class Trainer:
                 accel.clip_grad_norm_(self.pair.parameters(), tc.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
+            if qw is not None and qw.requires_grad:
+                with torch.no_grad():
+                    qw.clamp_(min=0)  # query weights are term weights: never negative
             step += 1
             n_acc += 1
             bar.update(1)

@@ -131,6 +131,7 @@ class BaseIndex:
 
     kind = "base"
     dim: int
+    vocab: tuple[str, ...] | None = None  # token strings of the documents' vocabulary, if known
     _idmap: IdMap
     _deleted: np.ndarray  # uint8 per row
 
@@ -181,6 +182,9 @@ class BaseIndex:
         self._deleted = np.concatenate([np.asarray(self._deleted), np.zeros(n, np.uint8)])
         self._idmap.set_live(self._deleted == 0)
         self._changed()
+
+    def _vocab_arrays(self) -> dict:
+        return {"vocab": np.asarray(self.vocab, dtype=str)} if self.vocab is not None else {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(docs={len(self)}, dim={self.dim})"

@@ -47,7 +47,9 @@ class ExactIndex(BaseIndex):
         """Index ``docs``; ``ids`` are external ids (ints or strings), default 0..n-1."""
         docs = check_docs(docs)
         idmap = IdMap.build(ids, len(docs))
-        return cls(docs.indptr, docs.indices, docs.values, docs.dim, idmap, np.zeros(len(docs), np.uint8))
+        index = cls(docs.indptr, docs.indices, docs.values, docs.dim, idmap, np.zeros(len(docs), np.uint8))
+        index.vocab = docs.vocab
+        return index
 
     def search(self, queries: SparseBatch, k: int = 10, *, threads: int | None = None, **_ignored) -> Hits:
         """Exact top-``k`` per query. Extra keyword arguments (Seismic's knobs) are ignored, so
@@ -101,7 +103,7 @@ class ExactIndex(BaseIndex):
         return {
             "d_ptr": self._d_ptr, "d_idx": self._d_idx, "d_val": self._d_val,
             "inv_ptr": self._inv_ptr, "inv_rows": self._inv_rows, "inv_val": self._inv_val,
-            "deleted": np.asarray(self._deleted), "ids": self._idmap.to_array(),
+            "deleted": np.asarray(self._deleted), "ids": self._idmap.to_array(), **self._vocab_arrays(),
         }
 
     def save(self, path) -> Path:
@@ -123,8 +125,18 @@ class ExactIndex(BaseIndex):
         n = a["d_ptr"].shape[0] - 1
         _check_structure(path, a, dim, n)
         idmap = IdMap.from_array(a["ids"], manifest.get("id_kind", "int"))
-        return cls(a["d_ptr"], a["d_idx"], a["d_val"], dim, idmap, np.array(a["deleted"]),
-                   inv=(a["inv_ptr"], a["inv_rows"], a["inv_val"]))
+        index = cls(a["d_ptr"], a["d_idx"], a["d_val"], dim, idmap, np.array(a["deleted"]),
+                    inv=(a["inv_ptr"], a["inv_rows"], a["inv_val"]))
+        index.vocab = _load_vocab(path, a, dim)
+        return index
+
+
+def _load_vocab(path, a, dim):
+    if "vocab" not in a:
+        return None
+    if a["vocab"].shape[0] != dim:
+        raise IndexFormatError(f"{Path(path) / 'vocab.npy'}: has {a['vocab'].shape[0]} tokens, dim is {dim}")
+    return tuple(str(t) for t in a["vocab"].tolist())
 
 
 def _check_structure(path, a, dim, n):

@@ -21,6 +21,7 @@ from lsr.sparse import SparseBatch
 from . import kernels as K
 from .base import BaseIndex, Hits, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
 from .ids import IdMap
+from .exact import _load_vocab
 from .storage import IndexFormatError, load_folder, save_folder
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ class SeismicIndex(BaseIndex):
             "tail_ptr": np.zeros(1, np.int64), "tail_comp": np.zeros(0, comp_dtype), "tail_val": np.zeros(0, np.uint16),
         }
         index = cls(arrays, dim, params, idmap, np.zeros(len(docs), np.uint8))
+        index.vocab = docs.vocab
         if nknn:
             index._build_knn(nknn, knn_query_cut, knn_heap_factor, nthreads)
             bar.next()
@@ -341,7 +343,8 @@ class SeismicIndex(BaseIndex):
         docs = self.get(ids.tolist() if self._idmap.kind == "str" else ids)
         params = asdict(self.params)
         params.update(overrides)
-        return type(self).build(docs, ids.tolist() if self._idmap.kind == "str" else ids, **params)
+        new = type(self).build(docs.with_vocab(self.vocab), ids.tolist() if self._idmap.kind == "str" else ids, **params)
+        return new
 
     def summary_entries(self) -> dict:
         """The block summaries as flat arrays, independent of the packed layout (for the GPU path
@@ -396,6 +399,7 @@ class SeismicIndex(BaseIndex):
         arrays = {name: np.asarray(arr) for name, arr in self._a.items()}
         arrays["deleted"] = np.asarray(self._deleted)
         arrays["ids"] = self._idmap.to_array()
+        arrays.update(self._vocab_arrays())
         counts = {"rows": self.n_rows, "docs": len(self), "main_rows": self._n_main, "dim": self.dim,
                   "nnz": int(self._a["fwd_ptr"][-1] + self._a["tail_ptr"][-1]), "blocks": int(self._a["term_blk_ptr"][-1])}
         return save_folder(path, self.kind, asdict(self.params), counts, arrays, {"id_kind": self._idmap.kind})
@@ -424,7 +428,9 @@ class SeismicIndex(BaseIndex):
         arrays = {n: a[n] for n in _MAIN_ARRAYS}
         for n in _TAIL_ARRAYS:
             arrays[n] = np.array(a[n])  # small and growable
-        return cls(arrays, dim, params, idmap, np.array(a["deleted"]))
+        index = cls(arrays, dim, params, idmap, np.array(a["deleted"]))
+        index.vocab = _load_vocab(path, a, dim)
+        return index
 
 
 def _check_structure(folder: Path, a: dict, dim: int) -> None:

@@ -316,10 +316,14 @@ def detect(folder: Path) -> tuple[str, dict[str, Any]]:
                 "adapter")
         return kind, {k: cfg[k] for k in keep if k in cfg}
     if (folder / "modules.json").exists():
-        from lsr.models.st_format import read_st_layout
+        from lsr.models.st_format import is_sparse_layout, read_st_layout
 
-        layout = read_st_layout(folder)
-        return layout.kind, layout.settings()
+        if is_sparse_layout(folder):
+            layout = read_st_layout(folder)
+            return layout.kind, layout.settings()
+        # A dense sentence-transformers folder (e.g. all-MiniLM-L6-v2): use its transformer as a
+        # SPLADE backbone; a missing MLM head is created (decoder tied to the word embeddings).
+        logger.info("%s is a dense sentence-transformers folder; loading its transformer as a backbone", folder)
     hf = folder / "config.json"
     if not hf.exists():
         raise FileNotFoundError(f"{folder} is not a model folder (no lsr_config.json, modules.json or config.json)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +24,42 @@ class _Captured(Exception):
     pass
 
 
+_TLS = threading.local()
+_HOOK_LOCK = threading.Lock()
+
+
+def _capture_hook(_mod, args):
+    box = getattr(_TLS, "box", None)
+    if box is not None:  # only while this thread runs projection_input; otherwise a no-op
+        box.append(args[0])
+        raise _Captured
+
+
 def projection_input(model: torch.nn.Module, head: torch.nn.Module, **inputs) -> torch.Tensor:
     """Run ``model`` up to its vocabulary projection ``head`` and return that layer's input.
 
     A pre-hook stops the forward pass there, so the ``(B, L, V)`` logits are never built; the
     caller projects in chunks (:func:`lsr.models.pooling.head_pool`). Works for any model whose
     output embedding is an ``nn.Linear`` applied last (BERT/RoBERTa/DistilBERT MLM heads, causal LMs).
+    The hook is registered once and reads a thread-local box, so concurrent threads (the service)
+    each get their own tensor, and ordinary forward passes are untouched.
     """
-    box: dict[str, torch.Tensor] = {}
-
-    def hook(_mod, args):
-        box["h"] = args[0]
-        raise _Captured
-
-    handle = head.register_forward_pre_hook(hook)
+    if not getattr(head, "_lsr_capture_hook", False):
+        with _HOOK_LOCK:
+            if not getattr(head, "_lsr_capture_hook", False):
+                head.register_forward_pre_hook(_capture_hook)
+                head._lsr_capture_hook = True
+    box: list[torch.Tensor] = []
+    _TLS.box = box
     try:
         model(**inputs)
     except _Captured:
         pass
     finally:
-        handle.remove()
-    if "h" not in box:
+        _TLS.box = None
+    if not box:
         raise RuntimeError("the model never reached its output embedding layer")
-    return box["h"]
+    return box[0]
 
 
 class SpladeEncoder(SparseEncoder):

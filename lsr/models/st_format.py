@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STLayout", "read_st_layout", "write_st_splade_files"]
+__all__ = ["STLayout", "is_sparse_layout", "read_st_layout", "write_st_splade_files"]
 
 
 @dataclass
@@ -65,6 +65,12 @@ def _splade_chain(root: Path, modules: list[tuple[str, str]], where: str) -> tup
     if extra:
         raise ValueError(f"{where}: modules after SpladePooling ({extra}) are not supported")
     return tdir, pooling, activation, _max_len(tdir)
+
+
+def is_sparse_layout(folder: Path) -> bool:
+    """True when ``modules.json`` describes a sparse model (SpladePooling or a Router)."""
+    mods = json.loads((Path(folder) / "modules.json").read_text(encoding="utf-8"))
+    return any(_short(m.get("type", "")) in ("SpladePooling", "Router", "SparseStaticEmbedding") for m in mods)
 
 
 def read_st_layout(folder: Path) -> STLayout:

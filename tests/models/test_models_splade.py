@@ -145,3 +145,26 @@ def test_st_sum_pooling_folder(splade_dir, st, tmp_path):
     assert enc.pooling == "sum"
     theirs = model.encode_document(TEXTS[:2], convert_to_tensor=True).to_dense().numpy()
     assert np.abs(enc.encode_documents(TEXTS[:2]).to_dense() - theirs).max() <= 1e-4
+
+
+def test_concurrent_threads_get_their_own_results(splade):
+    import threading
+
+    texts = [f"text number {i} about cats and dogs" for i in range(24)]
+    ref = splade.encode_queries(texts, batch_size=4).to_dense()
+    outs, errors = {}, []
+
+    def work(k):
+        try:
+            outs[k] = splade.encode_queries(texts[k::3], batch_size=2).to_dense()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k in range(3):
+        np.testing.assert_allclose(outs[k], ref[k::3], atol=1e-5)

@@ -16,10 +16,12 @@ Inference API (returns ``lsr.SparseBatch``, CSR over the model vocabulary, with 
     enc.vocab (list[str]), enc.dim, enc.kind ("splade" | "inference-free" | "decoder"), enc.device
     enc.save(dir)      # HF layout (config.json, model.safetensors, tokenizer files) + lsr_config.json,
                        # plus sentence-transformers files so ST's SparseEncoder(dir) loads SPLADE models
-    Input: a list/tuple of str. An empty list gives an empty batch (0 rows); an empty string gives an
-    empty row (or the special tokens' weights); a non-string raises TypeError. Texts longer than
-    ``max_doc_length`` / ``max_query_length`` tokens (defaults 256 / 64, saved in lsr_config.json) are
-    truncated.
+    Input: a list (or any iterable) of str; a single str is a batch of one. An empty list gives a
+    batch of 0 rows; a non-str item raises TypeError naming its index. An empty string is allowed:
+    SPLADE gives the vector of [CLS] [SEP] alone, decoder and inference-free queries an empty row.
+    Texts longer than ``max_doc_length`` / ``max_query_length`` tokens (defaults 256 / 64; 512 for
+    inference-free queries; decoder: per copy of the echo) are truncated; both are saved in
+    lsr_config.json and settable as attributes. Encoding is thread-safe (the service's threads).
 
 Training API (for ``lsr.train`` / ``lsr.losses``): a ``SparseEncoder`` *is* a ``torch.nn.Module``::
 
@@ -27,11 +29,13 @@ Training API (for ``lsr.train`` / ``lsr.losses``): a ``SparseEncoder`` *is* a ``
     enc.model                             # the backbone (e.g. BertForMaskedLM / LlamaForCausalLM / PeftModel)
     feats = enc.tokenize(texts, side="document" | "query", max_length=None)   # dict of tensors on enc.device
     reps = enc.forward_documents(texts_or_feats)   # dense (B, V) float tensor: pooled log1p(relu(logits)),
-    reps = enc.forward_queries(texts_or_feats)     # padding masked; gradients flow in train() mode
+    reps = enc.forward_queries(texts_or_feats)     # padding masked; differentiable (no inference_mode inside)
     scores = (q_reps * d_reps).sum(-1)             # dot product is the retrieval score
     enc.train(); enc.parameters(); enc.to(device); enc.save(dir)   # then SparseEncoder.load(dir)
     # inference-free: forward_queries = presence(tokens) * enc.query_weights (an nn.Parameter, (V,));
-    #   enc.query_weights.requires_grad_(True) to learn it; forward_documents is SPLADE.
+    #   enc.fit_idf(corpus_texts) sets BM25 IDF; enc.query_weights.requires_grad_(True) to learn it.
+    # student from a dense backbone: SparseEncoder.load("minilm") -> BertForMaskedLM with a new MLM
+    #   head (decoder tied to the word embeddings, transform randomly initialised).
     # decoder: tokenize() builds the echo input ("text" twice); pooling covers the second copy only.
     # LoRA: SparseEncoder.load(path, kind="decoder", lora={"r": 16, "lora_alpha": 32, ...}) or
     #   enc.add_lora(r=16, ...); enc.save(dir, merge_lora=True | False).

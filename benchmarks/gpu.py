@@ -122,6 +122,8 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-pyseismic", action="store_true")
     ap.add_argument("--skip-cpu", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--profile", action="store_true", help="per-stage times of the approximate path, then exit")
+    ap.add_argument("--exact-tiles", default=None, help="sweep exact tile sizes, e.g. 64,128,256,512, then exit")
     args = ap.parse_args(argv)
     import torch
 
@@ -141,6 +143,9 @@ def main(argv=None) -> None:
     docs = docs.astype(np.float16)  # the CPU indexes store f16; every system sees the same values
     log(f"data: {docs!r} {queries!r} in {time.perf_counter() - t0:.1f}s")
     res: dict = {"machine": info, "params": params}
+
+    if args.profile or args.exact_tiles:
+        return profile(args, docs, queries, params)
 
     # exact on the GPU: the ground truth and the exact row
     t0 = time.perf_counter()
@@ -219,6 +224,36 @@ def main(argv=None) -> None:
     print(table(res, batches))
     if args.out:
         args.out.write_text(json.dumps(res, indent=1, default=str))
+
+
+def profile(args, docs, queries, params) -> None:
+    from lsr.index import gpu as G
+
+    gx = GpuIndex.build(docs, device=args.device)
+    for t in [int(x) for x in (args.exact_tiles or "").split(",") if x]:
+        r = time_gpu(gx, queries, len(queries), args.device, 1, tile=t)
+        log(f"exact tile {t}: {r['qps']:.0f} q/s (compute {r['qps_compute_only']:.0f})")
+    truth = gx.search(queries, k=10, tile=256).rows
+    del gx
+    if not args.profile:
+        return
+    si = SeismicIndex.build(docs, **params, threads=args.threads)
+    ga = GpuIndex.from_index(si, device=args.device)
+    for qc, hf in [(10, 0.9)]:
+        for tile in (128, 512, 2048):
+            kw = dict(mode="approx", query_cut=qc, heap_factor=hf, tile=tile)
+            ga.search(queries[:tile], k=10, **kw)
+            G.PROFILE.on = True
+            G.PROFILE.times.clear()
+            G.PROFILE.sizes.clear()
+            t0 = time.perf_counter()
+            h = ga.search(queries, k=10, **kw)
+            dt = time.perf_counter() - t0
+            G.PROFILE.on = False
+            n = len(queries)
+            log(f"approx qc={qc} hf={hf} tile={tile}: {n / dt:.0f} q/s R@10 {recall_at(h.rows, truth):.4f}; "
+                + ", ".join(f"{k} {v * 1e3:.0f}ms" for k, v in G.PROFILE.times.items()) + "; per query: "
+                + ", ".join(f"{k} {v / n:.0f}" for k, v in G.PROFILE.sizes.items()))
 
 
 def table(res: dict, batches) -> str:

@@ -14,11 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
+from lsr.index.base import Hits
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GpuIndex", "BlockLayout", "cuda_available"]
+__all__ = ["GpuIndex", "GpuHits", "BlockLayout", "cuda_available"]
 
 
 def _torch():
@@ -162,16 +163,12 @@ class _Shard:
     bytes: int = 0
 
 
-@dataclass
-class GpuHits:
-    ids: np.ndarray
-    scores: np.ndarray
-    rows: np.ndarray
-    timings: dict = field(default_factory=dict)
+@dataclass(frozen=True)
+class GpuHits(Hits):
+    """:class:`lsr.index.Hits` plus ``timings``: seconds in total, in device compute, and in
+    host<->device copies, for transfer-aware reporting."""
 
-    def __iter__(self):
-        yield self.ids
-        yield self.scores
+    timings: dict = field(default_factory=dict)
 
 
 class GpuIndex:
@@ -364,21 +361,26 @@ def _sync(device, torch) -> None:
 
 def _order_ties(scores: np.ndarray, rows: np.ndarray) -> None:
     """Make equal scores come out by row ascending, as ExactIndex does (in place)."""
-    for i in range(scores.shape[0]):
+    if scores.shape[1] < 2:
+        return
+    tied = np.nonzero(np.any((scores[:, 1:] == scores[:, :-1]) & np.isfinite(scores[:, 1:]), axis=1))[0]
+    for i in tied:
         s, r = scores[i], rows[i]
-        if s.size > 1 and np.any(s[1:] == s[:-1]):
-            order = np.lexsort((np.where(r < 0, np.iinfo(np.int64).max, r), -s))
-            scores[i] = s[order]
-            rows[i] = r[order]
+        order = np.lexsort((np.where(r < 0, np.iinfo(np.int64).max, r), -s))
+        scores[i] = s[order]
+        rows[i] = r[order]
 
 
 def _dense_queries(qb: SparseBatch, device, torch):
-    """(n, dim) dense float32 query block on ``device`` (n is at most the tile size)."""
-    q = torch.zeros((len(qb), qb.dim), dtype=torch.float32)
+    """(n, dim) dense float32 query block built on ``device`` from the CSR arrays (only the
+    non-zeros cross the bus)."""
+    q = torch.zeros((len(qb), qb.dim), dtype=torch.float32, device=device)
     if qb.nnz:
-        rows = torch.from_numpy(np.repeat(np.arange(len(qb)), qb.row_nnz()))
-        q[rows, torch.from_numpy(qb.indices.astype(np.int64))] = torch.from_numpy(qb.values)
-    return q.to(device, non_blocking=True)
+        rows = torch.from_numpy(np.repeat(np.arange(len(qb), dtype=np.int64), qb.row_nnz())).to(device, non_blocking=True)
+        cols = torch.from_numpy(qb.indices.astype(np.int64)).to(device, non_blocking=True)
+        vals = torch.from_numpy(qb.values).to(device, non_blocking=True)
+        q[rows, cols] = vals
+    return q
 
 
 def _exact_shard(sh: _Shard, qdense, k: int, doc_tile: int, torch):
@@ -451,9 +453,40 @@ def _score_pairs(pair_q, pair_doc, sh: _Shard, qdense, torch):
     return out
 
 
+class _Profile:
+    """Per-stage device time and sizes of the approximate path, on when LSR_GPU_PROFILE=1."""
+
+    def __init__(self):
+        import os
+
+        self.on = os.environ.get("LSR_GPU_PROFILE") == "1"
+        self.times: dict = {}
+        self.sizes: dict = {}
+        self._t = None
+
+    def start(self, device, torch):
+        if self.on:
+            _sync(device, torch)
+            self._t = time.perf_counter()
+
+    def mark(self, name, device, torch, **sizes):
+        if self.on:
+            _sync(device, torch)
+            now = time.perf_counter()
+            self.times[name] = self.times.get(name, 0.0) + now - self._t
+            for key, v in sizes.items():
+                self.sizes[key] = self.sizes.get(key, 0) + int(v)
+            self._t = now
+
+
+PROFILE = _Profile()
+
+
 def _approx_shard(sh: _Shard, qb: SparseBatch, qdense, k, query_cut, heap_factor, probe_blocks, torch):
     dev = sh.device
     nq = len(qb)
+    prof = PROFILE
+    prof.start(dev, torch)
     # 1. each query's top `query_cut` terms
     qv = qdense
     c = min(query_cut, qv.shape[1])
@@ -473,6 +506,7 @@ def _approx_shard(sh: _Shard, qb: SparseBatch, qdense, k, query_cut, heap_factor
     contrib = qdense[q_of[e_owner], sh.ent_comp[e].long()] * sh.ent_val[e].float()
     ssum = torch.zeros(blk.numel(), dtype=torch.float32, device=dev)
     ssum.index_add_(0, target, contrib)
+    prof.mark("summaries", dev, torch, query_terms=terms.numel(), blocks=blk.numel(), entries=e.numel())
     del e_owner, e, target, contrib
     # 3. a first estimate of each query's k-th score from the best `probe_blocks` blocks per term
     o1 = torch.argsort(-ssum, stable=True)
@@ -482,17 +516,22 @@ def _approx_shard(sh: _Shard, qb: SparseBatch, qdense, k, query_cut, heap_factor
     rank = torch.arange(blk.numel(), device=dev) - group_start[tq_owner[order]]
     probe = torch.zeros(blk.numel(), dtype=torch.bool, device=dev)
     probe[order[rank < probe_blocks]] = True
+    prof.mark("probe_order", dev, torch)
     theta = _kth_scores(pair_q[probe], blk[probe], sh, qdense, k, nq, torch)
+    prof.mark("probe_score", dev, torch, probe_blocks=int(probe.sum()))
     # 4. keep blocks that can still matter; score their documents exactly
     keep = ssum >= heap_factor * theta[pair_q]
     keep |= probe
     cand_q, cand_doc = _block_docs(pair_q[keep], blk[keep], sh, torch)
+    prof.mark("candidates", dev, torch, kept_blocks=int(keep.sum()), candidates=cand_q.numel())
     if sh.always is not None:
         aq = torch.arange(nq, device=dev).repeat_interleave(sh.always.numel())
         ad = sh.always.repeat(nq)
         key = torch.unique(torch.cat([cand_q * sh.n_rows + cand_doc, aq * sh.n_rows + ad]))
         cand_q, cand_doc = key // sh.n_rows, key % sh.n_rows
-    return _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch)
+    out = _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch)
+    prof.mark("score_topk", dev, torch)
+    return out
 
 
 def _block_docs(pair_q, blk, sh, torch):

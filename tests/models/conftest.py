@@ -33,7 +33,13 @@ def bert_tokenizer(splade_dir):
     return AutoTokenizer.from_pretrained(splade_dir)
 
 
-def tiny_decoder(tokenizer, arch: str = "llama", seed: int = 0):
+@pytest.fixture(scope="session")
+def tiny_decoder():
+    """Factory of tiny random causal LMs (a fixture, so no test imports conftest by name)."""
+    return make_tiny_decoder
+
+
+def make_tiny_decoder(tokenizer, arch: str = "llama", seed: int = 0):
     """A random 2-layer causal LM over ``tokenizer``'s vocabulary (fast enough for CI)."""
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_decoder
 from lsr.models import SparseEncoder
 from lsr.models.decoder import DecoderSpladeEncoder, echo_batch
 from lsr.models.pooling import splade_pool
@@ -21,7 +20,7 @@ def test_echo_positions_by_hand():
 
 
 @pytest.fixture(scope="module", params=["llama", "mistral"])
-def decoder(request, bert_tokenizer):
+def decoder(request, bert_tokenizer, tiny_decoder):
     return DecoderSpladeEncoder(tiny_decoder(bert_tokenizer, request.param), bert_tokenizer, max_doc_length=24,
                                 max_query_length=8)
 
@@ -68,7 +67,7 @@ def test_truncation_applies_per_copy(decoder):
 
 
 @pytest.mark.parametrize("merge", [True, False])
-def test_lora_save_load(bert_tokenizer, tmp_path, merge):
+def test_lora_save_load(bert_tokenizer, tiny_decoder, tmp_path, merge):
     enc = DecoderSpladeEncoder(tiny_decoder(bert_tokenizer, "llama", seed=1), bert_tokenizer, max_doc_length=16)
     base_out = enc.encode_documents(TEXTS[:2]).to_dense()
     enc.add_lora(r=4, lora_alpha=8)
@@ -89,7 +88,7 @@ def test_lora_save_load(bert_tokenizer, tmp_path, merge):
     np.testing.assert_allclose(again.encode_documents(TEXTS[:2]).to_dense(), out, atol=1e-4)
 
 
-def test_plain_causal_lm_folder_is_detected(bert_tokenizer, tmp_path):
+def test_plain_causal_lm_folder_is_detected(bert_tokenizer, tiny_decoder, tmp_path):
     model = tiny_decoder(bert_tokenizer, "mistral", seed=2)
     model.save_pretrained(tmp_path / "hf")
     bert_tokenizer.save_pretrained(tmp_path / "hf")

@@ -41,11 +41,13 @@ evaluate() {  # limit, extra args, names...
 if [ "$MODE" = main ]; then
   train main 330
   evaluate 150 "" main
-else
-  train plain-flops 130 --set model.query_weights='"ones"'
-  train single-teacher 130 --set 'teachers.models=[{kind="dense", model="minilm", weight=1.0}]'
-  train explicit-idf-flops 130 --set loss.regularizer='"idf_flops"'
-  evaluate 120 --no-baselines plain-flops single-teacher explicit-idf-flops
+else  # the main config, one variant, and the ablations of the main config
+  train main 125
+  train low-lambda 115 --set loss.lambda_doc=1e-4
+  train plain-flops 115 --set model.query_weights='"ones"'
+  train single-teacher 115 --set 'teachers.models=[{kind="dense", model="minilm", weight=1.0}]'
+  train explicit-idf-flops 115 --set loss.regularizer='"idf_flops"'
+  evaluate 100 --no-baselines main low-lambda plain-flops single-teacher explicit-idf-flops
 fi
 cp runs/eval/results.json "$OUT/results-$MODE.json" 2>/dev/null
 tar czf "$OUT/runs-$MODE.tgz" runs/eval/runs runs/*.log runs/*/log.jsonl runs/*/eval.jsonl runs/*/metrics.json runs/*/config.toml 2>/dev/null

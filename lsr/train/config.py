@@ -66,6 +66,8 @@ class LossConfig(_Strict):
     ranking: Literal["infonce", "marginmse", "kl"] = "infonce"
     temperature: float = Field(1.0, gt=0)
     in_batch: bool = True
+    infonce_weight: float = Field(0.0, ge=0)  # with kl/marginmse: add InfoNCE on the judged positives
+    infonce_temperature: float = Field(1.0, gt=0)
     regularizer: Literal["flops", "idf_flops", "df_flops", "l1", "none"] = "flops"
     idf_weight_fn: Literal["inverse", "inverse_sqrt", "exp", "none"] = "inverse"
     df_alpha: float = Field(0.1, gt=0, lt=1)

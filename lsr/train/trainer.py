@@ -58,7 +58,11 @@ def build_loss(cfg: TrainConfig, idf: np.ndarray | None, dim: int):
 
     # The inference-free query side is a table, not a model: no query regulariser.
     reg_q = reg() if cfg.model.kind != "inference-free" and lc.lambda_query > 0 else None
-    return L.SparseRetrievalLoss(ranking, reg(), reg_q, lc.lambda_doc, lc.lambda_query, lc.regularizer_warmup)
+    aux = {}
+    if lc.infonce_weight > 0 and lc.ranking != "infonce":
+        aux["infonce"] = (L.InfoNCELoss(lc.infonce_temperature, lc.in_batch), lc.infonce_weight)
+    return L.SparseRetrievalLoss(ranking, reg(), reg_q, lc.lambda_doc, lc.lambda_query, lc.regularizer_warmup,
+                                 auxiliary=aux)
 
 
 def _rng_state():

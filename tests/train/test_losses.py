@@ -169,3 +169,11 @@ def test_gradients_flops_reach_every_active_entry_only():
     x = torch.nn.Parameter(torch.tensor([[1.0, -1.0, 0.0]]))
     FLOPSLoss()(torch.relu(x)).backward()
     assert x.grad[0, 0] > 0 and x.grad[0, 1] == 0 and x.grad[0, 2] == 0
+
+
+def test_auxiliary_infonce_term():
+    t = torch.tensor([[3.0, 1.0], [1.0, 0.0]])
+    crit = SparseRetrievalLoss(MarginMSELoss(), auxiliary={"infonce": (InfoNCELoss(), 0.5)})
+    out = crit(Q, D, t)
+    assert out["loss"].item() == pytest.approx(1.0 + 0.5 * InfoNCELoss()(Q, D).item())
+    assert "infonce" in out

@@ -292,7 +292,12 @@ class SparseEncoder(torch.nn.Module):
             from lsr.models.splade import SpladeEncoder
 
             cls = SpladeEncoder
-        enc = cls._from_folder(folder, **settings)
+        try:
+            enc = cls._from_folder(folder, **settings)
+        except TypeError as exc:
+            if "unexpected keyword argument" in str(exc):
+                raise ValueError(f"unknown option for a {kind} encoder: {exc}") from None
+            raise
         enc.to(default_device(device))
         enc.eval()
         logger.info("loaded %s encoder from %s (dim %d, device %s)", kind, folder, enc.dim, enc.device)

@@ -28,8 +28,9 @@ class STLayout:
 
     def settings(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pooling": self.pooling, "activation": self.activation, "st_layout": self}
-        if self.max_seq_length:
+        if self.max_seq_length:  # ST truncates queries and documents alike
             out["max_doc_length"] = self.max_seq_length
+            out["max_query_length"] = self.max_seq_length
         return out
 
 

@@ -108,6 +108,8 @@ def test_unknown_kind_and_name(splade_dir):
         SparseEncoder.load(splade_dir, kind="colbert")
     with pytest.raises(FileNotFoundError, match="known"):
         SparseEncoder.load("no-such-model-name")
+    with pytest.raises(ValueError, match="unknown option"):
+        SparseEncoder.load(splade_dir, bogus=1)
 
 
 # ---------------------------------------------------------------------- sentence-transformers

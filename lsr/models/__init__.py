@@ -15,7 +15,8 @@ Inference API (returns ``lsr.SparseBatch``, CSR over the model vocabulary, with 
     enc.decode(docs, top_k=10) -> list[list[(token, weight)]]
     enc.vocab (list[str]), enc.dim, enc.kind ("splade" | "inference-free" | "decoder"), enc.device
     enc.save(dir)      # HF layout (config.json, model.safetensors, tokenizer files) + lsr_config.json,
-                       # plus sentence-transformers files so ST's SparseEncoder(dir) loads SPLADE models
+                       # plus sentence-transformers files so ST's SparseEncoder(dir) loads SPLADE and
+                       # inference-free (Router) models
     Input: a list (or any iterable) of str; a single str is a batch of one. An empty list gives a
     batch of 0 rows; a non-str item raises TypeError naming its index. An empty string is allowed:
     SPLADE gives the vector of [CLS] [SEP] alone, decoder and inference-free queries an empty row.

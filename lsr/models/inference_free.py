@@ -109,9 +109,10 @@ class IdfQueryEncoder:
         from lsr.models.hub import model_path
 
         folder = model_path(folder)
-        sub = _st_query_folder(folder)
-        if sub is not None:
-            folder = sub
+        if not (folder / QUERY_WEIGHTS_FILE).exists():  # lsr's own table first, else an ST Router's
+            sub = _st_query_folder(folder)
+            if sub is not None:
+                folder = sub
         tokenizer = _load_tokenizer(folder)
         dim = tokenizer.get_vocab_size(with_added_tokens=True)
         weights = None

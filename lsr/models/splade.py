@@ -13,7 +13,7 @@ import torch
 from lsr.models.base import SparseEncoder
 from lsr.models.inference_free import QUERY_WEIGHTS_FILE, IdfQueryEncoder, check_texts, document_frequencies, bm25_idf
 from lsr.models.pooling import head_pool, splade_pool
-from lsr.models.st_format import write_st_splade_files
+from lsr.models.st_format import write_st_router_files, write_st_splade_files
 
 __all__ = ["SparseEncoder", "SpladeEncoder", "InferenceFreeEncoder", "projection_input"]
 
@@ -202,6 +202,16 @@ class InferenceFreeEncoder(SpladeEncoder):
         cfg = super().lsr_config()
         cfg["query_weights"] = QUERY_WEIGHTS_FILE
         return cfg
+
+    def save(self, folder, **kw) -> Path:
+        """HF layout + ``lsr_config.json`` + ``query_weights.safetensors`` + a sentence-transformers
+        ``Router`` (SparseStaticEmbedding queries, SPLADE documents) so ST's ``SparseEncoder`` loads it."""
+        folder = super().save(folder, **kw)
+        write_st_router_files(folder, pooling=self.pooling, activation=self.activation,
+                              max_seq_length=self.max_doc_length, dim=self.dim,
+                              query_weights=self.query_weights.detach().float().cpu().numpy(),
+                              query_max_length=self.max_query_length)
+        return folder
 
     def _save_model(self, folder: Path, **kw) -> None:
         super()._save_model(folder, **kw)

@@ -2,7 +2,8 @@
 
 Read: ``modules.json`` with an MLM transformer (``MLMTransformer`` or ``Transformer`` with
 ``transformer_task="fill-mask"``) + ``SpladePooling``, or a ``Router`` whose query route is
-``SparseStaticEmbedding`` (inference-free). Write: the files ST needs to open an lsr SPLADE folder.
+``SparseStaticEmbedding`` (inference-free). Write: the files ST needs to open an lsr SPLADE or
+inference-free folder.
 No sentence-transformers import: these are plain JSON files.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STLayout", "is_sparse_layout", "read_st_layout", "write_st_splade_files"]
+__all__ = ["STLayout", "is_sparse_layout", "read_st_layout", "write_st_splade_files", "write_st_router_files"]
 
 
 @dataclass
@@ -93,6 +94,20 @@ def read_st_layout(folder: Path) -> STLayout:
     return STLayout("splade", tdir, pooling, activation, max_len)
 
 
+_ST_CONFIG = {"model_type": "SparseEncoder", "prompts": {"query": "", "document": ""}, "default_prompt_name": None,
+              "similarity_fn_name": "dot"}
+
+
+def _write_common(folder: Path, *, pooling: str, activation: str, max_seq_length: int, dim: int, pool_dir: str) -> None:
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": int(max_seq_length), "do_lower_case": False}, indent=2) + "\n", encoding="utf-8")
+    (folder / pool_dir).mkdir(exist_ok=True)
+    (folder / pool_dir / "config.json").write_text(
+        json.dumps({"pooling_strategy": pooling, "activation_function": activation, "word_embedding_dimension": dim},
+                   indent=2) + "\n", encoding="utf-8")
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(_ST_CONFIG, indent=2) + "\n", encoding="utf-8")
+
+
 def write_st_splade_files(folder: Path, *, pooling: str, activation: str, max_seq_length: int, dim: int) -> None:
     """Make an lsr SPLADE folder loadable by ``sentence_transformers.SparseEncoder(folder)``.
 
@@ -106,12 +121,46 @@ def write_st_splade_files(folder: Path, *, pooling: str, activation: str, max_se
          "type": "sentence_transformers.sparse_encoder.models.SpladePooling"},
     ]
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
-    (folder / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": int(max_seq_length), "do_lower_case": False}, indent=2) + "\n", encoding="utf-8")
-    (folder / "1_SpladePooling").mkdir(exist_ok=True)
-    (folder / "1_SpladePooling" / "config.json").write_text(
-        json.dumps({"pooling_strategy": pooling, "activation_function": activation, "word_embedding_dimension": dim},
-                   indent=2) + "\n", encoding="utf-8")
-    st_cfg = {"model_type": "SparseEncoder", "prompts": {"query": "", "document": ""}, "default_prompt_name": None,
-              "similarity_fn_name": "dot"}
-    (folder / "config_sentence_transformers.json").write_text(json.dumps(st_cfg, indent=2) + "\n", encoding="utf-8")
+    _write_common(folder, pooling=pooling, activation=activation, max_seq_length=max_seq_length, dim=dim,
+                  pool_dir="1_SpladePooling")
+
+
+def write_st_router_files(folder: Path, *, pooling: str, activation: str, max_seq_length: int, dim: int,
+                          query_weights, query_max_length: int) -> None:
+    """Make an lsr inference-free folder loadable by ``sentence_transformers.SparseEncoder(folder)``:
+    a ``Router`` whose query route is ``SparseStaticEmbedding`` (``query_0_SparseStaticEmbedding/``:
+    tokenizer copy + weight vector) and whose document route is the root transformer (module id
+    ``"."``, so the weights are not duplicated) + ``SpladePooling``."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    pool_dir = "document_1_SpladePooling"
+    _write_common(folder, pooling=pooling, activation=activation, max_seq_length=max_seq_length, dim=dim,
+                  pool_dir=pool_dir)
+    qdir = folder / "query_0_SparseStaticEmbedding"
+    qdir.mkdir(exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).exists():
+            shutil.copy(folder / name, qdir / name)
+    cfg_path = qdir / "tokenizer_config.json"
+    if cfg_path.exists():  # ST truncates queries at the tokenizer's model_max_length
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["model_max_length"] = int(query_max_length)
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    save_file({"weight": np.ascontiguousarray(np.asarray(query_weights, dtype=np.float32))}, str(qdir / "model.safetensors"))
+    (qdir / "config.json").write_text(json.dumps({"frozen": False}, indent=2) + "\n", encoding="utf-8")
+    router = {
+        "types": {
+            "query_0_SparseStaticEmbedding": "sentence_transformers.sparse_encoder.models.SparseStaticEmbedding",
+            ".": "sentence_transformers.sparse_encoder.models.MLMTransformer",
+            pool_dir: "sentence_transformers.sparse_encoder.models.SpladePooling",
+        },
+        "structure": {"query": ["query_0_SparseStaticEmbedding"], "document": [".", pool_dir]},
+        "parameters": {"default_route": "document", "allow_empty_key": True},
+    }
+    (folder / "router_config.json").write_text(json.dumps(router, indent=2) + "\n", encoding="utf-8")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Router"}]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")

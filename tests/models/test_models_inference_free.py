@@ -119,6 +119,17 @@ def test_inference_free_encoder(inference_free, tmp_path):
     np.testing.assert_array_equal(IdfQueryEncoder.load(tmp_path / "if").encode_queries(qs).to_dense(), batch.to_dense())
 
 
+def test_st_loads_lsr_inference_free_folder(inference_free, tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    inference_free.save(tmp_path / "if")
+    model = st.SparseEncoder(str(tmp_path / "if"), device="cpu")
+    qs, ds = ["the cat", "dogs fly down"], ["the cat sat on the mat", "birds fly south"]
+    theirs_q = model.encode_query(qs, convert_to_tensor=True).to_dense().numpy()
+    theirs_d = model.encode_document(ds, convert_to_tensor=True).to_dense().numpy()
+    assert np.abs(inference_free.encode_queries(qs).to_dense() - theirs_q).max() <= 1e-4
+    assert np.abs(inference_free.encode_documents(ds).to_dense() - theirs_d).max() <= 1e-4
+
+
 def test_learned_query_weights_get_gradients(inference_free):
     enc = inference_free
     enc.query_weights.requires_grad_(True)

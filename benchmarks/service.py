@@ -181,7 +181,7 @@ def start_server(data_dir: Path, threads: int, port: int) -> subprocess.Popen:
 
     env = {**os.environ, "LSR_API_KEYS": "bench"}
     cmd = [sys.executable, "-m", "lsr.service.cli", "--data", str(data_dir), "--port", str(port),
-           "--threads", str(threads), "--log-level", "warning"]
+           "--threads", str(threads), "--log-level", "warning", "--no-preload"]
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _warm_up()  # /ready waits for it: a ready server answers its first query at full speed
             store.ready = True
             store.start_merger(settings.merge_interval_s)
-            if settings.load_models:  # load the encoders text queries will need, after /ready
+            if settings.load_models and settings.preload_models:  # encoders text queries will need
                 for name in sorted({c.config.get("model") for c in store.collections.values()} - {None}):
                     try:
                         models.encoder(name)
@@ -280,10 +280,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not ok:
             raise ApiError(403, "forbidden", "wrong API key")
 
-    def write_key(request: Request) -> None:
+    # async: a sync dependency would cost a worker-thread hop per request
+    async def write_key(request: Request) -> None:
         _check_key(request)
 
-    def read_key(request: Request) -> None:
+    async def read_key(request: Request) -> None:
         if settings.read_requires_key:
             _check_key(request)
 

@@ -36,6 +36,7 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
     p.add_argument("--merge-min-docs", type=int, default=1000, help="merge the fresh segment at this many docs")
     p.add_argument("--merge-idle", type=float, default=10.0, help="or after this many quiet seconds")
     p.add_argument("--verify", action="store_true", help="verify segment checksums when loading")
+    p.add_argument("--no-preload", action="store_true", help="load encoders on the first text request, not at start")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -50,6 +51,7 @@ def settings_from_args(args) -> Settings:
         data_dir=data, model=args.model, threads=max(1, args.threads),
         api_keys=resolve_api_keys(args.api_keys_file, data), read_requires_key=args.read_requires_key,
         limits=limits, merge_min_docs=args.merge_min_docs, merge_idle_s=args.merge_idle, verify_on_load=args.verify,
+        preload_models=not args.no_preload,
     )
 
 

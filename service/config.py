@@ -30,6 +30,7 @@ class Settings:
     api_keys: list[str] = field(default_factory=list)
     read_requires_key: bool = False
     load_models: bool = True
+    preload_models: bool = True  # load the encoders of existing collections right after /ready
     limits: Limits = field(default_factory=Limits)
     merge_min_docs: int = 1000
     merge_idle_s: float = 10.0

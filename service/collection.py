@@ -271,8 +271,8 @@ class Collection:
             self.closed = True
             if self._wal is not None:
                 self._wal.close()
-            for seg in self.segments:
-                seg.close()
+            # Segments are not closed here: searches in flight may still read them through their
+            # view; their files close when the last reference goes.
 
     # ------------------------------------------------------------------ writes
     def _mark_dead(self, where: tuple[str, int], touched: set) -> None:
@@ -548,8 +548,8 @@ class Collection:
             self.closed = True
             if self._wal is not None:
                 self._wal.close()
-            for seg in self.segments:
-                seg.close()
+            # Segments are not closed here: searches in flight may still read them through their
+            # view; their files close when the last reference goes.
 
     # ------------------------------------------------------------------ writes
     def _mark_dead(self, where: tuple[str, int], touched: set) -> None:

@@ -202,10 +202,17 @@ class Segment:
         return cls(path.name, path, meta, ids, vectors, index)
 
     def close(self) -> None:
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
+        """Release the document file. Only call it when no search can still hold this segment: a
+        closed descriptor number may be reused by another file. Dropped segments close on collection."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __del__(self):
+        self.close()
 
     # ------------------------------------------------------------------ reads
     def doc(self, row: int) -> dict:

@@ -306,3 +306,47 @@ def test_background_merge(client, anon, coll):
         time.sleep(0.2)
     assert anon.get("/v1/collections/api").json()["fresh_documents"] == 0
     assert anon.get("/v1/collections/api/documents/d710").status_code == 200
+
+
+def test_concurrent_writes_searches_and_delete(server, client):
+    """Searches never fail while writes, background merges and a collection delete go on."""
+    import threading
+
+    import httpx
+
+    client.post("/v1/collections", json={"name": "conc", "model": None, "dim": DIM})
+    statuses: list[int] = []
+    stop = time.monotonic() + 4
+    lock = threading.Lock()
+
+    def writer(w):
+        with server.client() as c:
+            i = 0
+            while time.monotonic() < stop:
+                r = c.post("/v1/collections/conc/documents", json={"documents": _docs(5, 10_000 * w + i)})
+                with lock:
+                    statuses.append(r.status_code)
+                i += 5
+
+    def searcher(s):
+        with server.client(None) as c:
+            rng = np.random.default_rng(s)
+            while time.monotonic() < stop + 1:
+                q = {str(int(t)): 1.0 for t in rng.choice(DIM - 1, 4, replace=False) + 1}
+                try:
+                    r = c.post("/v1/collections/conc/search", json={"vector_ids": q, "k": 5, "explain": True})
+                except httpx.HTTPError:
+                    continue
+                with lock:
+                    statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    threads += [threading.Thread(target=searcher, args=(s,)) for s in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(4.2)
+    assert client.delete("/v1/collections/conc").status_code == 200  # searches still running
+    for t in threads:
+        t.join(60)
+    assert statuses and all(s in (200, 404) for s in statuses), sorted(set(statuses))
+    assert statuses.count(200) > 20

@@ -31,18 +31,19 @@ class IdMap:
             kind = "int"
         else:
             seq = list(ids)
-            if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seq):
+            is_int = [isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seq]
+            is_str = [isinstance(x, (str, np.str_)) for x in seq]
+            if all(is_int):
                 arr = np.asarray(seq, dtype=np.int64).reshape(-1)
                 kind = "int"
-            elif all(isinstance(x, (str, np.str_)) for x in seq):
+            elif all(is_str):
                 arr = np.empty(len(seq), dtype=object)
                 arr[:] = [str(x) for x in seq]
                 kind = "str"
             else:
-                bad = next(x for x in seq if not isinstance(x, (str, np.str_, int, np.integer)) or isinstance(x, bool))\
-                    if any(not isinstance(x, (str, np.str_, int, np.integer)) or isinstance(x, bool) for x in seq) else None
-                if bad is not None:
-                    raise ValueError(f"{what} must be all ints or all strings; got {type(bad).__name__} {bad!r}")
+                bad = [x for x, i, t in zip(seq, is_int, is_str) if not (i or t)]
+                if bad:
+                    raise ValueError(f"{what} must be ints or strings; got {type(bad[0]).__name__} {bad[0]!r}")
                 raise ValueError(f"{what} must be all ints or all strings, not a mix")
         if arr.shape[0] != n:
             raise ValueError(f"got {arr.shape[0]} {what} for {n} documents")

@@ -919,7 +919,7 @@ def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
         cur = hr[:size].copy()
         for i in range(cur.shape[0]):
             r = cur[i]
-            if r >= n_main:
+            if r >= n_main or r >= knn.shape[0]:
                 continue
             for jn in range(min(n_knn, knn.shape[1])):
                 d = knn[r, jn]
@@ -1001,7 +1001,7 @@ def seismic_search_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort
         _seismic_range(q0, min(nq, (c + 1) * chunk), q_ptr, q_idx, q_val, k, query_cut, heap_factor,
                        sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp,
                        sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                       tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(1 - q0), blk_acc,
+                       tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(1), blk_acc,
                        blk_idx, out_s, out_r)
     return out_s, out_r
 

@@ -227,6 +227,7 @@ class SeismicIndex(BaseIndex):
             r = rows[i][(rows[i] != i) & (rows[i] >= 0)][:nknn]
             knn[i, : r.size] = r
         a["knn"] = knn
+        self._changed()
 
     # ------------------------------------------------------------------ search
     def search(self, queries: SparseBatch, k: int = 10, *, query_cut: int | None = None,

@@ -11,7 +11,7 @@ import pytest
 
 from lsr.eval.data import DatasetError, load_beir, load_dataset, load_irds, read_qrels
 
-from conftest import MSMARCO, SCIFACT
+from eval_data_paths import MSMARCO, SCIFACT
 
 
 def test_plain_and_gz_corpora_load_the_same(scifact_small, scifact_small_gz):

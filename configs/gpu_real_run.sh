@@ -41,15 +41,20 @@ evaluate() {  # limit, extra args, names...
 if [ "$MODE" = main ]; then
   train main 330
   evaluate 150 "" main
-else  # the main config, one variant, and the ablations of the main config
-  train main 125
-  train low-lambda 115 --set loss.lambda_doc=1e-4
+elif [ "$MODE" = round2 ]; then  # (raw IDF table) the main config, one variant, the ablations
+  train main 125 --set model.normalize_query_weights=false
+  train low-lambda 115 --set loss.lambda_doc=1e-4 --set model.normalize_query_weights=false
   train plain-flops 115 --set model.query_weights='"ones"'
-  train single-teacher 115 --set 'teachers.models=[{kind="dense", model="minilm", weight=1.0}]'
-  train explicit-idf-flops 115 --set loss.regularizer='"idf_flops"'
+  train single-teacher 115 --set 'teachers.models=[{kind="dense", model="minilm", weight=1.0}]' --set model.normalize_query_weights=false
+  train explicit-idf-flops 115 --set loss.regularizer='"idf_flops"' --set model.normalize_query_weights=false
   evaluate 100 --no-baselines main low-lambda plain-flops single-teacher explicit-idf-flops
+else  # round3: normalised IDF table (the default): main and its ablations
+  train main 170
+  train single-teacher 120 --set 'teachers.models=[{kind="dense", model="minilm", weight=1.0}]'
+  train explicit-idf-flops 120 --set loss.regularizer='"idf_flops"'
+  evaluate 100 --no-baselines main single-teacher explicit-idf-flops
 fi
 cp runs/eval/results.json "$OUT/results-$MODE.json" 2>/dev/null
 tar czf "$OUT/runs-$MODE.tgz" runs/eval/runs runs/*.log runs/*/log.jsonl runs/*/eval.jsonl runs/*/metrics.json runs/*/config.toml 2>/dev/null
-m=$(model main); [ "$MODE" = main ] && [ -n "$m" ] && tar czf "$OUT/model-main.tgz" -C "$(dirname "$m")" "$(basename "$m")"
+m=$(model main); [ "$MODE" != round2 ] && [ -n "$m" ] && tar czf "$OUT/model-main.tgz" -C "$(dirname "$m")" "$(basename "$m")"
 ls -la "$OUT"

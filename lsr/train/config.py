@@ -39,6 +39,10 @@ class ModelConfig(_Strict):
     # own learning rate.
     query_weights: Literal["idf", "keep", "ones"] = "idf"
     trainable_query_weights: bool = False
+    # Divide the IDF table by its mean over the training queries' tokens: ranking is unchanged, but
+    # training scores keep the scale of binary queries (raw IDF multiplies the logits ~4x, and the
+    # student then collapses its documents to a few dozen terms within 100 steps).
+    normalize_query_weights: bool = True
     query_weights_lr: float = Field(1e-3, ge=0)
     lora: Optional[dict] = None  # decoder: peft LoraConfig keywords (r, lora_alpha, target_modules, ...)
 

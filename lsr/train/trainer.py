@@ -155,6 +155,15 @@ class Trainer:
                 df[np.unique(np.asarray(row, np.int64))] += 1
         return bm25_idf(df, len(texts))
 
+    @staticmethod
+    def _mean_query_idf(enc, idf, texts) -> float:
+        """Mean IDF of the distinct tokens of each query, averaged over the queries."""
+        ids = enc.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        vals = [float(idf[np.unique(np.asarray(r, np.int64))].mean()) for r in ids if len(r)]
+        m = float(np.mean(vals)) if vals else 1.0
+        logger.info("IDF query table divided by %.3f (mean query-token IDF)", m)
+        return m if m > 0 else 1.0
+
     def _load_eval(self):
         from lsr.data import load_beir, mine_bm25
 
@@ -253,7 +262,10 @@ class Trainer:
             idf = self._idf(enc, corpus)
         if cfg.model.kind == "inference-free":
             if cfg.model.query_weights == "idf":
-                set_query_weights(enc, idf, cfg.model.trainable_query_weights)
+                table = idf
+                if cfg.model.normalize_query_weights:
+                    table = idf / self._mean_query_idf(enc, idf, [queries[q] for q in positives])
+                set_query_weights(enc, table, cfg.model.trainable_query_weights)
             elif cfg.model.query_weights == "ones":  # binary queries: plain inference-free SPLADE-doc
                 set_query_weights(enc, np.ones(enc.dim, np.float32), cfg.model.trainable_query_weights)
             else:

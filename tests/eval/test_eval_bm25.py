@@ -57,3 +57,23 @@ def test_bm25_system_on_small_scifact(scifact_small):
     assert res.metrics["nDCG@10"] > 0.6 and res.metrics["R@100"] > 0.9
     e = res.efficiency
     assert e["build_s"] > 0 and e["index_bytes"] > 0 and e["search_p50_ms"] > 0 and e["qps"] > 0
+
+
+def test_lsr_own_bm25_agrees_with_lucene(searcher):
+    """lsr.teachers.bm25 (scipy, torch-free) against Lucene on the same words: the same ranking, and
+    scores (k1 + 1) times Lucene's (Lucene drops that constant factor)."""
+    try:
+        from lsr.teachers.bm25 import BM25, regex_tokenizer
+    except ImportError as exc:
+        pytest.skip(f"lsr.teachers.bm25 not importable: {exc}")
+    s, docs = searcher
+    texts = [" ".join(d) for d in docs]
+    ids = ["d1", "d2", "d3", "q1"]
+    ours = BM25(texts, ids, tokenizer=regex_tokenizer(1 << 20), k1=0.9, b=0.4)
+    for q in ["zebra lion", "tiger bear", "lion"]:
+        lucene = s.search({"x": q}, k=10, remove_query=False)["x"]
+        got_ids, got_scores = ours.search([q], k=4)
+        mine = {d: float(v) for d, v in zip(got_ids[0], got_scores[0]) if d is not None}
+        assert set(mine) == set(lucene), q
+        for d, v in lucene.items():
+            assert mine[d] == pytest.approx(1.9 * v, rel=1e-4), (q, d)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -93,12 +94,10 @@ class ExactScorer:
         return rows, scores
 
 
-_POOLS: dict[int, "ThreadPoolExecutor"] = {}
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
-def _pool(threads: int):
-    from concurrent.futures import ThreadPoolExecutor
-
+def _pool(threads: int) -> ThreadPoolExecutor:
     pool = _POOLS.get(threads)
     if pool is None:
         pool = _POOLS.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="lsr-segment"))

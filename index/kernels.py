@@ -824,13 +824,17 @@ def _blk_sift(cand, n, i, acc):
 
 @njit(inline="always", **_NJ)
 def _lower_bound(a, lo, hi, x):
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    """First i in [lo, hi) with a[i] >= x (hi if none). Branch-free halving: the comparison
+    feeds a select, so the loop costs no mispredictions."""
+    n = hi - lo
+    if n <= 0:
+        return lo
+    base = lo
+    while n > 1:
+        half = n >> 1
+        base = base + half if a[base + half] < x else base
+        n -= half
+    return base + 1 if a[base] < x else base
 
 
 @njit(**_NJ)

@@ -48,6 +48,10 @@ elif [ "$MODE" = round2 ]; then  # (raw IDF table) the main config, one variant,
   train single-teacher 115 --set 'teachers.models=[{kind="dense", model="minilm", weight=1.0}]' --set model.normalize_query_weights=false
   train explicit-idf-flops 115 --set loss.regularizer='"idf_flops"' --set model.normalize_query_weights=false
   evaluate 100 --no-baselines main low-lambda plain-flops single-teacher explicit-idf-flops
+elif [ "$MODE" = round4 ]; then  # longer runs of the main config (STEPS), one with more BM25 in the ensemble
+  train main-long 260
+  train main-long-bm25 230 --set 'teachers.models=[{kind="dense", model="minilm", weight=0.3}, {kind="sparse", model="splade-tiny", weight=0.3}, {kind="bm25", weight=0.4}]'
+  evaluate 90 --no-baselines main-long main-long-bm25
 else  # round3: normalised IDF table (the default): main and its ablations
   train main 170
   train single-teacher 120 --set 'teachers.models=[{kind="dense", model="minilm", weight=1.0}]'
@@ -56,5 +60,9 @@ else  # round3: normalised IDF table (the default): main and its ablations
 fi
 cp runs/eval/results.json "$OUT/results-$MODE.json" 2>/dev/null
 tar czf "$OUT/runs-$MODE.tgz" runs/eval/runs runs/*.log runs/*/log.jsonl runs/*/eval.jsonl runs/*/metrics.json runs/*/config.toml 2>/dev/null
-m=$(model main); [ "$MODE" != round2 ] && [ -n "$m" ] && tar czf "$OUT/model-main.tgz" -C "$(dirname "$m")" "$(basename "$m")"
+if [ "$MODE" = round4 ]; then
+  for n in main-long main-long-bm25; do m=$(model $n); [ -n "$m" ] && tar czf "$OUT/model-$n.tgz" -C "$(dirname "$m")" "$(basename "$m")"; done
+else
+  m=$(model main); [ "$MODE" != round2 ] && [ -n "$m" ] && tar czf "$OUT/model-main.tgz" -C "$(dirname "$m")" "$(basename "$m")"
+fi
 ls -la "$OUT"

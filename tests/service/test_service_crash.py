@@ -95,7 +95,10 @@ def test_kill9_recovery(tmp_path):
             unknown.update(inflight)
             n_unknown += len(inflight)
             srv.start()
-            _check(srv, acked, deleted, unknown)
+            try:
+                _check(srv, acked, deleted, unknown)
+            except AssertionError as exc:
+                raise AssertionError(f"round {rnd}: {exc}\nserver log:\n{srv.log()}") from None
         n_acked = len(acked)
         assert n_acked > 100, f"only {n_acked} writes acknowledged: the loop did not run"
     finally:

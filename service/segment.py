@@ -226,9 +226,9 @@ class Segment:
         kwargs = {key: v for key, v in knobs.items() if v is not None}
         nq = len(queries)
         threads = max(1, int(threads or 1))
-        # Each call uses the index's single-thread path; a batch is split over our own threads (the
-        # kernels release the GIL). lsr.index's multi-thread batch path dropped a query's hits in
-        # testing (threads=2, 600 one-term queries: query 149 came back empty).
+        # Each call uses the index's single-thread low-latency path; a batch is split over our own
+        # threads (the kernels release the GIL). This also kept us clear of a lost-query bug in the
+        # index's threaded batch path before 8a04192 (threads=2: one query of 600 came back empty).
         if threads == 1 or nq < 2 * threads:
             return self._search_one(queries, k, kwargs)
         bounds = np.linspace(0, nq, threads + 1).astype(int)

@@ -336,20 +336,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         ) from None
                 pairs[tid] = pairs.get(tid, 0.0) + float(w)
         elif item.vector_ids is not None:
-            pairs = {int(t): float(w) for t, w in item.vector_ids.items()}
+            pairs = item.vector_ids  # pydantic gave int keys and finite float weights
         else:
             return None
-        if len(pairs) > limits.max_terms:
-            raise ApiError(422, "invalid_vector", f"{what}: {len(pairs)} terms exceed the limit of {limits.max_terms}")
-        for t in pairs:
-            if t < 0 or t >= col.dim:
-                raise ApiError(422, "invalid_vector", f"{what}: term id {t} outside the vocabulary [0, {col.dim})")
-        items = sorted((t, w) for t, w in pairs.items() if w > 0)
-        idx = np.fromiter((t for t, _ in items), np.int32, len(items))
-        val = np.fromiter((w for _, w in items), np.float32, len(items))
-        if not np.isfinite(val).all():
+        n = len(pairs)
+        if n > limits.max_terms:
+            raise ApiError(422, "invalid_vector", f"{what}: {n} terms exceed the limit of {limits.max_terms}")
+        ids = np.fromiter(pairs.keys(), np.int64, n)
+        w = np.fromiter(pairs.values(), np.float64, n)
+        if n and (ids.min() < 0 or ids.max() >= col.dim):
+            bad = int(ids[(ids < 0) | (ids >= col.dim)][0])
+            raise ApiError(422, "invalid_vector", f"{what}: term id {bad} outside the vocabulary [0, {col.dim})")
+        if not np.isfinite(w).all():
             raise ApiError(422, "invalid_vector", f"{what}: weights must be finite")
-        return idx, val
+        keep = w > 0
+        ids, w = ids[keep], w[keep]
+        order = np.argsort(ids, kind="stable")
+        return ids[order].astype(np.int32), w[order].astype(np.float32)
 
     def check_text(text: str | None, what: str) -> None:
         if text is not None and len(text) > limits.max_text_chars:

@@ -406,7 +406,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hits = []
             q_idx, q_val = qb.row(qi)
             for c in cands:
-                doc = view.document(c)
+                doc = view.document(c, text=knobs.include_text)
                 # plain dicts: the response is serialised once, not re-validated (latency)
                 hit = {"id": c.id, "score": c.score, "metadata": doc.get("metadata"),
                        "text": doc.get("text") if knobs.include_text else None}

@@ -138,13 +138,13 @@ class View:
                 return seg.vectors.row(cand.row)
         raise KeyError(cand.segment)
 
-    def document(self, cand: Candidate) -> dict:
+    def document(self, cand: Candidate, *, text: bool = True) -> dict:
         if cand.segment == "fresh":
             d = self.fresh[cand.id]
             return {"id": cand.id, "text": d.text, "metadata": d.metadata}
         for seg in self.segments:
             if seg.name == cand.segment:
-                return seg.doc(cand.row)
+                return seg.doc(cand.row, text=text)
         raise KeyError(cand.segment)
 
 

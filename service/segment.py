@@ -117,6 +117,10 @@ class Segment:
         self.kind = meta["kind"]
         self._offsets = np.load(path / "docs.offsets.npy")
         self._fd = os.open(str(path / "docs.jsonl"), os.O_RDONLY)
+        self._meta_fd = -1
+        if (path / "meta.jsonl").exists():
+            self._meta_offsets = np.load(path / "meta.offsets.npy")
+            self._meta_fd = os.open(str(path / "meta.jsonl"), os.O_RDONLY)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -140,15 +144,24 @@ class Segment:
         ids = [str(x) for x in ids]
         save_vectors(path / "vectors.npz", vectors, ids)
         offsets = np.zeros(len(ids) + 1, np.int64)
-        with open(path / "docs.jsonl", "wb") as fh:
-            pos = 0
+        meta_offsets = np.zeros(len(ids) + 1, np.int64)
+        # docs.jsonl holds whole documents; meta.jsonl only id + metadata, so hits without text
+        # parse a few bytes instead of the whole text
+        with open(path / "docs.jsonl", "wb") as fh, open(path / "meta.jsonl", "wb") as mh:
+            pos = mpos = 0
             for i, (doc_id, text, meta) in enumerate(zip(ids, texts, metadata)):
                 line = json.dumps({"id": doc_id, "text": text, "metadata": meta}, ensure_ascii=False).encode() + b"\n"
                 fh.write(line)
                 pos += len(line)
                 offsets[i + 1] = pos
+                mline = json.dumps({"id": doc_id, "metadata": meta}, ensure_ascii=False).encode() + b"\n"
+                mh.write(mline)
+                mpos += len(mline)
+                meta_offsets[i + 1] = mpos
         with open(path / "docs.offsets.npy", "wb") as fh:
             np.save(fh, offsets)
+        with open(path / "meta.offsets.npy", "wb") as fh:
+            np.save(fh, meta_offsets)
         kind = "exact"
         params = dict(index_params or {})
         seismic = _seismic()
@@ -203,18 +216,24 @@ class Segment:
     def close(self) -> None:
         """Release the document file. Only call it when no search can still hold this segment: a
         closed descriptor number may be reused by another file. Dropped segments close on collection."""
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        for attr in ("_fd", "_meta_fd"):
+            fd = getattr(self, attr, -1)
+            setattr(self, attr, -1)
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def __del__(self):
         self.close()
 
     # ------------------------------------------------------------------ reads
-    def doc(self, row: int) -> dict:
+    def doc(self, row: int, *, text: bool = True) -> dict:
+        """The stored document of ``row``: id, metadata and (unless ``text=False``) text."""
+        if not text and self._meta_fd >= 0:
+            s, e = int(self._meta_offsets[row]), int(self._meta_offsets[row + 1])
+            return json.loads(os.pread(self._meta_fd, e - s, s))
         s, e = int(self._offsets[row]), int(self._offsets[row + 1])
         return json.loads(os.pread(self._fd, e - s, s))
 

@@ -197,4 +197,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[T
     except ValidationError as exc:
         lines = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(f"{path}: invalid config\n  " + "\n  ".join(lines)) from None
+    if overrides:  # keep the saved copy faithful to what ran
+        text += "\n# lsr-train --set overrides applied on top of this file:\n" + "".join(f"#   {o}\n" for o in overrides)
     return cfg, text

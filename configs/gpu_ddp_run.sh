@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Same config on 1 GPU and on 2 GPUs (DDP through torchrun + accelerate), same global batch:
+# compares loss curves and samples/s. Needs .lsr-gpu/ as in gpu_real_run.sh.
+#   bash configs/gpu_ddp_run.sh [STEPS]
+set -u
+STEPS=${1:-400}
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT" runs
+if ls .lsr-gpu/whl/*.whl >/dev/null 2>&1 && ! python3 -c "import pydantic" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .lsr-gpu/whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" LSR_DATA=$PWD/.lsr-gpu/data LSR_CACHE=$PWD/.lsr-gpu/models
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+common=(configs/inference-free.toml --set train.steps=$STEPS --set 'eval=[]' --set train.progress=false
+        --set train.log_every=20 --set teachers.cache_dir='"runs/teacher-cache"')
+t0=$(date +%s)
+CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m lsr.cli.train "${common[@]}" --set train.output_dir='"runs/gpu1"' > runs/gpu1.log 2>&1
+echo "1 GPU rc=$? $(( $(date +%s) - t0 ))s" | tee -a "$OUT/gpu.txt"
+t0=$(date +%s)
+timeout 200 torchrun --standalone --nproc_per_node 2 -m lsr.cli.train "${common[@]}" --set train.output_dir='"runs/gpu2"' > runs/gpu2.log 2>&1
+echo "2 GPUs rc=$? $(( $(date +%s) - t0 ))s" | tee -a "$OUT/gpu.txt"
+cp runs/gpu1/log.jsonl "$OUT/gpu1-log.jsonl"; cp runs/gpu2/log.jsonl "$OUT/gpu2-log.jsonl"
+tail -c 4000 runs/gpu2.log > "$OUT/gpu2-tail.log"
+python3 - <<'PY' | tee -a "$OUT/gpu.txt"
+import json
+for n in ("gpu1", "gpu2"):
+    try:
+        rows = [json.loads(l) for l in open(f"runs/{n}/log.jsonl")]
+    except OSError:
+        print(n, "no log"); continue
+    sps = [r["samples_per_s"] for r in rows[1:]] or [0]
+    print(n, "loss", [round(r["loss"], 4) for r in rows], "median samples/s", sorted(sps)[len(sps) // 2])
+PY

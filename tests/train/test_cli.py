@@ -116,3 +116,19 @@ def test_bad_config_is_a_clear_error(tmp_path):
     res = subprocess.run(_cmd() + [str(bad)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "loss.ranking" in res.stderr
+
+
+def test_ddp_two_cpu_processes(runs, tmp_path):
+    """The same config through torchrun with 2 processes (gloo on the CPU): DDP via accelerate."""
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not on PATH")
+    out = tmp_path / "ddp"
+    env = dict(os.environ, LSR_DATA=str(MINI), OMP_NUM_THREADS="1")
+    args = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "lsr.cli.train", str(CONFIG),
+            "--set", f'train.output_dir="{out}"', "--set", 'train.device="cpu"', "--set", "train.steps=2",
+            "--set", "eval=[]"]
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [r["step"] for r in _log(out)] == [1, 2]
+    assert (out / "final" / "lsr_config.json").exists()

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
+from lsr.jsonl import iter_jsonl
 from lsr.sparse import SparseBatch, SparseBatchError, load_vectors
 
 from .exact import ExactIndex
@@ -56,43 +56,27 @@ def _read_queries(path: Path, index) -> tuple[SparseBatch, list[str]]:
             raise FileNotFoundError(f"no such queries file: {path}")
         lookup = {t: i for i, t in enumerate(index.vocab)} if index.vocab is not None else None
         rows, qids, dropped = [], [], 0
-        opener = _open(path)
-        with opener as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
+        for lineno, rec in iter_jsonl(path, error=SparseBatchError):
+            if not isinstance(rec, dict) or not isinstance(rec.get("vector"), dict):
+                raise SparseBatchError(f"{path}:{lineno}: expected an object with a 'vector' mapping")
+            row = {}
+            for tok, w in rec["vector"].items():
+                if lookup is not None:
+                    tid = lookup.get(tok)
+                else:
+                    tid = int(tok) if tok.isdigit() and int(tok) < index.dim else None
+                if tid is None:
+                    dropped += 1
                     continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SparseBatchError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-                if not isinstance(rec, dict) or not isinstance(rec.get("vector"), dict):
-                    raise SparseBatchError(f"{path}:{lineno}: expected an object with a 'vector' mapping")
-                row = {}
-                for tok, w in rec["vector"].items():
-                    if lookup is not None:
-                        tid = lookup.get(tok)
-                    else:
-                        tid = int(tok) if tok.isdigit() and int(tok) < index.dim else None
-                    if tid is None:
-                        dropped += 1
-                        continue
-                    row[tid] = w
-                rows.append(row)
-                qids.append(str(rec.get("id", len(qids))))
+                row[tid] = w
+            rows.append(row)
+            qids.append(str(rec.get("id", len(qids))))
         if dropped:
             log.warning("%s: dropped %d query tokens unknown to the index", path, dropped)
         return SparseBatch.from_dicts(rows, dim=index.dim), qids
     batch, ids = load_vectors(path)
     batch.check_dim(index.dim, "queries")
     return batch, ids if ids is not None else [str(i) for i in range(len(batch))]
-
-
-def _open(path: Path):
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return open(path, "r", encoding="utf-8", newline="\n")
 
 
 def _search(args) -> None:

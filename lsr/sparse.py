@@ -13,6 +13,8 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from lsr.jsonl import iter_jsonl
+
 __all__ = ["SparseBatch", "SparseBatchError", "load_vectors", "save_vectors"]
 
 
@@ -381,29 +383,21 @@ class SparseBatch:
         indptr = [0]
         indices: list[int] = []
         values: list[float] = []
-        opener = _open_text(path)
-        with opener as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SparseBatchError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-                if not isinstance(rec, dict) or not isinstance(rec.get("vector"), dict):
-                    raise SparseBatchError(f"{path}:{lineno}: expected an object with a 'vector' mapping")
-                ids.append(str(rec.get("id", len(ids))))
-                for tok, w in rec["vector"].items():
-                    tid = lookup.get(tok)
-                    if tid is None:
-                        if not grow:
-                            raise SparseBatchError(f"{path}:{lineno}: unknown token {tok!r}")
-                        tid = lookup[tok] = len(lookup)
-                    if not isinstance(w, (int, float)) or isinstance(w, bool):
-                        raise SparseBatchError(f"{path}:{lineno}: weight of {tok!r} is not a number")
-                    indices.append(tid)
-                    values.append(float(w))
-                indptr.append(len(indices))
+        for lineno, rec in iter_jsonl(path, error=SparseBatchError):
+            if not isinstance(rec, dict) or not isinstance(rec.get("vector"), dict):
+                raise SparseBatchError(f"{path}:{lineno}: expected an object with a 'vector' mapping")
+            ids.append(str(rec.get("id", len(ids))))
+            for tok, w in rec["vector"].items():
+                tid = lookup.get(tok)
+                if tid is None:
+                    if not grow:
+                        raise SparseBatchError(f"{path}:{lineno}: unknown token {tok!r}")
+                    tid = lookup[tok] = len(lookup)
+                if not isinstance(w, (int, float)) or isinstance(w, bool):
+                    raise SparseBatchError(f"{path}:{lineno}: weight of {tok!r} is not a number")
+                indices.append(tid)
+                values.append(float(w))
+            indptr.append(len(indices))
         if dim is None:
             dim = len(lookup) if grow or not isinstance(vocab, Sequence) else len(vocab)
             dim = max(dim, 1)
@@ -431,14 +425,6 @@ class SparseBatch:
                     "vector": {t: float(w) for t, w in zip(toks, val)},
                 }
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return open(path, "r", encoding="utf-8", newline="\n")
 
 
 def save_vectors(path: str | Path, batch: SparseBatch, ids: Sequence | None = None) -> None:

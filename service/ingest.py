@@ -7,8 +7,6 @@ collection's model. Documents go through the same log as API writes, then one me
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +14,7 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from lsr.jsonl import iter_jsonl
 from lsr.sparse import load_vectors
 
 from .collection import CollectionStore, DocIn, MergePolicy, validate_name
@@ -25,33 +24,24 @@ log = logging.getLogger(__name__)
 
 
 def read_corpus(path: str | Path, limit: int | None = None) -> Iterator[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"corpus not found: {path}")
-    opener = gzip.open if path.name.endswith(".gz") else open
     n = 0
-    with opener(path, "rt", encoding="utf-8", newline="\n") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            doc_id = rec.get("_id", rec.get("id"))
-            if doc_id is None:
-                raise ValueError(f"{path}:{lineno}: record has no _id or id")
-            title = rec.get("title") or ""
-            text = rec.get("text", rec.get("content")) or ""
-            sep = " " if title.rstrip()[-1:] in (".", "?", "!", ":") else ". "
-            full = f"{title}{sep}{text}" if title and text else (title or text)
-            meta = dict(rec.get("metadata") or {})
-            if title:
-                meta.setdefault("title", title)
-            yield {"id": str(doc_id), "text": full, "metadata": meta or None, "vector": rec.get("vector")}
-            n += 1
-            if limit is not None and n >= limit:
-                return
+    for lineno, rec in iter_jsonl(path):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object")
+        doc_id = rec.get("_id", rec.get("id"))
+        if doc_id is None:
+            raise ValueError(f"{path}:{lineno}: record has no _id or id")
+        title = rec.get("title") or ""
+        text = rec.get("text", rec.get("content")) or ""
+        sep = " " if title.rstrip()[-1:] in (".", "?", "!", ":") else ". "
+        full = f"{title}{sep}{text}" if title and text else (title or text)
+        meta = dict(rec.get("metadata") or {})
+        if title:
+            meta.setdefault("title", title)
+        yield {"id": str(doc_id), "text": full, "metadata": meta or None, "vector": rec.get("vector")}
+        n += 1
+        if limit is not None and n >= limit:
+            return
 
 
 def ingest(

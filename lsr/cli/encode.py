@@ -9,12 +9,13 @@ The output (``.npz`` or Seismic ``.jsonl``) holds the ids and loads with ``lsr.l
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import sys
 import time
 from pathlib import Path
+
+from lsr.jsonl import iter_jsonl
 
 __all__ = ["main", "read_beir_jsonl"]
 
@@ -26,30 +27,19 @@ def read_beir_jsonl(path, *, limit: int | None = None) -> tuple[list[str], list[
 
     Lines are split on "\\n" only; blank lines are skipped; errors name the file and line.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such input file: {path}")
-    opener = gzip.open if path.name.endswith(".gz") else open
     ids: list[str] = []
     texts: list[str] = []
-    with opener(path, "rt", encoding="utf-8", newline="\n") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict) or "_id" not in rec:
-                raise ValueError(f"{path}:{lineno}: expected an object with '_id' (BEIR layout)")
-            text = rec.get("text") or ""
-            title = rec.get("title") or ""
-            if not isinstance(text, str) or not isinstance(title, str):
-                raise ValueError(f"{path}:{lineno}: 'title'/'text' must be strings")
-            ids.append(str(rec["_id"]))
-            texts.append(f"{title} {text}".strip() if title else text)
-            if limit is not None and len(ids) >= limit:
-                break
+    for lineno, rec in iter_jsonl(path):
+        if not isinstance(rec, dict) or "_id" not in rec:
+            raise ValueError(f"{path}:{lineno}: expected an object with '_id' (BEIR layout)")
+        text = rec.get("text") or ""
+        title = rec.get("title") or ""
+        if not isinstance(text, str) or not isinstance(title, str):
+            raise ValueError(f"{path}:{lineno}: 'title'/'text' must be strings")
+        ids.append(str(rec["_id"]))
+        texts.append(f"{title} {text}".strip() if title else text)
+        if limit is not None and len(ids) >= limit:
+            break
     return ids, texts
 
 

@@ -37,7 +37,7 @@ def test_ingest_then_serve(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().split("\n")[-1])["documents"] == 50
     bad = _run("ingest", str(tmp_path / "missing.jsonl"), "-c", "demo", "--data", str(data), "--model", "none")
-    assert bad.returncode == 2 and "not found" in bad.stderr
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "missing.jsonl" in bad.stderr
     keys = tmp_path / "keys.txt"
     keys.write_text("# writers\nk-one\nk-two\n")
     srv = Server(data, "--model", "none", "--api-keys-file", str(keys)).start()

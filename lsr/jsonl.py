@@ -1,0 +1,36 @@
+"""Reading JSONL files (plain or gzip) line by line, with errors that name the file and line.
+
+Lines are split on "\\n" only: some passages hold Unicode line separators that ``str.splitlines``
+would break on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Iterator
+
+
+def open_text(path: str | Path):
+    """Open a text file for reading, gunzipping ``*.gz``; newlines are "\\n" only."""
+    path = Path(path)
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
+    return open(path, "r", encoding="utf-8", newline="\n")
+
+
+def iter_jsonl(path: str | Path, *, error: type[Exception] = ValueError) -> Iterator[tuple[int, object]]:
+    """Yield ``(line number, record)`` for every non-blank line; invalid JSON raises ``error``
+    with ``path:line``. A missing file raises FileNotFoundError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None

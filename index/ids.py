@@ -19,6 +19,7 @@ class IdMap:
         self.ext = ext  # int64 array or object array of str, one per row
         self._row_of: dict | None = None
         self._live = live
+        self._pad = None  # lookup table: ext plus a missing marker at [-1] (True: ext is 0..n-1)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -91,15 +92,24 @@ class IdMap:
     def lookup(self, rows: np.ndarray) -> np.ndarray:
         """External ids for an array of rows; -1 rows give -1 (int ids) or None (str ids)."""
         rows = np.asarray(rows, np.int64)
+        pad = self._pad
+        if pad is None:
+            pad = self._pad = self._lookup_table()
+        if pad is True:  # ids are the rows themselves
+            return rows.copy()
+        return pad.take(rows)  # row -1 reads the marker at the end
+
+    def _lookup_table(self):
+        n = len(self.ext)
         if self.kind == "int":
-            out = np.full(rows.shape, -1, np.int64)
-            ok = rows >= 0
-            out[ok] = self.ext[rows[ok]]
-            return out
-        out = np.empty(rows.shape, dtype=object)
-        ok = rows >= 0
-        out[ok] = self.ext[rows[ok]]
-        return out
+            ext = np.asarray(self.ext)
+            if n == 0 or (ext[0] == 0 and ext[-1] == n - 1 and bool(np.all(np.diff(ext) == 1))):
+                return True
+            return np.concatenate([ext, np.full(1, -1, np.int64)])
+        pad = np.empty(n + 1, dtype=object)
+        pad[:n] = self.ext
+        pad[n] = None
+        return pad
 
     def extend(self, ids, n: int) -> "IdMap":
         """A new map with ``n`` more rows (the same id kind); ids must not collide with live ones."""

@@ -33,6 +33,11 @@ _MAIN_ARRAYS = (
 _TAIL_ARRAYS = ("tail_ptr", "tail_comp", "tail_val")
 
 
+def _plain(x):
+    """An exact-ndarray view of a memory-mapped (ndarray subclass) array; anything else as is."""
+    return x.view(np.ndarray) if isinstance(x, np.ndarray) and type(x) is not np.ndarray else x
+
+
 @dataclass(frozen=True)
 class SeismicParams:
     """Build parameters (saved in the manifest). Defaults follow pyseismic-lsr 0.5."""
@@ -172,7 +177,9 @@ class SeismicIndex(BaseIndex):
             n_tot_blocks = int(term_blk_ptr[-1])
             local = np.arange(n_tot_blocks, dtype=np.int64) - np.repeat(term_blk_ptr[:-1], n_blocks)
             sizes = blk_size[np.repeat(cap_ptr[:-1], n_blocks) + local]
-            blk_ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            blk_ptr = np.concatenate([[0], np.cumsum(sizes)])
+            # offsets into post_rows: 4 bytes while the postings fit (8 bytes per block before)
+            blk_ptr = blk_ptr.astype(np.uint32 if blk_ptr[-1] < 2**32 else np.int64)
             bar.next()
             # summaries: per block the energy cut and 8-bit quantisation, then the entries of
             # each group of <= 256 blocks sorted by term (one list's summaries = small groups)
@@ -239,34 +246,48 @@ class SeismicIndex(BaseIndex):
         ``threads`` threads (default: all). Empty batch: (0, k) arrays; a query with no terms:
         a row of -1 / -inf.
         """
-        queries = coerce_queries(queries, self.dim)
-        k = check_k(k, len(self))
-        query_cut = self.default_query_cut if query_cut is None else query_cut
-        heap_factor = self.default_heap_factor if heap_factor is None else heap_factor
-        if not isinstance(query_cut, (int, np.integer)) or isinstance(query_cut, bool) or query_cut < 1:
+        # cheap checks first: an already-validated SparseBatch and plain int/float knobs take
+        # no further validation (the single-query latency is a few microseconds of Python)
+        if type(queries) is not SparseBatch or queries.dim != self.dim:
+            queries = coerce_queries(queries, self.dim)
+        if type(k) is not int or not 0 < k <= len(self):
+            k = check_k(k, len(self))
+        if query_cut is None:
+            query_cut = self.default_query_cut
+        elif type(query_cut) is not int:
+            if not isinstance(query_cut, (int, np.integer)) or isinstance(query_cut, bool):
+                raise ValueError(f"query_cut must be a positive int, got {query_cut!r}")
+            query_cut = int(query_cut)
+        if query_cut < 1:
             raise ValueError(f"query_cut must be a positive int, got {query_cut!r}")
-        if not (isinstance(heap_factor, (int, float, np.floating)) and 0.0 < heap_factor <= 1.0):
+        if heap_factor is None:
+            heap_factor = self.default_heap_factor
+        if not (type(heap_factor) is float or isinstance(heap_factor, (int, float, np.floating))) \
+                or not 0.0 < heap_factor <= 1.0:
             raise ValueError(f"heap_factor must be in (0, 1], got {heap_factor!r}")
-        if n_knn < 0 or (n_knn > 0 and self._a["knn"].shape[1] == 0):
+        if n_knn and (n_knn < 0 or self._a["knn"].shape[1] == 0):
             raise ValueError(f"n_knn={n_knn} needs an index built with nknn > 0 (this one has "
                              f"{self._a['knn'].shape[1]} neighbours per document)")
-        if len(queries) == 0:
+        if queries.indptr.shape[0] == 1:
             return self._empty_hits(k)
-        scores, rows = self._run(queries.indptr, queries.indices, queries.values, k, int(query_cut),
+        scores, rows = self._run(queries.indptr, queries.indices, queries.values, k, query_cut,
                                  float(heap_factor), bool(sorted_blocks), int(n_knn), resolve_threads(threads))
-        return self._make_hits(scores, rows)
+        return Hits(self._idmap.lookup(rows), scores, rows)
 
     def _run(self, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn, nthreads):
-        q_idx = np.ascontiguousarray(q_idx, np.int32)
-        q_val = np.ascontiguousarray(q_val, np.float32)
+        if q_idx.dtype != np.int32 or not q_idx.flags.c_contiguous:
+            q_idx = np.ascontiguousarray(q_idx, np.int32)
+        if q_val.dtype != np.float32 or not q_val.flags.c_contiguous:
+            q_val = np.ascontiguousarray(q_val, np.float32)
         arrays = self._kernel_args
         if arrays is None:
             a = self._a
-            arrays = self._kernel_args = (
+            # memory-mapped arrays are passed as plain ndarray views of the same memory: Numba
+            # unboxes an exact ndarray on its fast path, a np.memmap subclass costs ~0.3 us more each
+            arrays = self._kernel_args = tuple(_plain(x) for x in (
                 a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["term_grp_ptr"], a["grp_ptr"], a["sum_comp"],
                 a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"], a["fwd_val"],
-                K.F16_TABLE, self._deleted, a["tail_ptr"], a["tail_comp"], a["tail_val"], self._n_main, self._knn_arg())
-        common = (k, query_cut, np.float32(heap_factor), sort_blocks, n_knn) + arrays
+                K.F16_TABLE, self._deleted, a["tail_ptr"], a["tail_comp"], a["tail_val"], self._n_main, self._knn_arg()))
         nq = q_ptr.shape[0] - 1
         if nthreads == 1 or nq == 1:
             sc = self._take_scratch()
@@ -275,12 +296,14 @@ class SeismicIndex(BaseIndex):
                 sc[3] = 1
             sv0 = sc[3]
             sc[3] += nq
-            out = K.seismic_search_serial(q_ptr, q_idx, q_val, *common, sc[0], sc[1], np.int32(sv0), sc[2], sc[4])
+            out = K.seismic_search_serial(q_ptr, q_idx, q_val, k, query_cut, np.float32(heap_factor), sort_blocks,
+                                          n_knn, *arrays, sc[0], sc[1], np.int32(sv0), sc[2], sc[4])
             self._local.scratch = sc
             return out
         n_chunks = min(nq, 4 * nthreads)
         with parallel_section(nthreads):
-            return K.seismic_search_parallel(q_ptr, q_idx, q_val, *common, self.dim, self._max_blocks, n_chunks)
+            return K.seismic_search_parallel(q_ptr, q_idx, q_val, k, query_cut, np.float32(heap_factor), sort_blocks,
+                                             n_knn, *arrays, self.dim, self._max_blocks, n_chunks)
 
     def _take_scratch(self) -> list:
         """This thread's search scratch [dense query, visited stamps, block scores, next stamp],
@@ -457,7 +480,8 @@ def _check_structure(folder: Path, a: dict, dim: int) -> None:
     if tbp.shape[0] != dim + 1 or np.any(np.diff(tbp) < 0) or tbp[0] != 0:
         bad("term_blk_ptr", "does not match dim")
     nb = int(tbp[-1])
-    if bp.shape[0] != nb + 1 or bp[0] != 0 or bp[-1] != a["post_rows"].shape[0] or np.any(np.diff(bp) < 0):
+    if (bp.dtype.kind not in "iu" or bp.shape[0] != nb + 1 or bp[0] != 0 or bp[-1] != a["post_rows"].shape[0]
+            or np.any(bp[1:] < bp[:-1])):
         bad("blk_ptr", "does not match the posting lists")
     if a["post_rows"].size and (int(a["post_rows"].max()) >= n_main or int(a["post_rows"].min()) < 0):
         bad("post_rows", "row out of range")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
 from service_harness import Server
 
-SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "data" / "beir" / "scifact"
+SCIFACT = Path(os.environ["LSR_DATA"]) / "beir" / "scifact"  # set by tests/conftest.py
 
 
 def _splade_available() -> bool:

@@ -177,7 +177,9 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     lsr = SeismicIndex.build(docs, **BUILD, threads=args.threads)
     lsr_build = time.perf_counter() - t0
-    lsr_bytes = lsr.stats()["bytes_total"]
+    lsr_stats = lsr.stats()
+    lsr_bytes = lsr_stats["bytes_total"]
+    info["lsr_bytes"] = dict(sorted(lsr_stats["bytes"].items(), key=lambda x: -x[1]))
     lsr.search(queries[:2], k, threads=1)  # warm the kernels (cached compile)
     lsr.search(queries[:4], k, threads=args.threads)
     print(f"lsr build {lsr_build:.1f}s, {lsr_bytes / 1e6:.1f} MB", file=sys.stderr)
@@ -266,6 +268,10 @@ def main(argv=None) -> None:
     out.append("")
     out.append(f"lsr vs scipy exact at Recall@10 ≥ 0.95: {speedup:.0f}× faster per query. "
                + (f"Build lsr/peer: {lsr_build / peer.build_s:.2f}×; memory lsr/peer: {lsr_bytes / peer.bytes:.2f}×." if peer else ""))
+    top = list(info["lsr_bytes"].items())[:6]
+    out.append("")
+    out.append(f"lsr memory by array ({lsr_stats['summary_entries']:,} summary entries, {lsr_stats['blocks']:,} blocks): "
+               + ", ".join(f"{name} {b / 1e6:.1f} MB" for name, b in top) + ".")
     report = "\n".join(out)
     print(report)
     if args.json:

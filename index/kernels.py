@@ -63,6 +63,13 @@ def heap_push(hs, hr, size, k, s, r):
         return size
     hs[0] = s
     hr[0] = r
+    _sift_down(hs, hr, size)
+    return size
+
+
+@njit(inline="always", cache=True, nogil=True)
+def _sift_down(hs, hr, size):
+    """Restore the heap (worst at the root) after its root was replaced."""
     i = 0
     while True:
         left = 2 * i + 1
@@ -82,7 +89,6 @@ def heap_push(hs, hr, size, k, s, r):
             i = c
         else:
             break
-    return size
 
 
 @njit(**_NJ)
@@ -96,25 +102,7 @@ def heap_pop(hs, hr, size):
     hs[last] = ts
     hr[last] = tr
     size = last
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            break
-        c = left
-        right = left + 1
-        if right < size and _worse(hs[right], hr[right], hs[left], hr[left]):
-            c = right
-        if _worse(hs[c], hr[c], hs[i], hr[i]):
-            ts = hs[i]
-            tr = hr[i]
-            hs[i] = hs[c]
-            hr[i] = hr[c]
-            hs[c] = ts
-            hr[c] = tr
-            i = c
-        else:
-            break
+    _sift_down(hs, hr, size)
     return size
 
 

@@ -71,7 +71,8 @@ class BlockLayout:
     ``term_ptr[t]:term_ptr[t+1]`` are term ``t``'s blocks; ``block_ptr[b]:block_ptr[b+1]`` index
     ``block_docs``. Summary entries are grouped by posting list, as Seismic stores them:
     ``ent_ptr[t]:ent_ptr[t+1]`` are the entries of term ``t``'s blocks, entry ``e`` says that
-    block ``ent_blk[e]`` has weight ``ent_val[e]`` on component ``ent_comp[e]``.
+    block ``ent_blk[e]`` has weight ``ent_val[e]`` on component ``ent_comp[e]``. On the device
+    they are re-sorted by (term, component) so queries join them by binary search.
     """
 
     term_ptr: np.ndarray
@@ -154,8 +155,7 @@ class _Shard:
     term_ptr: object = None
     block_ptr: object = None
     block_docs: object = None
-    ent_ptr: object = None
-    ent_comp: object = None
+    ent_key: object = None  # term * dim + component, sorted: the summaries joined by (term, component)
     ent_blk: object = None
     ent_val: object = None
     deleted: object = None  # bool per row, or None
@@ -425,22 +425,35 @@ def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch) -> 
     sh.term_ptr = torch.from_numpy(layout.term_ptr.astype(np.int64)).to(dev)
     sh.block_ptr = torch.from_numpy(block_ptr).to(dev)
     sh.block_docs = torch.from_numpy((docs[keep] - lo).astype(np.int64)).to(dev)
-    sh.ent_ptr = torch.from_numpy(layout.ent_ptr.astype(np.int64)).to(dev)
-    sh.ent_comp = torch.from_numpy(layout.ent_comp.astype(np.int32)).to(dev)
-    sh.ent_blk = torch.from_numpy(layout.ent_blk.astype(np.int32)).to(dev)
-    sh.ent_val = torch.from_numpy(layout.ent_val.astype(np.float16)).to(dev)
+    # Summary entries sorted by (term, component), so a query joins each of its components against
+    # a posting list's summaries with one binary search instead of scanning all of them.
+    dim = int(layout.term_ptr.size - 1)
+    key_dtype = torch.int32 if dim * dim < 2**31 else torch.int64
+    ent_ptr = torch.from_numpy(layout.ent_ptr.astype(np.int64)).to(dev)
+    term_of = torch.repeat_interleave(torch.arange(dim, device=dev), ent_ptr[1:] - ent_ptr[:-1])
+    key = (term_of * dim + torch.from_numpy(layout.ent_comp.astype(np.int64)).to(dev)).to(key_dtype)
+    del term_of
+    sh.ent_key, order = torch.sort(key, stable=True)
+    del key
+    sh.ent_blk = torch.from_numpy(layout.ent_blk.astype(np.int32)).to(dev)[order]
+    sh.ent_val = torch.from_numpy(layout.ent_val.astype(np.float16)).to(dev)[order]
+    del order
     sh.bytes += sum(int(x.numel() * x.element_size()) for x in (
-        sh.term_ptr, sh.block_ptr, sh.block_docs, sh.ent_ptr, sh.ent_comp, sh.ent_blk, sh.ent_val))
+        sh.term_ptr, sh.block_ptr, sh.block_docs, sh.ent_key, sh.ent_blk, sh.ent_val))
 
 
 def _expand(ptr, sel, torch):
     """For ranges ptr[sel]:ptr[sel+1], return (owner position, flat element index)."""
     starts = ptr[sel]
-    lens = ptr[sel + 1] - starts
+    return _ranges(starts, ptr[sel + 1] - starts, torch)
+
+
+def _ranges(starts, lens, torch):
+    """Flatten ranges [starts[i], starts[i] + lens[i]): (owner i, element index) per element."""
     total = int(lens.sum())
-    owner = torch.repeat_interleave(torch.arange(sel.numel(), device=sel.device), lens, output_size=total)
+    owner = torch.repeat_interleave(torch.arange(starts.numel(), device=starts.device), lens, output_size=total)
     first = torch.cumsum(lens, 0) - lens
-    flat = starts[owner] + (torch.arange(total, device=sel.device) - first[owner])
+    flat = starts[owner] + (torch.arange(total, device=starts.device) - first[owner])
     return owner, flat
 
 
@@ -501,13 +514,23 @@ def _approx_shard(sh: _Shard, qb: SparseBatch, qdense, k, query_cut, heap_factor
     pair_q = q_of[tq_owner]
     n_blk = sh.term_ptr[terms + 1] - sh.term_ptr[terms]
     pair_base = torch.cumsum(n_blk, 0) - n_blk
-    e_owner, e = _expand(sh.ent_ptr, terms, torch)
-    target = pair_base[e_owner] + (sh.ent_blk[e].long() - sh.term_ptr[terms[e_owner]])
-    contrib = qdense[q_of[e_owner], sh.ent_comp[e].long()] * sh.ent_val[e].float()
+    # each (query, term) pair joined with every component of its query
+    q_ptr = torch.from_numpy(qb.indptr).to(dev)
+    q_idx = torch.from_numpy(qb.indices.astype(np.int64)).to(dev)
+    q_val = torch.from_numpy(qb.values).to(dev)
+    c_owner, j = _expand(q_ptr, q_of, torch)
+    keys = (terms[c_owner] * qb.dim + q_idx[j]).to(sh.ent_key.dtype)
+    lo = torch.searchsorted(sh.ent_key, keys)
+    hi = torch.searchsorted(sh.ent_key, keys, right=True)
+    m_owner, e = _ranges(lo, hi - lo, torch)
+    p_of = c_owner[m_owner]
+    target = pair_base[p_of] + (sh.ent_blk[e].long() - sh.term_ptr[terms[p_of]])
+    contrib = q_val[j[m_owner]] * sh.ent_val[e].float()
+    del c_owner, j, keys, lo, hi, m_owner, p_of
     ssum = torch.zeros(blk.numel(), dtype=torch.float32, device=dev)
     ssum.index_add_(0, target, contrib)
     prof.mark("summaries", dev, torch, query_terms=terms.numel(), blocks=blk.numel(), entries=e.numel())
-    del e_owner, e, target, contrib
+    del e, target, contrib
     # 3. a first estimate of each query's k-th score from the best `probe_blocks` blocks per term
     o1 = torch.argsort(-ssum, stable=True)
     order = o1[torch.argsort(tq_owner[o1], stable=True)]  # by (query term, summary score desc)

@@ -266,12 +266,8 @@ class SparseBatch:
         sel = np.asarray(key, dtype=np.int64)
         lens = np.diff(self.indptr)[sel]
         indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        if sel.size:
-            gather = np.concatenate(
-                [np.arange(self.indptr[i], self.indptr[i + 1]) for i in sel]
-            ).astype(np.int64) if indptr[-1] else np.zeros(0, np.int64)
-        else:
-            gather = np.zeros(0, np.int64)
+        # position i of the new arrays reads old position starts[row] + (i - indptr[row])
+        gather = np.arange(indptr[-1], dtype=np.int64) + np.repeat(self.indptr[sel] - indptr[:-1], lens)
         return SparseBatch(indptr, self.indices[gather], self.values[gather], self.dim, self.vocab)
 
     def to_scipy(self):
@@ -315,14 +311,11 @@ class SparseBatch:
         if top_k is not None:
             if top_k <= 0:
                 raise SparseBatchError(f"top_k must be positive, got {top_k}")
-            for i in range(len(self)):
-                s, e = self.indptr[i], self.indptr[i + 1]
-                if e - s > top_k:
-                    seg = self.values[s:e]
-                    order = np.argsort(-seg, kind="stable")
-                    drop = np.ones(e - s, bool)
-                    drop[order[:top_k]] = False
-                    keep[s:e] &= ~drop
+            rows = np.repeat(np.arange(len(self)), self.row_nnz())
+            order = np.lexsort((-self.values, rows))  # by row, heaviest first; ties keep term order
+            rank = np.empty(self.nnz, np.int64)
+            rank[order] = np.arange(self.nnz) - self.indptr[rows[order]]
+            keep &= rank < top_k
         if keep.all():
             return self
         rows = np.repeat(np.arange(len(self)), self.row_nnz())

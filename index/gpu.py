@@ -604,17 +604,9 @@ def _forward_batch(index) -> SparseBatch:
         comp = np.concatenate([np.asarray(a["fwd_comp"]), np.asarray(a["tail_comp"])]).astype(np.int32)
         val = K.F16_TABLE[np.concatenate([np.asarray(a["fwd_val"]), np.asarray(a["tail_val"])])]
         return SparseBatch(ptr.astype(np.int64), comp, val.astype(np.float32), index.dim)
-    if hasattr(index, "forward_batch"):
-        return index.forward_batch()
-    rows = np.arange(index.n_rows)
-    return index._batch_of_rows(rows) if hasattr(index, "_batch_of_rows") else _rows_via_get(index, rows)
-
-
-def _rows_via_get(index, rows) -> SparseBatch:
-    deleted = np.asarray(index._deleted).astype(bool)
-    if deleted.any():
-        raise ValueError("this index has deleted documents; rebuild it before uploading it to the GPU")
-    return index.get(index._idmap.lookup(rows[None, :])[0].tolist())
+    # ExactIndex: its forward CSR holds every row, deleted ones too (the mask hides those)
+    return SparseBatch(np.asarray(index._d_ptr, np.int64), np.asarray(index._d_idx, np.int32),
+                       np.asarray(index._d_val, np.float32), index.dim)
 
 
 def _seismic_layout(index) -> BlockLayout:

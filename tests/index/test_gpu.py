@@ -135,3 +135,14 @@ def test_from_seismic_index_reuses_blocks_and_honours_add_delete():
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx.ids, want.ids)])
     assert recall >= 0.97  # 8-bit summaries are not strict upper bounds
     assert not set(gone) & set(approx.ids.ravel())
+
+
+def test_from_exact_index_hides_deleted(data):
+    from lsr.index import ExactIndex
+
+    docs, qs, _ = data
+    ids = [f"d{i}" for i in range(len(docs))]
+    ref = ExactIndex.build(docs, ids=ids)
+    ref.delete(ids[::3])
+    hits = GpuIndex.from_index(ref, device="cpu").search(qs, k=10)
+    np.testing.assert_array_equal(hits.ids, ref.search(qs, k=10).ids)

@@ -307,6 +307,38 @@ def top_components(fwd_ptr, fwd_comp, fwd_val, doc_cut):
     return ptr, comp, val
 
 
+@njit(inline="always", **_NJ)
+def _best_centroid(d, t, cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score, touched, sizes,
+                   min_size):
+    """The centroid (of size >= min_size) with the largest dot product with document d's top
+    entries (ties: lowest id), or -1 when it shares nothing beyond t with any; scratch left zeroed."""
+    nt = 0
+    for p in range(cut_ptr[d], cut_ptr[d + 1]):
+        c = cut_comp[p]
+        h = head[c]
+        if c == t or h < 0:
+            continue
+        v = cut_val[p]
+        for q in range(h, h + cnt_c[c]):
+            j = cent_of[q]
+            if sizes[j] < min_size:
+                continue
+            if score[j] == 0.0:
+                touched[nt] = j
+                nt += 1
+            score[j] += v * cent_val[q]
+    best = -1
+    bs = 0.0
+    for i in range(nt):
+        j = touched[i]
+        s = score[j]
+        if s > bs or (s == bs and j < best):
+            bs = s
+            best = j
+        score[j] = 0.0
+    return best
+
+
 @njit(**_NJ)
 def _cluster_list(t, rows, n_cent, min_size, seed, fwd_ptr, fwd_comp, fwd_val, cut_ptr, cut_comp, cut_val,
                   head, cnt_c, cent_of, cent_val, score, touched, assign, sizes):
@@ -360,28 +392,8 @@ def _cluster_list(t, rows, n_cent, min_size, seed, fwd_ptr, fwd_comp, fwd_val, c
     # assign
     for x in range(P):
         d = rows[x]
-        nt = 0
-        for p in range(cut_ptr[d], cut_ptr[d + 1]):
-            c = cut_comp[p]
-            h = head[c]
-            if c == t or h < 0:
-                continue
-            v = cut_val[p]
-            for q in range(h, h + cnt_c[c]):
-                j = cent_of[q]
-                if score[j] == 0.0:
-                    touched[nt] = j
-                    nt += 1
-                score[j] += v * cent_val[q]
-        best = -1
-        bs = 0.0
-        for i in range(nt):
-            j = touched[i]
-            s = score[j]
-            if s > bs or (s == bs and j < best):
-                bs = s
-                best = j
-            score[j] = 0.0
+        best = _best_centroid(d, t, cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score, touched,
+                              sizes, 0)
         if best < 0:
             best = 0
             # a document sharing nothing (beyond t) with any centroid: its own centroid if it is one
@@ -404,31 +416,8 @@ def _cluster_list(t, rows, n_cent, min_size, seed, fwd_ptr, fwd_comp, fwd_val, c
             for x in range(P):
                 if sizes[assign[x]] >= min_size:
                     continue
-                d = rows[x]
-                nt = 0
-                for p in range(cut_ptr[d], cut_ptr[d + 1]):
-                    c = cut_comp[p]
-                    h = head[c]
-                    if c == t or h < 0:
-                        continue
-                    v = cut_val[p]
-                    for q in range(h, h + cnt_c[c]):
-                        j = cent_of[q]
-                        if sizes[j] < min_size:
-                            continue
-                        if score[j] == 0.0:
-                            touched[nt] = j
-                            nt += 1
-                        score[j] += v * cent_val[q]
-                best = -1
-                bs = 0.0
-                for i in range(nt):
-                    j = touched[i]
-                    s = score[j]
-                    if s > bs or (s == bs and j < best):
-                        bs = s
-                        best = j
-                    score[j] = 0.0
+                best = _best_centroid(rows[x], t, cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val,
+                                      score, touched, sizes, min_size)
                 if best < 0:
                     for i in range(n_cent):
                         if sizes[i] >= min_size:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numba
@@ -14,6 +15,7 @@ import numpy as np
 from lsr.sparse import SparseBatch, SparseBatchError
 
 from .ids import IdMap, as_id_list
+from .storage import IndexFormatError, load_folder
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,15 @@ class BaseIndex:
 
     def _vocab_arrays(self) -> dict:
         return {"vocab": np.asarray(self.vocab, dtype=str)} if self.vocab is not None else {}
+
+    @classmethod
+    def load(cls, path, mmap: bool = True, *, verify: bool = True):
+        """Open a saved index of this kind. Arrays are memory-mapped unless ``mmap=False``;
+        checksums are verified unless ``verify=False`` (see :func:`lsr.index.storage.load_folder`)."""
+        manifest, a = load_folder(path, mmap=mmap, verify=verify)
+        if manifest["kind"] != cls.kind:
+            raise IndexFormatError(f"{Path(path) / 'manifest.json'}: holds a {manifest['kind']!r} index, not {cls.kind!r}")
+        return cls._from_arrays(path, manifest, a)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(docs={len(self)}, dim={self.dim})"

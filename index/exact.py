@@ -12,7 +12,7 @@ from lsr.sparse import SparseBatch
 from . import kernels as K
 from .base import BaseIndex, Hits, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
 from .ids import IdMap
-from .storage import IndexFormatError, load_folder, save_folder
+from .storage import IndexFormatError, save_folder
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +110,6 @@ class ExactIndex(BaseIndex):
         """Write the index folder (manifest + arrays with checksums)."""
         counts = {"rows": self.n_rows, "docs": len(self), "nnz": int(self._d_ptr[-1]), "dim": self.dim}
         return save_folder(path, self.kind, {}, counts, self._arrays(), {"id_kind": self._idmap.kind})
-
-    @classmethod
-    def load(cls, path, mmap: bool = True, *, verify: bool = True) -> "ExactIndex":
-        """Open a saved index; arrays are memory-mapped unless ``mmap=False``."""
-        manifest, a = load_folder(path, mmap=mmap, verify=verify)
-        if manifest["kind"] != cls.kind:
-            raise IndexFormatError(f"{Path(path) / 'manifest.json'}: holds a {manifest['kind']!r} index, not {cls.kind!r}")
-        return cls._from_arrays(path, manifest, a)
 
     @classmethod
     def _from_arrays(cls, path, manifest, a) -> "ExactIndex":

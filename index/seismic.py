@@ -22,7 +22,7 @@ from . import kernels as K
 from .base import BaseIndex, Hits, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
 from .ids import IdMap
 from .exact import _load_vocab
-from .storage import IndexFormatError, load_folder, save_folder
+from .storage import IndexFormatError, save_folder
 
 log = logging.getLogger(__name__)
 
@@ -427,15 +427,6 @@ class SeismicIndex(BaseIndex):
         counts = {"rows": self.n_rows, "docs": len(self), "main_rows": self._n_main, "dim": self.dim,
                   "nnz": int(self._a["fwd_ptr"][-1] + self._a["tail_ptr"][-1]), "blocks": int(self._a["term_blk_ptr"][-1])}
         return save_folder(path, self.kind, asdict(self.params), counts, arrays, {"id_kind": self._idmap.kind})
-
-    @classmethod
-    def load(cls, path, mmap: bool = True, *, verify: bool = True) -> "SeismicIndex":
-        """Open a saved index. Arrays are memory-mapped unless ``mmap=False``; checksums are
-        verified unless ``verify=False`` (see :func:`lsr.index.storage.load_folder`)."""
-        manifest, a = load_folder(path, mmap=mmap, verify=verify)
-        if manifest["kind"] != cls.kind:
-            raise IndexFormatError(f"{Path(path) / 'manifest.json'}: holds a {manifest['kind']!r} index, not {cls.kind!r}")
-        return cls._from_arrays(path, manifest, a)
 
     @classmethod
     def _from_arrays(cls, path, manifest, a) -> "SeismicIndex":

@@ -121,13 +121,7 @@ class DecoderSpladeEncoder(SpladeEncoder):
         base.save_pretrained(folder, safe_serialization=True)
         self.model.save_pretrained(folder / ADAPTER_DIR, safe_serialization=True)
 
-    @classmethod
-    def _load_backbone(cls, folder: Path, dtype=None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
-        return model, tokenizer
+    _auto_model = "AutoModelForCausalLM"
 
     @classmethod
     def _from_folder(cls, folder: Path, **settings) -> "DecoderSpladeEncoder":

@@ -89,22 +89,30 @@ class SpladeEncoder(SparseEncoder):
         return super()._pool_inference(feats, side)
 
     # ------------------------------------------------------------------ persistence
+    _auto_model = "AutoModelForMaskedLM"  # the transformers class that opens the backbone
+
     @classmethod
     def _load_backbone(cls, folder: Path, dtype=None):
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        import transformers
 
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForMaskedLM.from_pretrained(folder, dtype=dtype or torch.float32)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        model = getattr(transformers, cls._auto_model).from_pretrained(folder, dtype=dtype or torch.float32)
         return model, tokenizer
 
     @classmethod
-    def _from_folder(cls, folder: Path, **settings) -> "SpladeEncoder":
+    def _backbone_from_settings(cls, folder: Path, settings: dict):
+        """(model, tokenizer, ST layout or None) for a folder; pops the settings it consumes."""
         layout = settings.pop("st_layout", None)
         tdir = layout.transformer_dir if layout is not None else folder
         dtype = settings.pop("dtype", None)
         settings.pop("adapter", None)
         settings.pop("echo", None)
         model, tokenizer = cls._load_backbone(tdir, dtype)
+        return model, tokenizer, layout
+
+    @classmethod
+    def _from_folder(cls, folder: Path, **settings) -> "SpladeEncoder":
+        model, tokenizer, _ = cls._backbone_from_settings(folder, settings)
         return cls(model, tokenizer, **settings)
 
     def save(self, folder, **kw) -> Path:
@@ -221,13 +229,8 @@ class InferenceFreeEncoder(SpladeEncoder):
 
     @classmethod
     def _from_folder(cls, folder: Path, **settings) -> "InferenceFreeEncoder":
-        layout = settings.pop("st_layout", None)
-        tdir = layout.transformer_dir if layout is not None else folder
-        dtype = settings.pop("dtype", None)
-        settings.pop("adapter", None)
-        settings.pop("echo", None)
         weights = settings.pop("query_weights", None)
-        model, tokenizer = cls._load_backbone(tdir, dtype)
+        model, tokenizer, layout = cls._backbone_from_settings(folder, settings)
         if weights is None:
             src = layout.query_dir if layout is not None else folder
             if layout is not None or (folder / QUERY_WEIGHTS_FILE).exists():

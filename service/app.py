@@ -354,6 +354,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         order = np.argsort(ids, kind="stable")
         return ids[order].astype(np.int32), w[order].astype(np.float32)
 
+    def check_batch(n: int, limit: int, what: str) -> None:
+        if n > limit:
+            raise ApiError(422, "batch_too_large", f"{n} {what} exceed the batch limit of {limit}")
+
     def check_text(text: str | None, what: str) -> None:
         if text is not None and len(text) > limits.max_text_chars:
             raise ApiError(422, "text_too_long", f"{what}: text has {len(text)} characters, limit {limits.max_text_chars}")
@@ -515,9 +519,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def upsert_documents(req: S.DocumentsUpsert, name: str = NamePath):
         """Add or replace documents (by id). Acknowledged once the write is fsynced in the log."""
         col = store().get(name)
-        if len(req.documents) > limits.max_batch_documents:
-            raise ApiError(422, "batch_too_large",
-                           f"{len(req.documents)} documents exceed the batch limit of {limits.max_batch_documents}")
+        check_batch(len(req.documents), limits.max_batch_documents, "documents")
         docs: list[DocIn] = []
         to_encode: list[int] = []
         seen: dict[str, int] = {}
@@ -598,9 +600,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               responses=ERRORS, dependencies=[Depends(read_key)])
     async def search_batch(req: S.BatchSearchRequest, name: str = NamePath):
         col = store().get(name)
-        if len(req.queries) > limits.max_batch_queries:
-            raise ApiError(422, "batch_too_large",
-                           f"{len(req.queries)} queries exceed the batch limit of {limits.max_batch_queries}")
+        check_batch(len(req.queries), limits.max_batch_queries, "queries")
         t0 = time.perf_counter()
         res = await run(search_pool, do_search, col, req.queries, req, settings.threads)
         return _json({"results": res, "took_ms": (time.perf_counter() - t0) * 1000})

@@ -53,17 +53,13 @@ class SparseRetrievalLoss(nn.Module):
             val = mod(q, docs, teacher_scores)
             total = total + self.auxiliary_weights[name] * val
             out[name] = val.detach()
-        if self.reg_doc is not None:
-            ld = self.lambda_doc(step)
-            rd = self.reg_doc(docs)
-            total = total + ld * rd
-            out["reg_doc"] = rd.detach()
-            out["lambda_doc"] = torch.tensor(ld)
-        if self.reg_query is not None:
-            lq = self.lambda_query(step)
-            rq = self.reg_query(q)
-            total = total + lq * rq
-            out["reg_query"] = rq.detach()
-            out["lambda_query"] = torch.tensor(lq)
+        for side, reg, lam, reps in (("doc", self.reg_doc, self.lambda_doc, docs),
+                                     ("query", self.reg_query, self.lambda_query, q)):
+            if reg is not None:
+                weight = lam(step)
+                value = reg(reps)
+                total = total + weight * value
+                out[f"reg_{side}"] = value.detach()
+                out[f"lambda_{side}"] = torch.tensor(weight)
         out["loss"] = total
         return out

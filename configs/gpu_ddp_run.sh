@@ -6,12 +6,7 @@ set -u
 STEPS=${1:-400}
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT" runs
-if ls .lsr-gpu/whl/*.whl >/dev/null 2>&1 && ! python3 -c "import pydantic" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .lsr-gpu/whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" LSR_DATA=$PWD/.lsr-gpu/data LSR_CACHE=$PWD/.lsr-gpu/models
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 common=(configs/inference-free.toml --set train.steps=$STEPS --set 'eval=[]' --set train.progress=false
         --set train.log_every=20 --set teachers.cache_dir='"runs/teacher-cache"')

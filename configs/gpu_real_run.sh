@@ -9,12 +9,8 @@ MODE=${1:-main}
 STEPS=${2:-800}
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT" runs
-if ls .lsr-gpu/whl/*.whl >/dev/null 2>&1 && ! python3 -c "import pydantic" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .lsr-gpu/whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" LSR_DATA=$PWD/.lsr-gpu/data LSR_CACHE=$PWD/.lsr-gpu/models
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=true
+source "$(dirname "$0")/gpu_env.sh"
+export TOKENIZERS_PARALLELISM=true
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, sentence_transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'st', sentence_transformers.__version__, 'accelerate', accelerate.__version__)" | tee -a "$OUT/gpu.txt"
 

@@ -39,6 +39,16 @@ def _worse(s1, r1, s2, r2):
     return s1 < s2 or (s1 == s2 and r1 > r2)
 
 
+@njit(inline="always", **_NJ)
+def _swap(hs, hr, i, j):
+    ts = hs[i]
+    tr = hr[i]
+    hs[i] = hs[j]
+    hr[i] = hr[j]
+    hs[j] = ts
+    hr[j] = tr
+
+
 @njit(**_NJ)
 def heap_push(hs, hr, size, k, s, r):
     """Offer (s, r); returns the new size. Keeps the k best by (score desc, row asc)."""
@@ -49,12 +59,7 @@ def heap_push(hs, hr, size, k, s, r):
         while i > 0:
             p = (i - 1) >> 1
             if _worse(hs[i], hr[i], hs[p], hr[p]):
-                ts = hs[i]
-                tr = hr[i]
-                hs[i] = hs[p]
-                hr[i] = hr[p]
-                hs[p] = ts
-                hr[p] = tr
+                _swap(hs, hr, i, p)
                 i = p
             else:
                 break
@@ -80,12 +85,7 @@ def _sift_down(hs, hr, size):
         if right < size and _worse(hs[right], hr[right], hs[left], hr[left]):
             c = right
         if _worse(hs[c], hr[c], hs[i], hr[i]):
-            ts = hs[i]
-            tr = hr[i]
-            hs[i] = hs[c]
-            hr[i] = hr[c]
-            hs[c] = ts
-            hr[c] = tr
+            _swap(hs, hr, i, c)
             i = c
         else:
             break
@@ -95,12 +95,7 @@ def _sift_down(hs, hr, size):
 def heap_pop(hs, hr, size):
     """Remove the root (worst); returns the new size (the removed pair is left at hs[size])."""
     last = size - 1
-    ts = hs[0]
-    tr = hr[0]
-    hs[0] = hs[last]
-    hr[0] = hr[last]
-    hs[last] = ts
-    hr[last] = tr
+    _swap(hs, hr, 0, last)
     size = last
     _sift_down(hs, hr, size)
     return size

@@ -122,6 +122,8 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-pyseismic", action="store_true")
     ap.add_argument("--skip-cpu", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder to keep the generated data and the built Seismic index in, reused by later runs")
     ap.add_argument("--profile", action="store_true", help="per-stage times of the approximate path, then exit")
     ap.add_argument("--exact-tiles", default=None, help="sweep exact tile sizes, e.g. 64,128,256,512, then exit")
     args = ap.parse_args(argv)
@@ -139,8 +141,7 @@ def main(argv=None) -> None:
     grid = [(10, 0.9), (10, 0.8), (20, 0.7)]
 
     t0 = time.perf_counter()
-    docs, queries = generate(args.n_docs, args.n_queries)
-    docs = docs.astype(np.float16)  # the CPU indexes store f16; every system sees the same values
+    docs, queries = load_or_generate(args)
     log(f"data: {docs!r} {queries!r} in {time.perf_counter() - t0:.1f}s")
     res: dict = {"machine": info, "params": params}
 
@@ -190,9 +191,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     si = SeismicIndex.build(docs[:2000], **params, threads=args.threads)  # compile the kernels once
     res["lsr_compile_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    si = SeismicIndex.build(docs, **params, threads=args.threads)
-    res["lsr_build_s"] = time.perf_counter() - t0
+    si, res["lsr_build_s"] = load_or_build(args, docs, params)
     res["lsr_bytes"] = si.stats()["bytes_total"]
     log(f"lsr seismic build {res['lsr_build_s']:.1f}s (compile {res['lsr_compile_s']:.1f}s), {res['lsr_bytes'] / 2**20:.0f} MiB")
     cpu_points = []
@@ -256,6 +255,36 @@ def main(argv=None) -> None:
         args.out.write_text(json.dumps(res, indent=1, default=str))
 
 
+def load_or_generate(args):
+    """The synthetic collection, from ``--work`` when an earlier run left it there."""
+    from lsr.sparse import load_vectors, save_vectors
+
+    w = args.work / f"data-{args.n_docs}-{args.n_queries}" if args.work else None
+    if w is not None and (w / "queries.npz").exists():
+        return load_vectors(w / "docs.npz")[0], load_vectors(w / "queries.npz")[0]
+    docs, queries = generate(args.n_docs, args.n_queries)
+    docs = docs.astype(np.float16)  # the CPU indexes store f16; every system sees the same values
+    if w is not None:
+        w.mkdir(parents=True, exist_ok=True)
+        save_vectors(w / "docs.npz", docs)
+        save_vectors(w / "queries.npz", queries)
+    return docs, queries
+
+
+def load_or_build(args, docs, params):
+    """(SeismicIndex, build seconds): loaded from ``--work`` (build seconds from that run) or built."""
+    w = args.work / f"seismic-{args.n_docs}" if args.work else None
+    if w is not None and (w / "build_s.txt").exists():
+        return SeismicIndex.load(w), float((w / "build_s.txt").read_text())
+    t0 = time.perf_counter()
+    si = SeismicIndex.build(docs, **params, threads=args.threads)
+    dt = time.perf_counter() - t0
+    if w is not None:
+        si.save(w)
+        (w / "build_s.txt").write_text(str(dt))
+    return si, dt
+
+
 def profile(args, docs, queries, params) -> None:
     from lsr.index import gpu as G
 
@@ -267,7 +296,7 @@ def profile(args, docs, queries, params) -> None:
     del gx
     if not args.profile:
         return
-    si = SeismicIndex.build(docs, **params, threads=args.threads)
+    si, _ = load_or_build(args, docs, params)
     ga = GpuIndex.from_index(si, device=args.device)
     for qc, hf in [(10, 0.9)]:
         for tile in (128, 512, 2048):

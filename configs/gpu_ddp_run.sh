@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Same config on 1 GPU and on 2 GPUs (DDP through torchrun + accelerate), same global batch:
-# compares loss curves and samples/s. Needs .lsr-gpu/ as in gpu_real_run.sh.
+# compares loss curves and samples/s. Needs .lsr-gpu/ as in gpu_real_run.sh; teacher scores are read
+# from .lsr-gpu/teacher-cache when an earlier run (on any machine) left them there.
 #   bash configs/gpu_ddp_run.sh [STEPS]
 set -u
-STEPS=${1:-400}
+STEPS=${1:-300}
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT" runs
 source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 common=(configs/inference-free.toml --set train.steps=$STEPS --set 'eval=[]' --set train.progress=false
-        --set train.log_every=20 --set teachers.cache_dir='"runs/teacher-cache"')
+        --set train.log_every=20 --set teachers.cache_dir='".lsr-gpu/teacher-cache"')
 t0=$(date +%s)
-CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m lsr.cli.train "${common[@]}" --set train.output_dir='"runs/gpu1"' > runs/gpu1.log 2>&1
+CUDA_VISIBLE_DEVICES=0 timeout 220 python3 -m lsr.cli.train "${common[@]}" --set train.output_dir='"runs/gpu1"' > runs/gpu1.log 2>&1
 echo "1 GPU rc=$? $(( $(date +%s) - t0 ))s" | tee -a "$OUT/gpu.txt"
 t0=$(date +%s)
-timeout 200 torchrun --standalone --nproc_per_node 2 -m lsr.cli.train "${common[@]}" --set train.output_dir='"runs/gpu2"' > runs/gpu2.log 2>&1
+timeout 220 torchrun --standalone --nproc_per_node 2 -m lsr.cli.train "${common[@]}" --set train.output_dir='"runs/gpu2"' > runs/gpu2.log 2>&1
 echo "2 GPUs rc=$? $(( $(date +%s) - t0 ))s" | tee -a "$OUT/gpu.txt"
 cp runs/gpu1/log.jsonl "$OUT/gpu1-log.jsonl"; cp runs/gpu2/log.jsonl "$OUT/gpu2-log.jsonl"
 tail -c 4000 runs/gpu2.log > "$OUT/gpu2-tail.log"

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lsr.index import gpu_kernels
 from lsr.index.base import Hits
 from lsr.sparse import SparseBatch
 
@@ -152,6 +153,7 @@ class _Shard:
     fwd_ptr: object
     fwd_idx: object
     fwd_val: object
+    fwd_idx32: object = None  # int32 copy of fwd_idx for the Triton kernel (CUDA with Triton only)
     term_ptr: object = None
     block_ptr: object = None
     block_docs: object = None
@@ -224,6 +226,9 @@ class GpuIndex:
             fwd = torch.sparse_csr_tensor(ptr, idx, val, size=(hi - lo, docs.dim), check_invariants=False)
             sh = _Shard(dev, lo, hi - lo, fwd, ptr, idx, val)
             sh.bytes = part.indptr.nbytes + part.nnz * (8 + 4)
+            if gpu_kernels.available(dev):
+                sh.fwd_idx32 = idx.to(torch.int32)
+                sh.bytes += part.nnz * 4
             if layout is not None:
                 _attach_blocks(sh, layout, lo, hi, torch)
             if deleted is not None:
@@ -459,6 +464,8 @@ def _ranges(starts, lens, torch):
 
 def _score_pairs(pair_q, pair_doc, sh: _Shard, qdense, torch):
     """Exact scores of (query, document) pairs on the forward index."""
+    if sh.fwd_idx32 is not None:
+        return gpu_kernels.score_pairs(pair_q, pair_doc, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_val, qdense)
     owner, flat = _expand(sh.fwd_ptr, pair_doc, torch)
     contrib = qdense[pair_q[owner], sh.fwd_idx[flat]] * sh.fwd_val[flat]
     out = torch.zeros(pair_q.numel(), dtype=torch.float32, device=qdense.device)

@@ -107,6 +107,7 @@ class SpladeEncoder(SparseEncoder):
         dtype = settings.pop("dtype", None)
         settings.pop("adapter", None)
         settings.pop("echo", None)
+        settings.pop("logit_shift", None)
         model, tokenizer = cls._load_backbone(tdir, dtype)
         return model, tokenizer, layout
 

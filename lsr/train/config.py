@@ -45,6 +45,9 @@ class ModelConfig(_Strict):
     normalize_query_weights: bool = True
     query_weights_lr: float = Field(1e-3, ge=0)
     lora: Optional[dict] = None  # decoder: peft LoraConfig keywords (r, lora_alpha, target_modules, ...)
+    # decoder: activation log1p(relu(log_softmax(logits) + logit_shift)); None keeps the raw logits
+    # (dense at initialisation for a causal LM; see lsr.models.decoder)
+    logit_shift: Optional[float] = None
 
 
 class DatasetConfig(_Strict):

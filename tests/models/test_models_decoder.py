@@ -104,3 +104,29 @@ def test_gradients_flow(decoder):
     finally:
         decoder.zero_grad(set_to_none=True)
         decoder.eval()
+
+
+def test_logit_shift_by_hand_and_round_trip(bert_tokenizer, tiny_decoder, tmp_path):
+    model = tiny_decoder(bert_tokenizer, "llama", seed=4)
+    raw = DecoderSpladeEncoder(model, bert_tokenizer, max_doc_length=16)
+    shifted = DecoderSpladeEncoder(model, bert_tokenizer, max_doc_length=16, logit_shift=3.0)
+    text = "the cat sat on the mat"
+    feats = shifted.tokenize([text])
+    with torch.inference_mode():
+        logits = model(input_ids=feats["input_ids"], attention_mask=feats["attention_mask"]).logits
+        expected = splade_pool(torch.log_softmax(logits.float(), -1) + 3.0, feats["pool_mask"])
+        got = shifted.forward_documents([text])
+        assert torch.allclose(got, expected, atol=1e-6)
+        # the shift is what sparsifies: raw logits of this random model are active far more often
+        assert int((got > 0).sum()) < int((raw.forward_documents([text]) > 0).sum())
+        # a term is active exactly where its probability exceeds exp(-shift) at some pooled position
+        probs = torch.softmax(logits.float(), -1)[0][feats["pool_mask"][0].bool()]
+        assert torch.equal(got[0] > 0, (probs > np.exp(-3.0)).any(0))
+    np.testing.assert_allclose(shifted.encode_documents(TEXTS).to_dense(),
+                               shifted.forward_documents(TEXTS).detach().numpy(), atol=1e-5)
+    shifted.save(tmp_path / "m")
+    again = SparseEncoder.load(tmp_path / "m", device="cpu")
+    assert again.logit_shift == 3.0
+    np.testing.assert_allclose(again.encode_documents([text]).to_dense(), got.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="logit_shift"):
+        DecoderSpladeEncoder(model, bert_tokenizer, logit_shift=float("nan"))

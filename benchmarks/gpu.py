@@ -138,7 +138,7 @@ def main(argv=None) -> None:
     log(f"machine: {info}")
     params = dict(n_postings=3500, centroid_fraction=0.1, min_cluster_size=2, summary_energy=0.4,
                   max_fraction=1.5, doc_cut=15)
-    grid = [(10, 0.9), (10, 0.8), (20, 0.7)]
+    grid = [(10, 0.9), (10, 0.8), (6, 0.8), (4, 0.7)]
 
     t0 = time.perf_counter()
     docs, queries = load_or_generate(args)
@@ -215,7 +215,7 @@ def main(argv=None) -> None:
         from lsr.index import gpu as G
 
         sweep = {}
-        for t in (128, 512, 2048):
+        for t in (512, 2048, 8192):
             kw = dict(mode="approx", query_cut=10, heap_factor=0.9, tile=t)
             ga.search(queries[:t], k=10, **kw)
             G.PROFILE.on = True
@@ -298,8 +298,8 @@ def profile(args, docs, queries, params) -> None:
         return
     si, _ = load_or_build(args, docs, params)
     ga = GpuIndex.from_index(si, device=args.device)
-    for qc, hf in [(10, 0.9)]:
-        for tile in (128, 512, 2048):
+    for qc, hf in [(10, 0.9), (6, 0.8)]:
+        for tile in (512, 2048, 8192):
             kw = dict(mode="approx", query_cut=qc, heap_factor=hf, tile=tile)
             ga.search(queries[:tile], k=10, **kw)
             G.PROFILE.on = True

@@ -4,10 +4,11 @@
 # as the BERT-based models. The GGUF (98 MB) travels in parts over consecutive calls: earlier
 # calls copy .lsr-gpu/gguf/part* to /tmp/gguf-parts, this one joins them and converts the
 # checkpoint once. Needs .lsr-gpu/ as in gpu_real_run.sh (teacher cache included).
-#   bash configs/gpu_decoder_run.sh [STEPS] [TRAIN_SECONDS]
+#   bash configs/gpu_decoder_run.sh [STEPS] [TRAIN_SECONDS] [--set key=value ...]
 set -u
-STEPS=${1:-300}
-LIMIT=${2:-300}
+STEPS=${1:-600}
+LIMIT=${2:-460}
+shift $(( $# < 2 ? $# : 2 ))  # the rest: --set overrides for the training config
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT" runs /tmp/gguf-parts
 source "$(dirname "$0")/gpu_env.sh"
@@ -23,7 +24,7 @@ if [ ! -f "$dest/config.json" ]; then
 fi
 t0=$(date +%s)
 timeout "$LIMIT" python3 -m lsr.cli.train configs/decoder.toml --set train.steps=$STEPS --set 'eval=[]' \
-  --set train.progress=false --set teachers.cache_dir='".lsr-gpu/teacher-cache"' > runs/decoder.log 2>&1
+  --set train.progress=false --set teachers.cache_dir='".lsr-gpu/teacher-cache"' "$@" > runs/decoder.log 2>&1
 echo "decoder train rc=$? $(( $(date +%s) - t0 ))s" | tee -a "$OUT/gpu.txt"
 grep -E "step [0-9]+ " runs/decoder.log | tail -6 | cut -c1-400
 m=runs/decoder/final

@@ -309,26 +309,32 @@ class GpuIndex:
         t_copy = 0.0
         t_compute = 0.0
         t_all = time.perf_counter()
-        for q0 in range(0, nq, tile):
-            qb = queries[q0 : q0 + tile]
-            per_shard = []
-            for sh in self._shards:
+
+        def run_shard(sh, qb):
+            with _on_device(sh.device, torch):
                 tc = time.perf_counter()
                 qdense = _dense_queries(qb, sh.device, torch)
                 _sync(sh.device, torch)
-                t_copy += time.perf_counter() - tc
-                tc = time.perf_counter()
+                t1 = time.perf_counter()
                 if mode == "exact":
                     s, r = _exact_shard(sh, qdense, k, doc_tile, torch)
                 else:
                     s, r = _approx_shard(sh, qb, qdense, k, query_cut, heap_factor, probe_blocks, torch)
                 _sync(sh.device, torch)
-                t_compute += time.perf_counter() - tc
-                per_shard.append((s, r + sh.row_offset))
+                return s, r + sh.row_offset, t1 - tc, time.perf_counter() - t1
+
+        for q0 in range(0, nq, tile):
+            qb = queries[q0 : q0 + tile]
+            if len(self._shards) == 1:
+                per_shard = [run_shard(self._shards[0], qb)]
+            else:  # one host thread per device: the shards compute at the same time
+                per_shard = list(self._executor().map(lambda sh: run_shard(sh, qb), self._shards))
+            t_copy += max(x[2] for x in per_shard)
+            t_compute += max(x[3] for x in per_shard)
             tc = time.perf_counter()
             dev0 = self._shards[0].device
-            scores = torch.cat([s.to(dev0) for s, _ in per_shard], dim=1)
-            rows = torch.cat([r.to(dev0) for _, r in per_shard], dim=1)
+            scores = torch.cat([x[0].to(dev0) for x in per_shard], dim=1)
+            rows = torch.cat([x[1].to(dev0) for x in per_shard], dim=1)
             kk = min(k, scores.shape[1])
             top_s, pos = torch.topk(scores, kk, dim=1)
             top_r = torch.gather(rows, 1, pos)
@@ -342,6 +348,13 @@ class GpuIndex:
         total = time.perf_counter() - t_all
         ids = self._map_ids(out_rows)
         return GpuHits(ids, out_scores, out_rows, {"total_s": total, "compute_s": t_compute, "copy_s": t_copy})
+
+    def _executor(self):
+        if getattr(self, "_pool", None) is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=len(self._shards), thread_name_prefix="lsr-gpu-shard")
+        return self._pool
 
     def _map_ids(self, rows: np.ndarray) -> np.ndarray:
         if self._ids is None:
@@ -357,6 +370,13 @@ class GpuIndex:
 
 def _is_str_ids(ids) -> bool:
     return any(isinstance(x, str) for x in ids)
+
+
+def _on_device(device, torch):
+    """The device's context (kernels such as Triton's launch on the current CUDA device)."""
+    import contextlib
+
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _sync(device, torch) -> None:

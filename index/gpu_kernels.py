@@ -37,7 +37,7 @@ def _kernel():
     import triton
     import triton.language as tl
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_cand", "q_stride"])  # one compiled kernel for any batch
     def score_pairs_kernel(cand_q, cand_doc, n_cand, fwd_ptr, fwd_idx, fwd_val, qdense, q_stride, out,
                            BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
         pid = tl.program_id(0)

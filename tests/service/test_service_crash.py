@@ -16,12 +16,14 @@ from lsr.service.segment import verify_segment
 
 from service_harness import API_KEY, Server
 
-DIM = 20_000
+DIM = 60_000
+NOISE = 8  # the top NOISE term ids are shared "noise" terms; a document's own term stays below them
 ROUNDS = 4
 
 
 def _doc(n: int, rnd: int, batch: str) -> dict:
     # term 1 + n is unique to document n, so a search for it must return that document first
+    assert 1 + n < DIM - NOISE, "the writers ran past the vocabulary: raise DIM"
     return {"id": f"c{n}", "vector_ids": {str(1 + n): 10.0, str(DIM - 1 - n % 7): 0.5},
             "metadata": {"round": rnd, "batch": batch}, "text": f"crash doc {n}"}
 
@@ -47,6 +49,8 @@ def _writer(url, rnd, start, stop_at, acked, deleted, inflight, counter, lock, s
             with lock:
                 n0 = counter[0]
                 size = rng.randint(1, 12)
+                if n0 + size + 1 >= DIM - NOISE:
+                    return  # vocabulary used up (a very fast machine): stop writing
                 counter[0] += size
             batch = f"r{rnd}-{n0}"
             docs = [_doc(n, rnd, batch) for n in range(n0, n0 + size)]

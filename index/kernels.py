@@ -735,7 +735,9 @@ def _prefetch_row(fwd_ptr, fwd_comp, fwd_val, d):
 @njit(**_NJ)
 def _score_block(p0, p1, post_rows, stamp, sv, deleted, qdense, fwd_ptr, fwd_comp, fwd_val, tab, hs, hr, size, k):
     """Score the not-yet-seen documents of postings p0..p1 into the heap; returns the heap size.
-    The next document's row is prefetched while the current one is scored."""
+    The next document's row is prefetched while the current one is scored. The visit (stamp,
+    deleted, dot, push) is written out again in the kNN loop of _seismic_one on purpose: one
+    shared inline helper measured 5-15% slower single-query latency (200k docs, qc=3)."""
     if p0 < p1:
         _prefetch_row(fwd_ptr, fwd_comp, fwd_val, post_rows[p0])
     for p in range(p0, p1):

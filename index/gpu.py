@@ -193,6 +193,7 @@ class GpuIndex:
         self._ids = None if ids is None else np.asarray(ids, dtype=object if _is_str_ids(ids) else np.int64)
         self.has_blocks = layout is not None
         self.upload_seconds = 0.0
+        self._pool = None  # shard threads, made on the first multi-shard search
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -352,7 +353,7 @@ class GpuIndex:
         return GpuHits(ids, out_scores, out_rows, {"total_s": total, "compute_s": t_compute, "copy_s": t_copy})
 
     def _executor(self):
-        if getattr(self, "_pool", None) is None:
+        if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=len(self._shards), thread_name_prefix="lsr-gpu-shard")

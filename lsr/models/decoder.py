@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from lsr.models.base import SparseEncoder
 from lsr.models.splade import SpladeEncoder
 
 __all__ = ["DecoderSpladeEncoder", "echo_batch", "ADAPTER_DIR"]
@@ -78,8 +79,7 @@ class DecoderSpladeEncoder(SpladeEncoder):
     def _pool_inference(self, feats, side):
         if self.logit_shift is None:
             return super()._pool_inference(feats, side)
-        # the softmax needs every logit: no fused head path
-        return (self.forward_queries(feats) if side == "query" else self.forward_documents(feats)).float()
+        return SparseEncoder._pool_inference(self, feats, side)  # the softmax needs every logit: no fused head
 
     @property
     def bos_token_id(self) -> int | None:

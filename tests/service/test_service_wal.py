@@ -7,12 +7,18 @@ import struct
 from lsr.service.wal import WriteAheadLog, atomic_write, encode_record, read_records, replay
 
 
-def test_torn_tail_ignored_and_truncated(tmp_path):
-    wal = WriteAheadLog(tmp_path, 1)
-    for i in range(5):
+def _log_of(folder, gen: int, n: int):
+    """A closed log of generation ``gen`` holding upserts with seq 0..n-1; its path."""
+    wal = WriteAheadLog(folder, gen)
+    for i in range(n):
         wal.append({"seq": i, "op": "upsert", "docs": []})
     wal.close()
-    path = tmp_path / "000001.log"
+    return folder / f"{gen:06d}.log"
+
+
+def test_torn_tail_ignored_and_truncated(tmp_path):
+    path = _log_of(tmp_path, 1, 5)
+    assert path.name == "000001.log"
     whole = path.read_bytes()
     frame = encode_record({"seq": 5, "op": "delete", "ids": ["x"]})
     for cut in (1, 7, len(frame) - 1):  # a crash mid-append at several points
@@ -26,11 +32,7 @@ def test_torn_tail_ignored_and_truncated(tmp_path):
 
 
 def test_corrupt_record_stops_replay(tmp_path):
-    wal = WriteAheadLog(tmp_path, 3)
-    for i in range(3):
-        wal.append({"seq": i, "op": "upsert", "docs": []})
-    wal.close()
-    path = tmp_path / "000003.log"
+    path = _log_of(tmp_path, 3, 3)
     data = bytearray(path.read_bytes())
     first = struct.unpack_from("<I", data, 0)[0] + 8
     data[first + 10] ^= 0xFF  # flip a byte inside the second record's payload: crc fails

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Same config on 1 GPU and on 2 GPUs (DDP through torchrun + accelerate), same global batch:
-# compares loss curves and samples/s. Needs .lsr-gpu/ as in gpu_real_run.sh; teacher scores are read
+# Same config on 1 GPU and on 2 GPUs (DDP through torchrun + accelerate), train.batch_size per GPU
+# (so the 2-GPU run's global batch is twice the 1-GPU one): compares loss curves and samples/s. Needs .lsr-gpu/ as in gpu_real_run.sh; teacher scores are read
 # from .lsr-gpu/teacher-cache when an earlier run (on any machine) left them there.
 #   bash configs/gpu_ddp_run.sh [STEPS]
 set -u

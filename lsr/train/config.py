@@ -144,6 +144,8 @@ class TrainConfig(_Strict):
             raise ValueError(f"loss.ranking = {self.loss.ranking!r} distils teacher scores: add [[teachers.models]]")
         if self.loss.ranking in ("marginmse", "kl") and self.data.n_negatives == 0:
             raise ValueError("distillation needs data.n_negatives >= 1")
+        if self.model.logit_shift is not None and self.model.kind != "decoder":
+            raise ValueError("model.logit_shift applies to kind = 'decoder' only")
         if self.loss.regularizer == "idf_flops" and self.model.kind == "decoder":
             pass  # allowed: IDF from the training corpora in the decoder's vocabulary
         for d in self.data.train:

@@ -256,8 +256,6 @@ class Trainer:
         if cfg.model.lora:
             kw["lora"] = cfg.model.lora
         if cfg.model.logit_shift is not None:
-            if cfg.model.kind != "decoder":
-                raise ValueError("model.logit_shift applies to kind = 'decoder' only")
             kw["logit_shift"] = cfg.model.logit_shift
         _seed_all(tc.seed)  # fresh heads (if any) start the same whatever ran before
         enc = load_encoder(str(resolve_model(cfg.model.init)), cfg.model.kind, device=str(self.device), **kw)

@@ -116,6 +116,11 @@ def test_bad_config_is_a_clear_error(tmp_path):
     res = subprocess.run(_cmd() + [str(bad)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "loss.ranking" in res.stderr
+    # a decoder-only knob on another kind is refused at load, before any data is read
+    res = subprocess.run(_cmd() + [str(CONFIG), "--set", "model.logit_shift=5.0"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2
+    assert "logit_shift applies to kind = 'decoder' only" in res.stderr
 
 
 def test_ddp_two_cpu_processes(runs, tmp_path):

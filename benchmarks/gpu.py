@@ -257,7 +257,7 @@ def main(argv=None) -> None:
 
 def load_or_generate(args):
     """The synthetic collection, from ``--work`` when an earlier run left it there."""
-    from lsr.sparse import load_vectors, save_vectors
+    from lsr.index.sparse import load_vectors, save_vectors
 
     w = args.work / f"data-{args.n_docs}-{args.n_queries}" if args.work else None
     if w is not None and (w / "queries.npz").exists():

@@ -39,7 +39,7 @@ def log(msg: str) -> None:
 
 
 def load_queries(scifact: Path, n: int):
-    from lsr.sparse import load_vectors, save_vectors
+    from lsr.index.sparse import load_vectors, save_vectors
 
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / "scifact-test-queries-splade-tiny.npz"
@@ -67,7 +67,7 @@ def load_queries(scifact: Path, n: int):
 
 
 def load_docs(path: str | None, scifact: Path):
-    from lsr.sparse import load_vectors
+    from lsr.index.sparse import load_vectors
 
     if path is None:
         found = sorted(glob.glob(str(ROOT / ".cache" / "eval" / "scifact-*" / "splade-splade-tiny.npz")))

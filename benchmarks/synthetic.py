@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsr.sparse import SparseBatch
+from lsr.index.sparse import SparseBatch
 
 VOCAB = 30522
 
@@ -136,7 +136,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True, help="folder for docs.npz and queries.npz")
     args = ap.parse_args(argv)
-    from lsr.sparse import save_vectors
+    from lsr.index.sparse import save_vectors
 
     docs, queries = generate(args.n_docs, args.n_queries, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)

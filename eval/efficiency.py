@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from lsr.sparse import SparseBatch
+from lsr.index.sparse import SparseBatch
 
 __all__ = ["Timer", "timer", "latency_stats", "flops", "sparsity_stats", "folder_size", "term_presence"]
 

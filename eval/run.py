@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lsr.sparse import SparseBatch, load_vectors, save_vectors
+from lsr.index.sparse import SparseBatch, load_vectors, save_vectors
 
 from . import efficiency as eff
 from .data import Dataset

@@ -12,7 +12,7 @@ from typing import Iterator
 import numba
 import numpy as np
 
-from lsr.sparse import SparseBatch, SparseBatchError
+from .sparse import SparseBatch, SparseBatchError
 
 from .ids import IdMap, as_id_list
 from .storage import IndexFormatError, load_folder

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 
-from lsr.jsonl import iter_jsonl
-from lsr.sparse import SparseBatch, SparseBatchError, load_vectors
+from .jsonl import iter_jsonl
+from .sparse import SparseBatch, SparseBatchError, load_vectors
 
 from .exact import ExactIndex
 from .seismic import SeismicIndex

@@ -18,7 +18,7 @@ import numpy as np
 
 from lsr.index import gpu_kernels
 from lsr.index.base import Hits
-from lsr.sparse import SparseBatch
+from .sparse import SparseBatch
 
 log = logging.getLogger(__name__)
 

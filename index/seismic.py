@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsr.sparse import SparseBatch
+from .sparse import SparseBatch
 
 from . import kernels as K
 from .base import BaseIndex, Hits, check_docs, check_k, coerce_queries, parallel_section, resolve_threads

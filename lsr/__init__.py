@@ -3,7 +3,7 @@
 Importing ``lsr`` is cheap and torch-free; encoders are loaded lazily on first use.
 """
 
-from lsr.sparse import SparseBatch, SparseBatchError, load_vectors, save_vectors
+from lsr.index.sparse import SparseBatch, SparseBatchError, load_vectors, save_vectors
 
 __version__ = "0.1.0"
 

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lsr.sparse import SparseBatch, SparseBatchError
+from lsr.index.sparse import SparseBatch, SparseBatchError
 
 from . import schemas as S
 from .collection import Collection, CollectionError, CollectionStore, DocIn, MergePolicy

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from lsr.sparse import SparseBatch
+from lsr.index.sparse import SparseBatch
 
 from .segment import ExactScorer, Segment, SegmentError, verify_segment
 from .wal import WriteAheadLog, atomic_write, fsync_dir, log_numbers, log_name, replay

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lsr.sparse import SparseBatch
+from lsr.index.sparse import SparseBatch
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from lsr.jsonl import iter_jsonl
-from lsr.sparse import load_vectors
+from lsr.index.jsonl import iter_jsonl
+from lsr.index.sparse import load_vectors
 
 from .collection import CollectionStore, DocIn, MergePolicy, validate_name
 from .encoders import ModelRegistry

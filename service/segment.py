@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lsr.sparse import SparseBatch, load_vectors, save_vectors
+from lsr.index.sparse import SparseBatch, load_vectors, save_vectors
 
 from .wal import atomic_write, fsync_dir
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from lsr.jsonl import iter_jsonl
+from lsr.index.jsonl import iter_jsonl
 
 __all__ = ["main", "read_beir_jsonl"]
 
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         print(f"lsr-encode: {exc}", file=sys.stderr)
         return 2
     from lsr.models import SparseEncoder
-    from lsr.sparse import save_vectors
+    from lsr.index.sparse import save_vectors
 
     try:
         enc = SparseEncoder.load(args.model, kind=args.kind, device=args.device)

@@ -17,7 +17,7 @@ import torch
 
 from lsr.models.inference_free import check_texts, decode_batch
 from lsr.models.pooling import check_pooling
-from lsr.sparse import SparseBatch
+from lsr.index.sparse import SparseBatch
 
 __all__ = ["SparseEncoder", "LSR_CONFIG", "KINDS"]
 

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from lsr.sparse import SparseBatch
+from lsr.index.sparse import SparseBatch
 
 __all__ = ["IdfQueryEncoder", "bm25_idf", "check_texts", "QUERY_WEIGHTS_FILE"]
 

@@ -113,7 +113,7 @@ class LocalSparseEncoder(nn.Module):
     def _encode(self, texts, fn, batch_size, show_progress_bar):
         from tqdm.auto import tqdm
 
-        from lsr.sparse import SparseBatch
+        from lsr.index.sparse import SparseBatch
 
         was = self.training
         self.eval()

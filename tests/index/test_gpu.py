@@ -6,7 +6,7 @@ import scipy.sparse as sp
 
 torch = pytest.importorskip("torch")
 
-from lsr.sparse import SparseBatch  # noqa: E402
+from lsr.index.sparse import SparseBatch  # noqa: E402
 from lsr.index.gpu import BlockLayout, GpuIndex, cuda_available  # noqa: E402
 
 

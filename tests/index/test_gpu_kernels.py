@@ -16,7 +16,7 @@ pytest.importorskip("triton")
 SCRIPT = textwrap.dedent(
     """
     import numpy as np, scipy.sparse as sp, torch
-    from lsr.sparse import SparseBatch
+    from lsr.index.sparse import SparseBatch
     from lsr.index import gpu, gpu_kernels
 
     rng = np.random.default_rng(3)

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from lsr.jsonl import iter_jsonl
+from .jsonl import iter_jsonl
 
 __all__ = ["SparseBatch", "SparseBatchError", "load_vectors", "save_vectors"]
 

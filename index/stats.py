@@ -1,0 +1,38 @@
+"""Collection statistics: document frequencies and the BM25-form IDF (the one implementation)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .sparse import SparseBatch
+
+__all__ = ["bm25_idf", "document_frequencies"]
+
+
+def bm25_idf(df, n_docs: int) -> np.ndarray:
+    r"""BM25 IDF :math:`\ln\big(1 + \frac{N - \mathrm{df} + 0.5}{\mathrm{df} + 0.5}\big)` (always > 0), float32."""
+    df = np.asarray(df, dtype=np.float64)
+    return np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+
+
+def document_frequencies(docs: SparseBatch | Iterable[Iterable[int]], dim: int | None = None) -> tuple[np.ndarray, int]:
+    """``(df, n_docs)``: in how many documents each term id occurs.
+
+    ``docs`` is a :class:`SparseBatch` (its non-zeros count) or an iterable of token-id sequences
+    (repeats within a document count once; ids ``>= dim`` are ignored).
+    """
+    if isinstance(docs, SparseBatch):
+        dim = docs.dim if dim is None else dim
+        df = np.bincount(docs.indices[docs.values > 0], minlength=dim)[:dim].astype(np.int64)
+        return df, len(docs)
+    if dim is None:
+        raise ValueError("document_frequencies over token ids needs dim")
+    df = np.zeros(dim, np.int64)
+    n = 0
+    for ids in docs:
+        u = np.unique(np.asarray(list(ids), dtype=np.int64))
+        df[u[(u >= 0) & (u < dim)]] += 1
+        n += 1
+    return df, n

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Hits
+from .base import Hits, SearchParams
 from .sparse import SparseBatch, SparseBatchError, load_vectors, save_vectors
 from .exact import ExactIndex
 from .seismic import SeismicIndex, SeismicParams
 from .storage import IndexFormatError, read_manifest
 
-__all__ = ["SparseBatch", "SparseBatchError", "load_vectors", "save_vectors", "ExactIndex", "SeismicIndex", "SeismicParams", "Hits", "IndexFormatError", "load_index"]
+__all__ = ["SparseBatch", "SparseBatchError", "load_vectors", "save_vectors", "ExactIndex", "SeismicIndex", "SeismicParams", "Hits", "SearchParams", "IndexFormatError", "load_index"]
 
 _KINDS = {"exact": ExactIndex, "seismic": SeismicIndex}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ def _layer_is_threadsafe() -> bool:
         try:
             __import__(f"numba.np.ufunc.{mod}")
             return True
-        except Exception:  # the library behind the layer is absent
+        except (ImportError, OSError):  # the library behind the layer is absent
             continue
     return False
 
@@ -60,16 +61,19 @@ def resolve_threads(threads: int | None) -> int:
 
 @dataclass(frozen=True)
 class Hits:
-    """Search results, one row per query, best first.
+    """Search results, one row per query, best first: what every lsr index returns.
 
     ``ids``: (n_queries, k) external ids, int64 with -1 for a missing hit, or an object array of
     str with None when the index has string ids. ``scores``: float32, -inf when missing.
-    ``rows``: int64 internal row numbers, -1 when missing. ``ids, scores = hits`` works.
+    ``rows``: int64 internal row numbers, -1 when missing. ``timings``: seconds spent where the
+    path measures them (the GPU path: ``total_s``, ``compute_s``, ``copy_s``), else None.
+    ``ids, scores = hits`` works.
     """
 
     ids: np.ndarray
     scores: np.ndarray
     rows: np.ndarray
+    timings: dict | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         yield self.ids
@@ -80,6 +84,66 @@ class Hits:
 
     def __repr__(self) -> str:
         return f"Hits(n_queries={self.scores.shape[0]}, k={self.scores.shape[1]})"
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Seismic's search knobs, validated here and only here; the CPU index and the GPU path share
+    these defaults.
+
+    ``query_cut`` (10): how many of the query's heaviest terms open posting lists.
+    ``heap_factor`` (0.9, as pyseismic-lsr): a block is scored when its summary score reaches
+    ``heap_factor`` x the current k-th best score; 1.0 is the tightest, smaller visits more blocks.
+    ``n_knn`` (0): kNN-graph refinement (needs an index built with ``nknn``).
+    ``sorted_blocks`` (True): visit a term's blocks best summary first.
+    ``None`` means the default. :class:`ExactIndex` takes the same knobs and ignores them.
+
+    >>> SearchParams.of(query_cut=5).heap_factor
+    0.9
+    >>> SearchParams.of(heap_facter=0.5)
+    Traceback (most recent call last):
+    TypeError: unknown search parameter 'heap_facter' (known: query_cut, heap_factor, n_knn, sorted_blocks)
+    """
+
+    query_cut: int = 10
+    heap_factor: float = 0.9
+    n_knn: int = 0
+    sorted_blocks: bool = True
+
+    def __post_init__(self):
+        qc, hf, nk = self.query_cut, self.heap_factor, self.n_knn
+        if not isinstance(qc, (int, np.integer)) or isinstance(qc, bool) or qc < 1:
+            raise ValueError(f"query_cut must be a positive int, got {qc!r}")
+        if not isinstance(hf, (int, float, np.integer, np.floating)) or isinstance(hf, bool) or not 0.0 < hf <= 1.0:
+            raise ValueError(f"heap_factor must be in (0, 1], got {hf!r}")
+        if not isinstance(nk, (int, np.integer)) or isinstance(nk, bool) or nk < 0:
+            raise ValueError(f"n_knn must be an int >= 0, got {nk!r}")
+        object.__setattr__(self, "query_cut", int(qc))
+        object.__setattr__(self, "heap_factor", float(hf))
+        object.__setattr__(self, "n_knn", int(nk))
+        object.__setattr__(self, "sorted_blocks", bool(self.sorted_blocks))
+
+    @classmethod
+    def of(cls, **knobs) -> "SearchParams":
+        """The parameters from keyword knobs (``None``: default); an unknown name raises TypeError."""
+        unknown = [k for k in knobs if k not in _KNOBS]
+        if unknown:
+            raise TypeError(f"unknown search parameter {unknown[0]!r} (known: {', '.join(_KNOBS)})")
+        return _params(*(knobs.get(k) for k in _KNOBS))
+
+
+_KNOBS = tuple(SearchParams.__dataclass_fields__)
+DEFAULT_SEARCH = SearchParams()
+
+
+@functools.lru_cache(maxsize=256)
+def _params(query_cut, heap_factor, n_knn, sorted_blocks) -> SearchParams:
+    # cached: a single query's search pays a dict lookup, not a validation
+    d = DEFAULT_SEARCH
+    return SearchParams(d.query_cut if query_cut is None else query_cut,
+                        d.heap_factor if heap_factor is None else heap_factor,
+                        d.n_knn if n_knn is None else n_knn,
+                        d.sorted_blocks if sorted_blocks is None else sorted_blocks)
 
 
 def coerce_queries(queries, dim: int) -> SparseBatch:
@@ -99,15 +163,14 @@ def coerce_queries(queries, dim: int) -> SparseBatch:
     return batch
 
 
-def check_k(k, n_live: int) -> int:
+def check_k(k) -> int:
+    """``k`` as an int >= 1. A ``k`` beyond the collection is allowed: the rows are padded with
+    missing hits (-1 / -inf), as for a query that matches fewer than ``k`` documents."""
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
         raise ValueError(f"k must be an int, got {k!r}")
-    k = int(k)
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
-    if k > n_live:
-        raise ValueError(f"k={k} is larger than the collection ({n_live} documents)")
-    return k
+    return int(k)
 
 
 def check_docs(docs, dim: int | None = None, what: str = "docs") -> SparseBatch:

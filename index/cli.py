@@ -19,6 +19,7 @@ from pathlib import Path
 from .jsonl import iter_jsonl
 from .sparse import SparseBatch, SparseBatchError, load_vectors
 
+from .base import DEFAULT_SEARCH
 from .exact import ExactIndex
 from .seismic import SeismicIndex
 from .storage import IndexFormatError
@@ -85,12 +86,8 @@ def _search(args) -> None:
     index = load_index(args.index, mmap=True, verify=not args.no_verify)
     queries, qids = _read_queries(args.queries, index)
     k = args.k
-    if k > len(index):
-        log.warning("k=%d is larger than the collection; returning all %d documents", k, len(index))
-        k = len(index)
-    kwargs = {"threads": args.threads}
-    if isinstance(index, SeismicIndex):
-        kwargs.update(query_cut=args.query_cut, heap_factor=args.heap_factor, n_knn=args.n_knn)
+    kwargs = {"threads": args.threads, "query_cut": args.query_cut, "heap_factor": args.heap_factor,
+              "n_knn": args.n_knn}
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -156,9 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("queries", type=Path, help=".jsonl (Seismic format) or .npz")
     s.add_argument("--out", type=Path, required=True, help="TREC run file to write")
     s.add_argument("--k", type=int, default=10)
-    s.add_argument("--query-cut", type=int, default=SeismicIndex.default_query_cut)
-    s.add_argument("--heap-factor", type=float, default=SeismicIndex.default_heap_factor)
-    s.add_argument("--n-knn", type=int, default=0)
+    s.add_argument("--query-cut", type=int, default=None, help=f"default {DEFAULT_SEARCH.query_cut}")
+    s.add_argument("--heap-factor", type=float, default=None, help=f"default {DEFAULT_SEARCH.heap_factor}")
+    s.add_argument("--n-knn", type=int, default=None)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--batch-size", type=int, default=1000)
     s.add_argument("--run-name", default="lsr")

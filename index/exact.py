@@ -10,7 +10,7 @@ import numpy as np
 from .sparse import SparseBatch
 
 from . import kernels as K
-from .base import BaseIndex, Hits, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
+from .base import BaseIndex, Hits, SearchParams, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
 from .ids import IdMap
 from .storage import IndexFormatError, save_folder
 
@@ -51,11 +51,18 @@ class ExactIndex(BaseIndex):
         index.vocab = docs.vocab
         return index
 
-    def search(self, queries: SparseBatch, k: int = 10, *, threads: int | None = None, **_ignored) -> Hits:
-        """Exact top-``k`` per query. Extra keyword arguments (Seismic's knobs) are ignored, so
-        callers can switch index types without changing the call."""
+    def search(self, queries: SparseBatch, k: int = 10, *, query_cut: int | None = None,
+               heap_factor: float | None = None, n_knn: int | None = None, sorted_blocks: bool | None = None,
+               threads: int | None = None) -> Hits:
+        """Exact top-``k`` per query; ``threads`` splits a batch (default: all cores).
+
+        Seismic's knobs (:class:`SearchParams`) are checked and then ignored, so callers can switch
+        index types without changing the call; a misspelt knob is a TypeError. An empty index or
+        a ``k`` beyond it gives rows padded with -1 / -inf.
+        """
         queries = coerce_queries(queries, self.dim)
-        k = check_k(k, len(self))
+        k = check_k(k)
+        SearchParams.of(query_cut=query_cut, heap_factor=heap_factor, n_knn=n_knn, sorted_blocks=sorted_blocks)
         if len(queries) == 0:
             return self._empty_hits(k)
         nthreads = resolve_threads(threads)

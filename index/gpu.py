@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from lsr.index import gpu_kernels
-from lsr.index.base import Hits
+from . import gpu_kernels
+from .base import Hits, SearchParams, check_k
 from .sparse import SparseBatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GpuIndex", "GpuHits", "BlockLayout", "cuda_available"]
+__all__ = ["GpuIndex", "BlockLayout", "cuda_available"]
 
 
 def _torch():
@@ -167,14 +167,6 @@ class _Shard:
     bytes: int = 0
 
 
-@dataclass(frozen=True)
-class GpuHits(Hits):
-    """:class:`lsr.index.Hits` plus ``timings``: seconds in total, in device compute, and in
-    host<->device copies, for transfer-aware reporting."""
-
-    timings: dict = field(default_factory=dict)
-
-
 class GpuIndex:
     """Batch scoring of a sparse collection on one or more devices.
 
@@ -183,7 +175,7 @@ class GpuIndex:
 
     >>> gi = GpuIndex.build(docs, device="cpu")              # or "cuda", "cuda:all", ["cuda:0", "cuda:1"]
     >>> hits = gi.search(queries, k=10)                      # exact
-    >>> hits = gi.search(queries, k=10, mode="approx", query_cut=10, heap_factor=0.8)
+    >>> hits = gi.search(queries, k=10, mode="approx", query_cut=10, heap_factor=0.9)
     """
 
     def __init__(self, shards: list[_Shard], dim: int, n_rows: int, ids=None, layout: BlockLayout | None = None):
@@ -254,7 +246,7 @@ class GpuIndex:
         """Upload a built or loaded SeismicIndex (its clustered blocks and 8-bit summaries are
         reused as they are) or an ExactIndex (exact mode only). Tombstoned documents are never
         returned; documents added after the build are scored for every query."""
-        from lsr.index.seismic import SeismicIndex
+        from .seismic import SeismicIndex
 
         rows = np.arange(index.n_rows)
         docs = _forward_batch(index)
@@ -278,34 +270,35 @@ class GpuIndex:
         k: int = 10,
         *,
         mode: str = "exact",
-        query_cut: int = 10,
-        heap_factor: float = 0.8,
+        query_cut: int | None = None,
+        heap_factor: float | None = None,
         probe_blocks: int = 2,
         tile: int = 256,
         doc_tile: int = 1 << 21,
-    ) -> GpuHits:
+    ) -> Hits:
         """Top-``k`` for every query; ``(n, k)`` arrays, missing hits ``-1`` / ``-inf``.
 
         ``mode="exact"``: sparse × dense product tiled over ``tile`` queries and ``doc_tile``
         documents, so memory stays bounded for any batch. ``mode="approx"``: Seismic's idea on
         the batch: score the block summaries of each query's top ``query_cut`` terms, estimate the
         k-th score from the ``probe_blocks`` best blocks per term, keep blocks whose summary score
-        reaches ``heap_factor`` × that estimate, score their documents exactly, top-k.
-        Timings (``timings``) report seconds with and without host↔device copies.
+        reaches ``heap_factor`` × that estimate, score their documents exactly, top-k
+        (``query_cut``/``heap_factor``: :class:`lsr.index.SearchParams`, same defaults as the CPU).
+        ``hits.timings`` reports seconds with and without host↔device copies.
         """
         torch = _torch()
         if not isinstance(queries, SparseBatch):
             raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
         queries.check_dim(self.dim)
-        if not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = check_k(k)
+        knobs = SearchParams.of(query_cut=query_cut, heap_factor=heap_factor)
+        query_cut, heap_factor = knobs.query_cut, knobs.heap_factor
         if mode not in ("exact", "approx"):
             raise ValueError(f"mode must be 'exact' or 'approx', got {mode!r}")
         if mode == "approx" and not self.has_blocks:
             raise ValueError("mode='approx' needs block summaries: build with layout= or from a SeismicIndex")
         if tile <= 0 or doc_tile <= 0:
             raise ValueError("tile and doc_tile must be positive")
-        k = int(k)
         nq = len(queries)
         out_rows = np.full((nq, k), -1, np.int64)
         out_scores = np.full((nq, k), -np.inf, np.float32)
@@ -350,7 +343,7 @@ class GpuIndex:
             out_rows[q0 : q0 + len(qb), :kk] = r_np
         total = time.perf_counter() - t_all
         ids = self._map_ids(out_rows)
-        return GpuHits(ids, out_scores, out_rows, {"total_s": total, "compute_s": t_compute, "copy_s": t_copy})
+        return Hits(ids, out_scores, out_rows, {"total_s": total, "compute_s": t_compute, "copy_s": t_copy})
 
     def _executor(self):
         if self._pool is None:
@@ -625,8 +618,8 @@ def _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch):
 
 def _forward_batch(index) -> SparseBatch:
     """All rows (built and added) of an lsr index as one SparseBatch, values as scored."""
-    from lsr.index import kernels as K
-    from lsr.index.seismic import SeismicIndex
+    from . import kernels as K
+    from .seismic import SeismicIndex
 
     if isinstance(index, SeismicIndex):
         a = index._a

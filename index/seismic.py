@@ -19,7 +19,7 @@ import numpy as np
 from .sparse import SparseBatch
 
 from . import kernels as K
-from .base import BaseIndex, Hits, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
+from .base import BaseIndex, Hits, SearchParams, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
 from .ids import IdMap
 from .exact import _load_vocab
 from .storage import IndexFormatError, save_folder
@@ -87,15 +87,11 @@ class SeismicIndex(BaseIndex):
 
     Document values are stored in float16 (as in the official Seismic), so scores and ``get``
     reflect float16-rounded weights; entries that round to zero are dropped.
-    Search knobs: ``query_cut`` (how many of the query's heaviest terms open posting lists),
-    ``heap_factor`` (a block is scored when its summary score is at least ``heap_factor`` times
-    the current k-th best score; 1.0 is the tightest, smaller visits more), ``n_knn`` (kNN-graph
-    refinement, needs ``nknn`` at build).
+    Search knobs: :class:`lsr.index.SearchParams` (``query_cut``, ``heap_factor``, ``n_knn``,
+    ``sorted_blocks``).
     """
 
     kind = "seismic"
-    default_query_cut = 10
-    default_heap_factor = 0.9
 
     def __init__(self, arrays: dict, dim: int, params: SeismicParams, idmap: IdMap, deleted: np.ndarray):
         self.dim = int(dim)
@@ -238,40 +234,27 @@ class SeismicIndex(BaseIndex):
 
     # ------------------------------------------------------------------ search
     def search(self, queries: SparseBatch, k: int = 10, *, query_cut: int | None = None,
-               heap_factor: float | None = None, n_knn: int = 0, sorted_blocks: bool = True,
+               heap_factor: float | None = None, n_knn: int | None = None, sorted_blocks: bool | None = None,
                threads: int | None = None) -> Hits:
-        """Top-``k`` documents per query (see the class docstring for the knobs).
+        """Top-``k`` documents per query; the knobs are :class:`SearchParams` (``None``: default).
 
         One query, or ``threads=1``, runs the single-thread low-latency path; a batch runs on
-        ``threads`` threads (default: all). Empty batch: (0, k) arrays; a query with no terms:
-        a row of -1 / -inf.
+        ``threads`` threads (default: all). Empty batch: (0, k) arrays; a query with no terms, or
+        fewer than ``k`` matches: the row is padded with -1 / -inf.
         """
-        # cheap checks first: an already-validated SparseBatch and plain int/float knobs take
-        # no further validation (the single-query latency is a few microseconds of Python)
+        # cheap checks first: an already-validated SparseBatch and a plain int k take no further
+        # validation, and the knobs' check is cached (the single-query latency is a few microseconds)
         if type(queries) is not SparseBatch or queries.dim != self.dim:
             queries = coerce_queries(queries, self.dim)
-        if type(k) is not int or not 0 < k <= len(self):
-            k = check_k(k, len(self))
-        if query_cut is None:
-            query_cut = self.default_query_cut
-        elif type(query_cut) is not int:
-            if not isinstance(query_cut, (int, np.integer)) or isinstance(query_cut, bool):
-                raise ValueError(f"query_cut must be a positive int, got {query_cut!r}")
-            query_cut = int(query_cut)
-        if query_cut < 1:
-            raise ValueError(f"query_cut must be a positive int, got {query_cut!r}")
-        if heap_factor is None:
-            heap_factor = self.default_heap_factor
-        if not (type(heap_factor) is float or isinstance(heap_factor, (int, float, np.floating))) \
-                or not 0.0 < heap_factor <= 1.0:
-            raise ValueError(f"heap_factor must be in (0, 1], got {heap_factor!r}")
-        if n_knn and (n_knn < 0 or self._a["knn"].shape[1] == 0):
-            raise ValueError(f"n_knn={n_knn} needs an index built with nknn > 0 (this one has "
-                             f"{self._a['knn'].shape[1]} neighbours per document)")
+        if type(k) is not int or k <= 0:
+            k = check_k(k)
+        p = SearchParams.of(query_cut=query_cut, heap_factor=heap_factor, n_knn=n_knn, sorted_blocks=sorted_blocks)
+        if p.n_knn and self._a["knn"].shape[1] == 0:
+            raise ValueError(f"n_knn={p.n_knn} needs an index built with nknn > 0 (this one has no kNN graph)")
         if queries.indptr.shape[0] == 1:
             return self._empty_hits(k)
-        scores, rows = self._run(queries.indptr, queries.indices, queries.values, k, query_cut,
-                                 float(heap_factor), bool(sorted_blocks), int(n_knn), resolve_threads(threads))
+        scores, rows = self._run(queries.indptr, queries.indices, queries.values, k, p.query_cut, p.heap_factor,
+                                 p.sorted_blocks, p.n_knn, resolve_threads(threads))
         return Hits(self._idmap.lookup(rows), scores, rows)
 
     def _run(self, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn, nthreads):

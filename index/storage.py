@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from . import fileio
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,12 @@ def _write_array(folder: Path, name: str, arr: np.ndarray) -> dict:
     fname = f"{name}.npy"
     tmp = folder / f".{fname}.tmp"
     # write to a temp file and rename: an index memory-mapped from this folder keeps its old inode
-    with open(tmp, "wb") as fh:
+    with fileio.open_new(tmp) as fh:
         np.save(fh, arr, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
+        fileio.fsync(fh, site="index.array")
     digest = sha256_file(tmp)
     size = tmp.stat().st_size
-    os.replace(tmp, folder / fname)
+    fileio.replace(tmp, folder / fname)
     return {"file": fname, "dtype": arr.dtype.str, "shape": list(arr.shape), "bytes": size, "sha256": digest}
 
 
@@ -62,7 +62,7 @@ def save_folder(path, kind: str, params: dict, counts: dict, arrays: dict[str, n
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    fileio.makedirs(folder)
     entries = {}
     with ThreadPoolExecutor(max_workers=min(4, max(1, len(arrays)))) as pool:
         futs = {name: pool.submit(_write_array, folder, name, arr) for name, arr in arrays.items()}
@@ -78,12 +78,8 @@ def save_folder(path, kind: str, params: dict, counts: dict, arrays: dict[str, n
     }
     if extra:
         manifest.update(extra)
-    tmp = folder / f".{MANIFEST}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / MANIFEST)
+    # the arrays' renames and the manifest reach the disk together: the manifest is written last
+    fileio.atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(), site="index.manifest")
     log.info("saved %s index to %s (%d arrays)", kind, folder, len(arrays))
     return folder
 

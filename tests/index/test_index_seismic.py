@@ -129,8 +129,10 @@ def test_bad_input(small_random, cls):
     for k in (0, -1):
         with pytest.raises(ValueError, match="k must be positive"):
             index.search(queries, k=k)
-    with pytest.raises(ValueError, match="larger than the collection"):
-        index.search(queries, k=101)
+    padded = index.search(queries, k=101)  # k beyond the collection: rows padded with -1 / -inf
+    assert (padded.rows[:, -1] == -1).all() and np.isneginf(padded.scores[:, -1]).all()
+    with pytest.raises(TypeError, match="heap_facter"):
+        index.search(queries, k=3, heap_facter=0.5)
     with pytest.raises(ValueError, match="k must be an int"):
         index.search(queries, k=2.5)
     wrong = SparseBatch.from_dicts([{0: 1.0}], dim=docs.dim + 1)

@@ -1,9 +1,17 @@
 """Durable, updatable collections: a manifest, immutable segments, a fresh exact segment, a WAL.
 
 Layout of ``<data>/collections/<name>/``: ``manifest.json`` (replaced atomically), ``segments/<seg>/``
-(see :mod:`lsr.service.segment`), ``wal/NNNNNN.log``. A write is appended to the log and fsynced
-before it is applied in memory and acknowledged; a restart replays the log files the manifest has
-not folded in. Searches read an immutable :class:`View`, so writers never block them.
+(see :mod:`lsr.service.segment`), ``wal/NNNNNN.log``, and ``quarantine/`` for segment folders found
+at start-up that the manifest does not list (moved there, never deleted). A write is validated,
+appended to the log and fsynced before it is applied in memory and acknowledged; a restart replays
+the log files the manifest has not folded in. Searches read an immutable :class:`View`, so writers
+never block them. All storage I/O goes through :mod:`lsr.index.fileio`.
+
+Failure model (see the service README, "Durability and repair"): a torn last log record is
+dropped; any other damage leaves the collection in ``CollectionStore.failed`` (HTTP 503 through
+:class:`CollectionFailed`) until ``lsr repair`` salvages it. A full disk during a write raises
+:class:`StorageFull` (507) with the log rolled back and nothing applied; a failing merge is logged,
+counted (``Collection.merge_failures``) and retried later while the documents stay searchable.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -23,24 +32,53 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from lsr.index import ExactIndex, fileio
 from lsr.index.sparse import SparseBatch
 
-from .segment import ExactScorer, Segment, SegmentError, verify_segment
-from .wal import WriteAheadLog, atomic_write, fsync_dir, log_numbers, log_name, replay
+from .segment import Segment, SegmentError, verify_segment
+from .wal import DISK_FULL_ERRNOS, WalCorruption, WalDiskFull, WriteAheadLog, log_name, log_numbers, scan_log
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 FRESH = ("fresh", -1)
+#: Largest accepted term weight. The Seismic index stores weights as float16, whose largest finite
+#: value this is; anything larger would be clipped in the index (and 1e300 becomes inf in float32).
+MAX_WEIGHT = 65504.0
+#: Largest accepted vocabulary size (term ids are int32 everywhere).
+MAX_DIM = 2**31 - 1
 
 
 class CollectionError(ValueError):
-    """Bad request against a collection (maps to a 4xx); ``status`` says which."""
+    """Bad request against a collection (maps to a 4xx/5xx); ``status`` says which."""
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+class CollectionFailed(CollectionError):
+    """The collection exists but could not be opened (``reason``); 503 until it is repaired."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"collection {name!r} is unavailable: it failed to open: {reason}", 503)
+        self.name = name
+        self.reason = reason
+
+
+class StorageFull(CollectionError):
+    """The disk (or quota) is full: the write was not applied (507 Insufficient Storage)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 507)
+
+
+class MergeFailed(CollectionError):
+    """A merge failed (logged and counted); the documents stay searchable from the log (500)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 500)
 
 
 def validate_name(name: str) -> str:
@@ -50,6 +88,82 @@ def validate_name(name: str) -> str:
             422,
         )
     return name
+
+
+def validate_dim(dim) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= int(dim) <= MAX_DIM:
+        raise CollectionError(f"dim must be an integer in [1, {MAX_DIM}], got {dim!r}", 422)
+    return int(dim)
+
+
+def check_vector(doc_id: str, indices, values, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate one document vector; returns it as sorted int32 ids / float32 weights.
+
+    Term ids must be integers in ``[0, dim)`` without duplicates, weights finite, > 0 and
+    <= :data:`MAX_WEIGHT`. Raises :class:`CollectionError` (422) naming the document.
+    """
+    idx = np.asarray(indices)
+    val = np.asarray(values)
+    if idx.ndim != 1 or val.ndim != 1 or idx.shape != val.shape:
+        raise CollectionError(f"document {doc_id!r}: term ids and weights must be two lists of one length", 422)
+    if idx.size:
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise CollectionError(f"document {doc_id!r}: term ids must be integers", 422)
+        if not np.issubdtype(val.dtype, np.floating) and not np.issubdtype(val.dtype, np.integer):
+            raise CollectionError(f"document {doc_id!r}: weights must be numbers", 422)
+        idx64 = idx.astype(np.int64)
+        bad = (idx64 < 0) | (idx64 >= dim)
+        if bad.any():
+            raise CollectionError(
+                f"document {doc_id!r}: term id {int(idx64[np.argmax(bad)])} outside the collection's vocabulary [0, {dim})", 422)
+        v64 = val.astype(np.float64)
+        ok = np.isfinite(v64) & (v64 > 0) & (v64 <= MAX_WEIGHT)
+        if not ok.all():
+            w = float(v64[np.argmin(ok)])
+            raise CollectionError(
+                f"document {doc_id!r}: weight {w!r} for term {int(idx64[np.argmin(ok)])} is not a finite number "
+                f"in (0, {MAX_WEIGHT:g}]", 422)
+        order = np.argsort(idx64, kind="stable")
+        idx64, v64 = idx64[order], v64[order]
+        if idx64.size > 1 and (np.diff(idx64) == 0).any():
+            dup = int(idx64[1:][np.diff(idx64) == 0][0])
+            raise CollectionError(f"document {doc_id!r}: term id {dup} appears twice", 422)
+        v32 = v64.astype(np.float32)
+        if (v32 <= 0).any():  # a positive weight below float32's smallest subnormal
+            raise CollectionError(f"document {doc_id!r}: weight too small for float32", 422)
+        return idx64.astype(np.int32), v32
+    return np.zeros(0, np.int32), np.zeros(0, np.float32)
+
+
+def validate_record(rec: dict, dim: int) -> None:
+    """Check a log record's shape and vectors (replay and repair); raises ValueError."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int):
+        raise ValueError("record lacks an integer 'seq'")
+    op = rec.get("op")
+    if op == "upsert":
+        docs = rec.get("docs")
+        if not isinstance(docs, list):
+            raise ValueError("upsert record lacks 'docs'")
+        for d in docs:
+            if not isinstance(d, dict) or not isinstance(d.get("id"), str):
+                raise ValueError("upsert record has a document without a string 'id'")
+            if not isinstance(d.get("t"), list) or not isinstance(d.get("w"), list):
+                raise ValueError(f"document {d['id']!r} lacks 't'/'w' lists")
+            try:
+                check_vector(d["id"], np.asarray(d["t"], np.int64) if d["t"] else np.zeros(0, np.int64),
+                             np.asarray(d["w"], np.float64) if d["w"] else np.zeros(0), dim)
+            except (CollectionError, TypeError, OverflowError) as exc:
+                raise ValueError(str(exc)) from None
+            if d.get("metadata") is not None and not isinstance(d["metadata"], dict):
+                raise ValueError(f"document {d['id']!r}: metadata is not an object")
+            if d.get("text") is not None and not isinstance(d["text"], str):
+                raise ValueError(f"document {d['id']!r}: text is not a string")
+    elif op == "delete":
+        ids = rec.get("ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError("delete record lacks a list of string 'ids'")
+    else:
+        raise ValueError(f"unknown op {op!r}")
 
 
 @dataclass
@@ -63,7 +177,7 @@ class FreshDoc:
 
 @dataclass
 class DocIn:
-    """One resolved document to write: its vector as sorted term ids and weights."""
+    """One resolved document to write: its vector as term ids and weights."""
 
     id: str
     indices: np.ndarray
@@ -80,6 +194,15 @@ class Candidate:
     row: int
 
 
+def _fetch_size(k: int, n: int, n_dead: int) -> int:
+    """How many hits to ask a segment for so that, after dropping its tombstoned rows, ``k`` live
+    ones most likely remain: scaled by the live share plus a margin, never all the tombstones."""
+    if not n_dead:
+        return min(k, n)
+    live_share = max(1e-3, 1.0 - n_dead / n)
+    return min(n, k + n_dead, int(math.ceil(k / live_share * 1.25)) + 8)
+
+
 class View:
     """An immutable snapshot of a collection for searching."""
 
@@ -90,37 +213,58 @@ class View:
         self.fresh = fresh  # id -> FreshDoc (a private copy)
         self.dim = dim
         self._fresh_ids: list[str] | None = None
-        self._scorer: ExactScorer | None = None
+        self._scorer: ExactIndex | None = None
         self._lock = threading.Lock()
+        self.research_count = 0  # segment searches repeated with a larger k (too many tombstones hit)
 
-    def fresh_scorer(self) -> tuple[list[str], ExactScorer]:
+    def fresh_scorer(self) -> tuple[list[str], ExactIndex]:
         with self._lock:
             if self._scorer is None:
                 ids = list(self.fresh)
                 batch = _batch_from_fresh([self.fresh[i] for i in ids], self.dim)
-                self._fresh_ids, self._scorer = ids, ExactScorer(batch)
+                self._fresh_ids, self._scorer = ids, ExactIndex.build(batch)
             return self._fresh_ids, self._scorer
+
+    def _segment_hits(self, seg: Segment, queries: SparseBatch, k: int, knobs: dict, threads) -> list[list]:
+        """Live ``(row, score)`` hits per query, at least ``k`` where the segment has them."""
+        dead = self.dead[seg.name]
+        n = len(seg)
+        n_dead = self.dead_counts[seg.name]
+        fetch = _fetch_size(k, n, n_dead)
+        out: list[list] = [[] for _ in range(len(queries))]
+        todo = np.arange(len(queries))
+        batch = queries
+        while True:
+            rows, scores = seg.search(batch, fetch, knobs, threads)
+            short = []
+            for j, q in enumerate(todo):
+                live = [(int(r), float(s)) for r, s in zip(rows[j], scores[j])
+                        if r >= 0 and np.isfinite(s) and not dead[r]]
+                out[q] = live
+                # the index returned a full list yet tombstones ate it: ask again for more
+                if len(live) < k and rows.shape[1] and rows[j, -1] >= 0:
+                    short.append(j)
+            ceiling = min(n, k + n_dead)
+            if not short or fetch >= ceiling:
+                return out
+            fetch = min(ceiling, fetch * 4)
+            todo = todo[short]
+            batch = batch[np.asarray(short, np.int64)]
+            self.research_count += 1
 
     def search(self, queries: SparseBatch, k: int, knobs: dict, threads: int | None) -> list[list[Candidate]]:
         nq = len(queries)
         per_query: list[list[Candidate]] = [[] for _ in range(nq)]
         for seg in self.segments:
-            dead = self.dead[seg.name]
-            n_dead = self.dead_counts[seg.name]
-            if len(seg) - n_dead <= 0:
+            if len(seg) - self.dead_counts[seg.name] <= 0:
                 continue
-            # Over-fetch by the number of tombstoned rows so filtering them leaves k.
-            rows, scores = seg.search(queries, k + n_dead, knobs, threads)
-            for q in range(nq):
-                for r, s in zip(rows[q], scores[q]):
-                    if r < 0 or not np.isfinite(s) or dead[r]:
-                        continue
-                    per_query[q].append(Candidate(seg.ids[r], float(s), seg.name, int(r)))
+            for q, hits in enumerate(self._segment_hits(seg, queries, k, knobs, threads)):
+                per_query[q].extend(Candidate(seg.ids[r], s, seg.name, r) for r, s in hits)
         if self.fresh:
             ids, scorer = self.fresh_scorer()
-            rows, scores = scorer.search(queries, min(k, len(ids)))
+            hits = scorer.search(queries, min(k, len(ids)), threads=1)
             for q in range(nq):
-                for r, s in zip(rows[q], scores[q]):
+                for r, s in zip(hits.rows[q], hits.scores[q]):
                     if r >= 0 and np.isfinite(s):
                         per_query[q].append(Candidate(ids[r], float(s), "fresh", int(r)))
         out = []
@@ -163,7 +307,17 @@ class MergePolicy:
     min_docs: int = 1000  # merge once the fresh segment holds this many documents
     idle_s: float = 10.0  # or once writes have been quiet this long
     max_segments: int = 8  # compact all segments into one past this many
-    max_dead_fraction: float = 0.25  # or when this share of sealed rows is tombstoned
+    max_dead_fraction: float = 0.25  # compact all segments when this share of all sealed rows is tombstoned
+    segment_dead_fraction: float = 0.10  # rewrite any one segment whose tombstoned share passes this
+    retry_s: float = 5.0  # after a failed merge wait this long (doubling per failure, up to 300 s)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class Collection:
@@ -188,18 +342,28 @@ class Collection:
         self.view: View
         self._wal: WriteAheadLog | None = None
         self._wal_bytes = 0
+        self.merge_failures = 0  # merges that failed since start (exported as a metric)
+        self.merge_failures_in_row = 0
+        self.last_merge_error: str | None = None
+        self.next_merge_at = 0.0  # monotonic time before which the background merger waits
+        self.dropped_tail_bytes = 0  # torn log tail dropped at open
+        self.quarantined: list[str] = []  # segment folders moved to quarantine/ at open
+        self._manifest_durable = False
 
     # ------------------------------------------------------------------ create / open
     @classmethod
     def create(cls, root: Path, name: str, config: dict, policy: MergePolicy | None = None) -> "Collection":
         validate_name(name)
+        config = dict(config)
+        config["dim"] = validate_dim(config.get("dim"))
         root = Path(root)
         final = root / name
         if final.exists():
             raise CollectionError(f"collection {name!r} already exists", 409)
         tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-        (tmp / "segments").mkdir(parents=True)
-        (tmp / "wal").mkdir()
+        fileio.makedirs(tmp)
+        fileio.makedirs(tmp / "segments")
+        WriteAheadLog.create(tmp / "wal", 1).close()  # the current log exists before a manifest names it
         manifest = {
             "format": MANIFEST_FORMAT,
             "name": name,
@@ -211,31 +375,43 @@ class Collection:
             "seq": 0,
             "created_at": time.time(),
         }
-        atomic_write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
-        fsync_dir(tmp / "segments")
-        fsync_dir(tmp / "wal")
-        fsync_dir(tmp)
+        # the folder's fsync (in atomic_write) also makes its segments/ and wal/ entries durable
+        fileio.atomic_write(tmp / "manifest.json", json.dumps(manifest, indent=1).encode(), site="create.manifest")
+        if final.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CollectionError(f"collection {name!r} already exists", 409)
         try:
-            os.rename(tmp, final)  # fails if a concurrent create won
+            fileio.replace(tmp, final)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             raise CollectionError(f"collection {name!r} already exists", 409) from None
-        fsync_dir(root)
+        fileio.fsync_dir(root, site="create.rename")
         return cls.open(final, policy)
 
     @classmethod
-    def open(cls, path: Path, policy: MergePolicy | None = None, *, verify: bool = False) -> "Collection":
+    def open(cls, path: Path, policy: MergePolicy | None = None, *, verify: bool = True) -> "Collection":
+        """Open a collection folder. Segment checksums are verified unless ``verify=False``.
+
+        Raises (and the store records the collection as failed) on a missing or unreadable
+        manifest, a damaged segment, a missing current log, or log corruption other than a torn
+        tail of the last log file (:class:`~lsr.service.wal.WalCorruption`).
+        """
         path = Path(path)
-        manifest = json.loads((path / "manifest.json").read_text())
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise SegmentError(f"{path}/manifest.json: unsupported format {manifest.get('format')!r}")
+        mpath = path / "manifest.json"
+        if not mpath.is_file():
+            raise SegmentError("manifest.json is missing")
+        try:
+            manifest = json.loads(mpath.read_bytes())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SegmentError(f"manifest.json is not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+            raise SegmentError(f"manifest.json: unsupported format {manifest.get('format') if isinstance(manifest, dict) else None!r}")
         col = cls(path, manifest, policy)
         referenced = {s["name"] for s in manifest["segments"]}
         seg_root = path / "segments"
-        for p in seg_root.iterdir() if seg_root.exists() else []:
+        for p in sorted(seg_root.iterdir()) if seg_root.exists() else []:
             if p.name not in referenced:  # left by a merge that crashed before its manifest swap
-                log.info("%s: removing unreferenced segment %s", col.name, p.name)
-                shutil.rmtree(p, ignore_errors=True)
+                col._quarantine(p)
         for s in manifest["segments"]:
             seg = Segment.load(seg_root / s["name"], verify=verify)
             dead = np.zeros(len(seg), bool)
@@ -247,24 +423,54 @@ class Collection:
                 if not dead[r]:
                     col.loc[doc_id] = (seg.name, r)
         wal_dir = path / "wal"
-        wal_dir.mkdir(exist_ok=True)
         start = int(manifest["wal_start"])
-        for n in log_numbers(wal_dir):
+        numbers = log_numbers(wal_dir) if wal_dir.is_dir() else []
+        current = [n for n in numbers if n >= start]
+        if not current or current[0] != start:
+            later = f" while later logs exist ({', '.join(log_name(n) for n in current)})" if current else ""
+            raise SegmentError(f"wal/{log_name(start)}, the current log named by the manifest, is missing{later}")
+        for a, b in zip(current, current[1:]):
+            if b != a + 1:
+                raise SegmentError(f"wal/{log_name(a + 1)} is missing (the log files are not contiguous)")
+        n_replayed = 0
+        last_scan = None
+        for i, n in enumerate(current):
+            scan = scan_log(wal_dir / log_name(n), last=(i == len(current) - 1))
+            for off, rec in zip(scan.offsets, scan.records):
+                try:
+                    validate_record(rec, col.dim)
+                except ValueError as exc:
+                    raise WalCorruption(log_name(n), off, f"record fails validation: {exc}") from None
+                col._apply(rec)
+                n_replayed += 1
+            last_scan = scan
+        col.dropped_tail_bytes = last_scan.size - last_scan.valid_bytes
+        for n in numbers:  # folded into segments by a merge whose manifest swap is durable
             if n < start:
                 (wal_dir / log_name(n)).unlink(missing_ok=True)
-        n_replayed = 0
-        for _, rec in replay(wal_dir, start):
-            col._apply(rec)
-            n_replayed += 1
-        numbers = log_numbers(wal_dir)
-        col._wal = WriteAheadLog(wal_dir, numbers[-1] if numbers else start)
-        col._wal_bytes = sum((wal_dir / log_name(n)).stat().st_size for n in log_numbers(wal_dir))
+        col._wal = WriteAheadLog(wal_dir, current[-1], valid_bytes=last_scan.valid_bytes)
+        col._wal_bytes = sum((wal_dir / log_name(n)).stat().st_size for n in current)
         col._publish()
         log.info(
             "opened collection %s: %d docs (%d fresh) in %d segments, %d log records replayed",
             col.name, len(col.loc), len(col.fresh), len(col.segments), n_replayed,
         )
         return col
+
+    def _quarantine(self, seg_path: Path) -> None:
+        """Move a segment folder the manifest does not list to ``quarantine/`` (never delete it)."""
+        qdir = self.path / "quarantine"
+        fileio.makedirs(qdir)
+        dest = qdir / seg_path.name
+        if dest.exists():
+            dest = qdir / f"{seg_path.name}.{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        fileio.replace(seg_path, dest)
+        fileio.fsync_dir(qdir, site="quarantine")
+        fileio.fsync_dir(seg_path.parent, site="quarantine.segments")
+        fileio.fsync_dir(self.path, site="quarantine.collection")
+        self.quarantined.append(dest.name)
+        log.warning("collection %s: segment folder %s is not in the manifest (a merge cut short?); moved to "
+                    "quarantine/%s", self.name, seg_path.name, dest.name)
 
     def close(self) -> None:
         with self._lock:
@@ -317,22 +523,36 @@ class Collection:
         if self.closed:
             raise CollectionError(f"collection {self.name!r} was deleted", 404)
 
+    def _append(self, rec: dict) -> None:
+        try:
+            self._wal_bytes += self._wal.append(rec)
+        except WalDiskFull:
+            raise StorageFull(
+                f"collection {self.name!r}: no space left on the data disk; the write was not applied "
+                "(free space and retry)") from None
+
     def upsert(self, docs: Sequence[DocIn]) -> int:
-        """Add or replace documents; returns after the log record is fsynced and applied."""
+        """Add or replace documents; returns after the log record is fsynced and applied.
+
+        Every vector is validated first (:func:`check_vector`); a violation raises
+        :class:`CollectionError` 422 naming the document and nothing is written.
+        """
+        checked = []
         for d in docs:
-            if d.indices.size and (int(d.indices.max()) >= self.dim or int(d.indices.min()) < 0):
-                raise CollectionError(f"document {d.id!r}: term id outside the collection's vocabulary [0, {self.dim})", 422)
+            if not isinstance(d.id, str) or not d.id:
+                raise CollectionError(f"document id {d.id!r} must be a non-empty string", 422)
+            checked.append(check_vector(d.id, d.indices, d.values, self.dim))
         with self._lock:
             self._check_open()
             rec = {
                 "seq": self.seq + 1,
                 "op": "upsert",
                 "docs": [
-                    {"id": d.id, "t": d.indices.tolist(), "w": d.values.tolist(), "text": d.text, "metadata": d.metadata}
-                    for d in docs
+                    {"id": d.id, "t": idx.tolist(), "w": val.tolist(), "text": d.text, "metadata": d.metadata}
+                    for d, (idx, val) in zip(docs, checked)
                 ],
             }
-            self._wal_bytes += self._wal.append(rec)
+            self._append(rec)
             self._apply(rec)
             self.last_write = time.monotonic()
             self._publish()
@@ -347,7 +567,7 @@ class Collection:
             missing = [i for i in ids if i not in self.loc]
             if found:
                 rec = {"seq": self.seq + 1, "op": "delete", "ids": found}
-                self._wal_bytes += self._wal.append(rec)
+                self._append(rec)
                 self._apply(rec)
                 self.last_write = time.monotonic()
                 self._publish()
@@ -402,46 +622,71 @@ class Collection:
             "documents": len(self.loc),
             "fresh_documents": len(view.fresh),
             "segments": seg_info,
+            "segment_count": len(seg_info),
             "bytes": sum(s["bytes"] for s in seg_info) + self._wal_bytes,
             "wal_bytes": self._wal_bytes,
             "generation": self.manifest["generation"],
             "seq": self.seq,
+            "merge_failures": self.merge_failures,
+            "last_merge_error": self.last_merge_error,
         }
 
     # ------------------------------------------------------------------ merge
-    def needs_merge(self) -> bool:
-        if not self.fresh:
-            return self._needs_compaction()
-        return (
-            len(self.fresh) >= self.policy.min_docs
-            or time.monotonic() - self.last_write >= self.policy.idle_s
-            or self._needs_compaction()
-        )
+    def _select_folded(self, compact: bool | None) -> list[Segment]:
+        """Segments a merge rewrites: all when compacting (asked, too many segments, or too many
+        tombstones overall), else each one whose tombstoned share passes the policy's threshold."""
+        if not self.segments:
+            return []
+        if compact:
+            return list(self.segments)
+        if compact is None:
+            total = sum(len(s) for s in self.segments)
+            dead = sum(int(d.sum()) for d in self.dead.values())
+            if len(self.segments) > self.policy.max_segments or (total and dead / total > self.policy.max_dead_fraction):
+                return list(self.segments)
+        thr = self.policy.segment_dead_fraction
+        return [s for s in self.segments if len(s) and int(self.dead[s.name].sum()) / len(s) > thr]
 
-    def _needs_compaction(self) -> bool:
-        if len(self.segments) > self.policy.max_segments:
+    def needs_merge(self) -> bool:
+        if self._select_folded(None):
             return True
-        total = sum(len(s) for s in self.segments)
-        dead = sum(int(d.sum()) for d in self.dead.values())
-        return total > 0 and dead / total > self.policy.max_dead_fraction
+        if not self.fresh:
+            return False
+        return len(self.fresh) >= self.policy.min_docs or time.monotonic() - self.last_write >= self.policy.idle_s
+
+    def _merge_failed(self, exc: BaseException, what: str) -> CollectionError:
+        self.merge_failures += 1
+        self.merge_failures_in_row += 1
+        self.last_merge_error = f"{what}: {exc}"
+        delay = min(300.0, self.policy.retry_s * 2 ** (self.merge_failures_in_row - 1))
+        self.next_merge_at = time.monotonic() + delay
+        log.error("collection %s: merge failed (%s: %s); the documents stay searchable from the log; retry in %.0f s",
+                  self.name, what, exc, delay, exc_info=exc)
+        if _is_disk_full(exc):
+            return StorageFull(f"collection {self.name!r}: merge failed, no space left on the data disk")
+        return MergeFailed(f"collection {self.name!r}: merge failed ({what}: {exc})")
 
     def merge(self, *, force: bool = False, compact: bool | None = None) -> bool:
-        """Fold the fresh documents (and, when compacting, every segment) into a new segment."""
+        """Fold the fresh documents (and the segments the policy picks, or all when ``compact``)
+        into a new segment. Returns whether a merge ran; raises :class:`StorageFull` or
+        :class:`MergeFailed` when it failed (counted in ``merge_failures``; nothing changes)."""
         with self._merge_lock:
             with self._lock:
                 self._check_open()
-                if compact is None:
-                    compact = self._needs_compaction()
-                if not self.fresh and not compact:
+                folded = self._select_folded(compact)
+                if not self.fresh and not folded:
                     return False
-                if not force and not compact and not self.needs_merge():
+                if not force and not folded and not self.needs_merge():
                     return False
                 fresh_snap = list(self.fresh.items())
-                folded = list(self.segments) if compact else []
                 folded_dead = {s.name: self.dead[s.name] for s in folded}
                 old_wal = self._wal.number
+                try:  # writes from now on go to a new log, so the old ones can be dropped afterwards
+                    new_wal = WriteAheadLog.create(self.path / "wal", old_wal + 1)
+                except OSError as exc:
+                    raise self._merge_failed(exc, "starting a new log file") from exc
                 self._wal.close()
-                self._wal = WriteAheadLog(self.path / "wal", old_wal + 1)
+                self._wal = new_wal
                 generation = self.manifest["generation"] + 1
             # Build outside the write lock: writes and searches go on meanwhile.
             ids: list[str] = []
@@ -449,35 +694,39 @@ class Collection:
             texts: list = []
             metas: list = []
             parts: list[SparseBatch] = []
-            for seg in folded:
-                live = np.flatnonzero(~folded_dead[seg.name])
-                if live.size:
-                    parts.append(seg.vectors[live])
-                for r in live:
-                    doc = seg.doc(int(r))
-                    ids.append(seg.ids[r])
-                    sources.append((seg.name, int(r)))
-                    texts.append(doc.get("text"))
-                    metas.append(doc.get("metadata"))
-            if fresh_snap:
-                parts.append(_batch_from_fresh([d for _, d in fresh_snap], self.dim))
-                for doc_id, d in fresh_snap:
-                    ids.append(doc_id)
-                    sources.append(("fresh", d.seq))
-                    texts.append(d.text)
-                    metas.append(d.metadata)
-            new_seg = None
             seg_name = f"seg-{generation:06d}"
-            if ids:
-                vectors = SparseBatch.concat(parts)
-                new_seg = Segment.build(
-                    self.path / "segments" / seg_name, vectors, ids, texts, metas, self.config.get("index") or {}
-                )
+            new_seg = None
+            try:
+                for seg in folded:
+                    live = np.flatnonzero(~folded_dead[seg.name])
+                    if live.size:
+                        parts.append(seg.vectors[live])
+                    for r in live:
+                        doc = seg.doc(int(r))
+                        ids.append(seg.ids[r])
+                        sources.append((seg.name, int(r)))
+                        texts.append(doc.get("text"))
+                        metas.append(doc.get("metadata"))
+                if fresh_snap:
+                    parts.append(_batch_from_fresh([d for _, d in fresh_snap], self.dim))
+                    for doc_id, d in fresh_snap:
+                        ids.append(doc_id)
+                        sources.append(("fresh", d.seq))
+                        texts.append(d.text)
+                        metas.append(d.metadata)
+                if ids:
+                    vectors = SparseBatch.concat(parts)
+                    new_seg = Segment.build(
+                        self.path / "segments" / seg_name, vectors, ids, texts, metas, self.config.get("index") or {}
+                    )
+            except Exception as exc:
+                raise self._merge_failed(exc, f"building segment {seg_name}") from exc
             with self._lock:
                 if self.closed:
                     return False
                 kept = [s for s in self.segments if s not in folded]
                 new_dead = {s.name: self.dead[s.name] for s in kept}
+                moves: list[tuple[str, int, bool]] = []  # (id, row, from fresh)
                 if new_seg is not None:
                     dead = np.zeros(len(new_seg), bool)
                     for r, (doc_id, src) in enumerate(zip(ids, sources)):
@@ -487,9 +736,7 @@ class Collection:
                         else:
                             live = cur == src
                         if live:
-                            self.loc[doc_id] = (new_seg.name, r)
-                            if src[0] == "fresh":
-                                del self.fresh[doc_id]
+                            moves.append((doc_id, r, src[0] == "fresh"))
                         else:
                             dead[r] = True
                     new_dead[new_seg.name] = dead
@@ -502,23 +749,63 @@ class Collection:
                     wal_start=old_wal + 1,
                     seq=self.seq,
                 )
-                atomic_write(self.path / "manifest.json", json.dumps(manifest).encode())
+                committed = self._write_manifest(manifest, new_seg)
+                if committed is not True:
+                    raise committed
+                for doc_id, r, from_fresh in moves:
+                    self.loc[doc_id] = (new_seg.name, r)
+                    if from_fresh:
+                        del self.fresh[doc_id]
                 self.manifest = manifest
                 self.segments = kept
                 self.dead = new_dead
                 self._publish()
-                for n in log_numbers(self.path / "wal"):
-                    if n <= old_wal:
-                        p = self.path / "wal" / log_name(n)
-                        self._wal_bytes -= p.stat().st_size
-                        p.unlink(missing_ok=True)
-            for seg in folded:  # open handles in running searches keep the unlinked files alive
-                shutil.rmtree(seg.path, ignore_errors=True)
+                self.merge_failures_in_row = 0
+                self.next_merge_at = 0.0
+                if self._manifest_durable:
+                    for n in log_numbers(self.path / "wal"):
+                        if n <= old_wal:
+                            p = self.path / "wal" / log_name(n)
+                            self._wal_bytes -= p.stat().st_size
+                            p.unlink(missing_ok=True)
+            if folded and self._manifest_durable:
+                for seg in folded:  # open handles in running searches keep the unlinked files alive
+                    shutil.rmtree(seg.path, ignore_errors=True)
+                try:  # else they would come back at a power cut and be quarantined at the next start
+                    fileio.fsync_dir(self.path / "segments", site="merge.cleanup")
+                except OSError as exc:
+                    log.warning("collection %s: cannot sync segments/ after removing merged segments: %s", self.name, exc)
             log.info(
                 "collection %s: merged %d fresh docs%s into %s",
                 self.name, len(fresh_snap), f" and {len(folded)} segments" if folded else "", seg_name,
             )
             return True
+
+    def _write_manifest(self, manifest: dict, new_seg: Segment | None):
+        """Write the manifest as atomic_write does, keeping track of how far it got. Returns True
+        once the rename happened (the merge is committed, durable or not), else the error to raise
+        (the new segment folder is removed and nothing changed)."""
+        path = self.path / "manifest.json"
+        tmp = path.with_name(".manifest.json.tmp")
+        self._manifest_durable = False
+        try:
+            with fileio.open_new(tmp) as fh:
+                fileio.write(fh, json.dumps(manifest).encode())
+                fileio.fsync(fh, site="manifest:file")
+            fileio.replace(tmp, path)
+        except OSError as exc:
+            if new_seg is not None:
+                shutil.rmtree(new_seg.path, ignore_errors=True)
+            tmp.unlink(missing_ok=True)
+            return self._merge_failed(exc, "writing the manifest")
+        try:
+            fileio.fsync_dir(self.path, site="manifest:dir")
+            self._manifest_durable = True
+        except OSError as exc:
+            # The new manifest is in place but maybe not durable: keep the old logs and segments
+            # (a restart may find either manifest, and both must find their files).
+            self._merge_failed(exc, "syncing the collection folder after the manifest swap")
+        return True
 
     def verify(self) -> None:
         """Check every segment's checksums and that the manifest references only whole segments."""
@@ -531,17 +818,27 @@ def _cache_bytes(seg: Segment) -> int:
     return seg.meta["_bytes"]
 
 
+def _reason(exc: BaseException, path: Path) -> str:
+    """An error's message without server paths (collection-relative file names only)."""
+    msg = str(exc)
+    for prefix in (str(path) + "/", str(path)):
+        msg = msg.replace(prefix, "")
+    return f"{type(exc).__name__}: {msg}"
+
+
 class CollectionStore:
-    """All collections under ``<data>/collections``; holds the data folder's process lock."""
+    """All collections under ``<data>/collections``; holds the data folder's process lock.
+
+    ``collections``: name -> open :class:`Collection`. ``failed``: name -> why it could not be
+    opened (collection-relative file names, no server paths); :meth:`get` raises
+    :class:`CollectionFailed` (503) for those, :meth:`create` 409.
+    """
 
     def __init__(self, data_dir: str | Path, policy: MergePolicy | None = None):
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / "collections"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.policy = policy or MergePolicy()
-        self.collections: dict[str, Collection] = {}
-        self._lock = threading.Lock()
-        self._lock_fh = open(self.data_dir / "LOCK", "a+")
+        fileio.makedirs(self.data_dir)
+        self._lock_fh = os.fdopen(os.open(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, fileio.FILE_MODE), "r+")
         try:
             fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -549,33 +846,92 @@ class CollectionStore:
             raise RuntimeError(
                 f"{self.data_dir} is in use by another lsr process (a running server?); stop it or use another --data"
             ) from None
+        if not self.root.is_dir():
+            fileio.makedirs(self.root)
+            fileio.fsync_dir(self.data_dir, site="store.root")
+        self.policy = policy or MergePolicy()
+        self.collections: dict[str, Collection] = {}
+        self.failed: dict[str, str] = {}
+        self._lock = threading.Lock()
         self.ready = False
         self._stop = threading.Event()
         self._merger: threading.Thread | None = None
 
-    def load_all(self, verify: bool = False, *, mark_ready: bool = True) -> None:
+    # ------------------------------------------------------------------ metrics
+    @property
+    def merge_failures(self) -> dict[str, int]:
+        """name -> merges that failed since start (a counter)."""
+        return {name: col.merge_failures for name, col in list(self.collections.items())}
+
+    def metrics(self) -> dict:
+        """Per-collection gauges and counters for an exporter, plus the failed collections."""
+        out = {}
+        for name, col in list(self.collections.items()):
+            view = col.view
+            out[name] = {
+                "documents": len(col.loc),
+                "fresh_documents": len(view.fresh),
+                "segments": len(view.segments),
+                "log_bytes": col._wal_bytes,
+                "merge_failures": col.merge_failures,
+                "deleted_rows": sum(view.dead_counts.values()),
+            }
+        return {"collections": out, "failed": dict(self.failed)}
+
+    # ------------------------------------------------------------------ open / lookup
+    def load_all(self, verify: bool = True, *, mark_ready: bool = True) -> None:
+        """Open every collection. Segment checksums are always verified (``verify`` is kept for
+        callers of the old signature). One that cannot open goes to ``failed``, not away."""
         for p in sorted(self.root.iterdir()):
             if p.name.startswith(".tmp-") or p.name.startswith(".trash-"):
+                # an unfinished create (never acknowledged) or a deleted collection
                 shutil.rmtree(p, ignore_errors=True)
                 continue
-            if not (p / "manifest.json").exists():
+            if not p.is_dir() or not NAME_RE.match(p.name):
                 continue
-            try:
-                self.collections[p.name] = Collection.open(p, self.policy, verify=verify)
-            except Exception:
-                log.exception("cannot open collection %s; it is left out", p)
+            self._open_one(p)
         self.ready = mark_ready
+
+    def _open_one(self, p: Path) -> Collection | None:
+        try:
+            col = Collection.open(p, self.policy, verify=True)
+        except Exception as exc:
+            reason = _reason(exc, p)
+            self.failed[p.name] = reason
+            log.error("collection %s failed to open and is unavailable until repaired: %s", p.name, reason)
+            return None
+        self.collections[p.name] = col
+        self.failed.pop(p.name, None)
+        return col
+
+    def reopen(self, name: str) -> Collection:
+        """Try a failed collection again (after ``lsr repair`` with the server stopped... or a fix)."""
+        validate_name(name)
+        with self._lock:
+            if name in self.collections:
+                return self.collections[name]
+            col = self._open_one(self.root / name)
+            if col is None:
+                raise CollectionFailed(name, self.failed[name])
+            return col
 
     def get(self, name: str) -> Collection:
         validate_name(name)
         col = self.collections.get(name)
         if col is None:
+            reason = self.failed.get(name)
+            if reason is not None:
+                raise CollectionFailed(name, reason)
             raise CollectionError(f"collection {name!r} not found", 404)
         return col
 
     def create(self, name: str, config: dict) -> Collection:
         validate_name(name)
         with self._lock:
+            if name in self.failed:
+                raise CollectionError(
+                    f"collection {name!r} already exists but failed to open ({self.failed[name]}); repair or delete it",
+                    409)
             if name in self.collections:
                 raise CollectionError(f"collection {name!r} already exists", 409)
             col = Collection.create(self.root, name, config, self.policy)
@@ -583,25 +939,39 @@ class CollectionStore:
             return col
 
     def delete(self, name: str) -> None:
+        """Delete a collection (also a failed one): renamed away durably, then removed."""
+        validate_name(name)
         with self._lock:
-            col = self.get(name)
-            with col._merge_lock:
-                col.close()
+            if name in self.failed:
+                path, col = self.root / name, None
+            else:
+                col = self.get(name)
+                path = col.path
+            lock = col._merge_lock if col is not None else threading.Lock()
+            with lock:
+                if col is not None:
+                    col.close()
                 trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
-                os.rename(col.path, trash)
-                fsync_dir(self.root)
-                del self.collections[name]
+                fileio.replace(path, trash)
+                fileio.fsync_dir(self.root, site="store.delete")
+                self.collections.pop(name, None)
+                self.failed.pop(name, None)
             shutil.rmtree(trash, ignore_errors=True)
 
+    # ------------------------------------------------------------------ background merges
     def start_merger(self, interval: float = 1.0) -> None:
         def loop():
             while not self._stop.wait(interval):
                 for col in list(self.collections.values()):
                     if self._stop.is_set():
                         return
+                    if col.closed or time.monotonic() < col.next_merge_at:
+                        continue
                     try:
-                        if not col.closed and col.needs_merge():
+                        if col.needs_merge():
                             col.merge()
+                    except CollectionError:
+                        pass  # logged and counted by the merge; retried after its back-off
                     except Exception:
                         log.exception("background merge of %s failed", col.name)
 

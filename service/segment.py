@@ -1,8 +1,12 @@
-"""Immutable on-disk segments of a collection, and the exact scorer used for fresh documents.
+"""Immutable on-disk segments of a collection.
 
 A segment folder holds the document vectors (``vectors.npz``), the stored documents
-(``docs.jsonl`` + row offsets), a Seismic index (``index/``, built by :mod:`lsr.index`) and
-``segment.json`` with sha256 checksums of every file, written last so a segment is whole or absent.
+(``docs.jsonl`` + row offsets, ``meta.jsonl`` + row offsets), a Seismic index (``index/``, built by
+:mod:`lsr.index`) and ``segment.json`` with the sha256 of every file, written last. Every file and
+folder is fsynced through :mod:`lsr.index.fileio` (sites ``segment.file``, ``segment.dir``, and
+``segments.dir`` for the parent ``segments/`` folder) before a manifest may name the segment.
+Loading verifies the checksums by default (``verify=False`` skips them for a folder just written).
+A failing Seismic build raises: the merge fails loudly and the documents stay in the log.
 """
 
 from __future__ import annotations
@@ -11,15 +15,15 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from lsr.index.sparse import SparseBatch, load_vectors, save_vectors
-
-from .wal import atomic_write, fsync_dir
+from lsr.index import ExactIndex, SeismicIndex, fileio
+from lsr.index.sparse import SparseBatch, load_vectors
 
 log = logging.getLogger(__name__)
 
@@ -27,71 +31,30 @@ SEGMENT_FORMAT = 1
 
 
 class SegmentError(RuntimeError):
-    """A segment on disk is missing files or fails its checksums."""
-
-
-def _seismic():
-    """The Seismic index class, or None while lsr.index does not provide one."""
-    try:
-        from lsr.index import SeismicIndex  # noqa: PLC0415
-    except Exception:  # ImportError, or a half-written module from the index helper
-        return None
-    return SeismicIndex
+    """A segment on disk is missing files or fails its checksums (message: collection-relative)."""
 
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+            h.update(chunk)  # hashlib releases the GIL: files hash in parallel threads
     return h.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class _Writer:
+    """A file object whose writes go through :func:`fileio.write` (so a test double sees them)."""
 
+    def __init__(self, fh):
+        self._fh = fh
 
-class ExactScorer:
-    """Exact inner-product top-k over a SparseBatch through a scipy sparse product.
+    def write(self, data) -> int:
+        data = bytes(data)
+        fileio.write(self._fh, data)
+        return len(data)
 
-    Documents that share no term with a query are not returned (score -inf, row -1), as an
-    inverted index would not find them either.
-    """
-
-    def __init__(self, docs: SparseBatch):
-        self.n = len(docs)
-        self.dim = docs.dim
-        self._mat_t = docs.to_scipy().T.tocsr() if self.n else None
-
-    def search(self, queries: SparseBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
-        nq = len(queries)
-        rows = np.full((nq, k), -1, np.int64)
-        scores = np.full((nq, k), -np.inf, np.float32)
-        if not self.n or not nq:
-            return rows, scores
-        prod = (queries.to_scipy() @ self._mat_t).tocsr()
-        for i in range(nq):
-            s, e = prod.indptr[i], prod.indptr[i + 1]
-            if s == e:
-                continue
-            cols = prod.indices[s:e]
-            vals = prod.data[s:e].astype(np.float32)
-            pos = vals > 0
-            cols, vals = cols[pos], vals[pos]
-            if not cols.size:
-                continue
-            take = min(k, cols.size)
-            if cols.size > take:
-                part = np.argpartition(-vals, take - 1)[:take]
-                cols, vals = cols[part], vals[part]
-            order = np.lexsort((cols, -vals))
-            rows[i, :take] = cols[order]
-            scores[i, :take] = vals[order]
-        return rows, scores
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -104,6 +67,15 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return pool
 
 
+def _rel(path: Path) -> str:
+    """``segments/<seg>/<file>``: the name an error may show (no server paths)."""
+    parts = Path(path).parts
+    if "segments" in parts:
+        i = len(parts) - 1 - parts[::-1].index("segments")
+        return "/".join(parts[i:])
+    return Path(path).name
+
+
 class Segment:
     """A loaded immutable segment: row -> external id, stored docs, vectors, and an index."""
 
@@ -113,7 +85,7 @@ class Segment:
         self.meta = meta
         self.ids = ids
         self.vectors = vectors
-        self.index = index  # SeismicIndex, or an ExactScorer
+        self.index = index  # SeismicIndex, or ExactIndex for a segment written as "exact"
         self.kind = meta["kind"]
         self._offsets = np.load(path / "docs.offsets.npy")
         self._fd = os.open(str(path / "docs.jsonl"), os.O_RDONLY)
@@ -136,81 +108,105 @@ class Segment:
         metadata: Sequence[dict | None],
         index_params: dict | None = None,
     ) -> "Segment":
-        """Write a segment folder (fsynced) and return it loaded. Seismic when available, else exact."""
+        """Write a segment folder (every file and folder fsynced) and return it loaded.
+
+        Raises on any failure (disk full, a failing Seismic build) after removing the partial
+        folder; the caller's merge fails and its documents stay where they were.
+        """
         path = Path(path)
-        if path.exists():
-            _remove_tree(path)
-        path.mkdir(parents=True)
-        ids = [str(x) for x in ids]
-        save_vectors(path / "vectors.npz", vectors, ids)
+        if not len(ids):
+            raise ValueError("a segment needs at least one document")
+        if path.exists():  # a partial folder of a failed merge of this process
+            shutil.rmtree(path)
+        try:
+            return cls._build(path, vectors, [str(x) for x in ids], texts, metadata, dict(index_params or {}))
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _build(cls, path, vectors, ids, texts, metadata, params) -> "Segment":
+        fileio.makedirs(path)
+        arrays = dict(indptr=vectors.indptr, indices=vectors.indices, values=vectors.values,
+                      dim=np.int64(vectors.dim), ids=np.asarray(ids, dtype=str))
+        with fileio.open_new(path / "vectors.npz") as fh:
+            np.savez(_Writer(fh), **arrays)
         offsets = np.zeros(len(ids) + 1, np.int64)
         meta_offsets = np.zeros(len(ids) + 1, np.int64)
         # docs.jsonl holds whole documents; meta.jsonl only id + metadata, so hits without text
         # parse a few bytes instead of the whole text
-        with open(path / "docs.jsonl", "wb") as fh, open(path / "meta.jsonl", "wb") as mh:
+        with fileio.open_new(path / "docs.jsonl") as fh, fileio.open_new(path / "meta.jsonl") as mh:
             pos = mpos = 0
+            buf, mbuf = [], []
             for i, (doc_id, text, meta) in enumerate(zip(ids, texts, metadata)):
                 line = json.dumps({"id": doc_id, "text": text, "metadata": meta}, ensure_ascii=False).encode() + b"\n"
-                fh.write(line)
+                buf.append(line)
                 pos += len(line)
                 offsets[i + 1] = pos
                 mline = json.dumps({"id": doc_id, "metadata": meta}, ensure_ascii=False).encode() + b"\n"
-                mh.write(mline)
+                mbuf.append(mline)
                 mpos += len(mline)
                 meta_offsets[i + 1] = mpos
-        with open(path / "docs.offsets.npy", "wb") as fh:
-            np.save(fh, offsets)
-        with open(path / "meta.offsets.npy", "wb") as fh:
-            np.save(fh, meta_offsets)
-        kind = "exact"
-        params = dict(index_params or {})
-        seismic = _seismic()
-        if seismic is not None and len(ids) > 0:
-            try:
-                idx = seismic.build(vectors, None, **params)
-                idx.save(path / "index")
-                kind = "seismic"
-            except Exception:
-                log.exception("Seismic build failed for %s; the segment falls back to exact scoring", path)
-                if (path / "index").exists():
-                    _remove_tree(path / "index")
+                if len(buf) >= 4096:
+                    fileio.write(fh, b"".join(buf))
+                    fileio.write(mh, b"".join(mbuf))
+                    buf, mbuf = [], []
+            fileio.write(fh, b"".join(buf))
+            fileio.write(mh, b"".join(mbuf))
+        for name, arr in (("docs.offsets.npy", offsets), ("meta.offsets.npy", meta_offsets)):
+            with fileio.open_new(path / name) as fh:
+                np.save(_Writer(fh), arr)
+        # A failing build raises here: no silent fallback to exact scoring.
+        idx = SeismicIndex.build(vectors, None, **params)
+        idx.save(path / "index")
+        del idx
         files = sorted(p for p in path.rglob("*") if p.is_file())
+        dirs = sorted({p.parent for p in files} | {path}, key=lambda d: -len(d.parts))
+        for d in dirs:  # lsr.index writes the index folder itself: make it private too
+            os.chmod(d, fileio.DIR_MODE)
         for p in files:
-            _fsync_file(p)
-        for d in sorted({p.parent for p in files}, key=lambda d: -len(d.parts)):
-            fsync_dir(d)
+            os.chmod(p, fileio.FILE_MODE)
+        digests = dict(zip(files, _pool(4).map(_sha256, files)))
+        for p in files:
+            fileio.fsync(p, site="segment.file")
         meta = {
             "format": SEGMENT_FORMAT,
-            "kind": kind,
+            "kind": "seismic",
             "n_docs": len(ids),
             "dim": vectors.dim,
             "nnz": vectors.nnz,
             "index_params": params,
-            "files": {str(p.relative_to(path)): _sha256(p) for p in files},
+            "files": {str(p.relative_to(path)): digests[p] for p in files},
         }
-        atomic_write(path / "segment.json", json.dumps(meta, indent=1).encode())
+        with fileio.open_new(path / "segment.json") as fh:
+            fileio.write(fh, json.dumps(meta, indent=1).encode())
+            fileio.fsync(fh, site="segment.file")
+        for d in dirs:  # deepest first; the segment folder last
+            fileio.fsync_dir(d, site="segment.dir")
+        fileio.fsync_dir(path.parent, site="segments.dir")  # the new folder's name in segments/
         return cls.load(path, verify=False)
 
     @classmethod
-    def load(cls, path: Path, *, verify: bool = False) -> "Segment":
+    def load(cls, path: Path, *, verify: bool = True) -> "Segment":
+        """Open a segment; ``verify`` (default) checks every file against segment.json's sha256."""
         path = Path(path)
         meta_path = path / "segment.json"
         if not meta_path.exists():
-            raise SegmentError(f"segment {path} has no segment.json (incomplete build?)")
-        meta = json.loads(meta_path.read_text())
+            raise SegmentError(f"{_rel(path)} has no segment.json (incomplete build?)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SegmentError(f"{_rel(meta_path)} is not valid JSON ({exc})") from None
         if verify:
             verify_segment(path, meta)
         vectors, ids = load_vectors(path / "vectors.npz")
         ids = list(ids or [])
-        index: Any = None
         if meta["kind"] == "seismic":
-            seismic = _seismic()
-            if seismic is None:
-                log.warning("%s: Seismic index unavailable; scoring this segment exactly", path)
-            else:
-                index = seismic.load(path / "index", mmap=True)
-        if index is None:
-            index = ExactScorer(vectors)
+            index = SeismicIndex.load(path / "index", mmap=True, verify=False)  # checked just above
+        elif meta["kind"] == "exact":  # segments written before Seismic was required
+            index = ExactIndex.build(vectors)
+        else:
+            raise SegmentError(f"{_rel(meta_path)}: unknown segment kind {meta['kind']!r}")
         return cls(path.name, path, meta, ids, vectors, index)
 
     def close(self) -> None:
@@ -240,14 +236,11 @@ class Segment:
     def search(self, queries: SparseBatch, k: int, knobs: dict, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows and scores per query (missing: row -1, score -inf)."""
         k = max(1, min(k, len(self)))
-        if isinstance(self.index, ExactScorer):
-            return self.index.search(queries, k)
         kwargs = {key: v for key, v in knobs.items() if v is not None}
         nq = len(queries)
         threads = max(1, int(threads or 1))
         # Each call uses the index's single-thread low-latency path; a batch is split over our own
-        # threads (the kernels release the GIL). This also kept us clear of a lost-query bug in the
-        # index's threaded batch path before 8a04192 (threads=2: one query of 600 came back empty).
+        # threads (the kernels release the GIL).
         if threads == 1 or nq < 2 * threads:
             return self._search_one(queries, k, kwargs)
         bounds = np.linspace(0, nq, threads + 1).astype(int)
@@ -257,10 +250,7 @@ class Segment:
 
     def _search_one(self, queries: SparseBatch, k: int, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
         hits = self.index.search(queries, k=k, threads=1, **kwargs)
-        rows = getattr(hits, "rows", None)
-        if rows is None:
-            rows = hits.ids
-        return np.asarray(rows, dtype=np.int64), np.asarray(hits.scores, dtype=np.float32)
+        return np.asarray(hits.rows, dtype=np.int64), np.asarray(hits.scores, dtype=np.float32)
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
@@ -272,17 +262,14 @@ def verify_segment(path: Path, meta: dict | None = None) -> None:
     if meta is None:
         meta_path = path / "segment.json"
         if not meta_path.exists():
-            raise SegmentError(f"segment {path} has no segment.json")
+            raise SegmentError(f"{_rel(path)} has no segment.json")
         meta = json.loads(meta_path.read_text())
-    for rel, digest in meta.get("files", {}).items():
-        p = path / rel
-        if not p.exists():
-            raise SegmentError(f"segment {path}: file {rel} is missing")
-        if _sha256(p) != digest:
-            raise SegmentError(f"segment {path}: file {rel} fails its sha256 checksum")
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    files = meta.get("files", {})
+    for rel in files:
+        if not (path / rel).is_file():
+            raise SegmentError(f"{_rel(path)}: file {rel} is missing")
+    rels = list(files)
+    digests = list(_pool(4).map(lambda r: _sha256(path / r), rels)) if len(rels) > 1 else [_sha256(path / r) for r in rels]
+    for rel, digest in zip(rels, digests):
+        if digest != files[rel]:
+            raise SegmentError(f"{_rel(path)}: file {rel} fails its sha256 checksum")

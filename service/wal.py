@@ -1,44 +1,61 @@
 """Write-ahead log: length + crc32 framed JSON records, fsynced before a write is acknowledged.
 
-Replay stops at the first torn or corrupt frame (a crash mid-append); everything before it is
-returned. Files are numbered (``000001.log``) so a merge can start a new file and drop old ones.
+Files are numbered (``000001.log``) so a merge can start a new file and drop old ones. All writes
+and fsyncs go through :mod:`lsr.index.fileio` (fsync sites ``wal.create`` and ``wal.append``).
+
+Recovery modes (chosen on purpose, as RocksDB's ``kTolerateCorruptedTailRecords``):
+
+* **torn tail** -- the LAST log file ends in an incomplete or unreadable frame and no valid frame
+  follows it: a crash mid-append. The tail is dropped (and logged); the record was never
+  acknowledged, because an append is acknowledged only after its fsync.
+* **corruption** -- a bad frame followed by any valid frame, or a bad frame anywhere in a log file
+  that is not the last: data that was acknowledged is damaged. :class:`WalCorruption` is raised
+  (naming the file and byte offset) and the collection opens in a ``failed`` state until an
+  operator runs ``lsr repair`` (:mod:`lsr.service.repair`); it never silently loses records.
+
+A frame is ``<u32 payload length><u32 crc32(payload)><payload: a JSON object>``. Payloads are JSON
+with control characters escaped, so a document's text can never contain a byte sequence that
+parses as a frame header of a plausible length (every header byte would be >= 0x20, a length
+over 500 MB).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from lsr.index import fileio
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<II")  # payload length, crc32 of payload
+HEADER_SIZE = _HEADER.size
 MAX_RECORD = 1 << 30
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def fsync_dir(path: str | Path) -> None:
-    """fsync a directory so a rename or create inside it survives a crash."""
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class WalCorruption(RuntimeError):
+    """A log file holds a damaged record that valid records follow (or in a non-last file).
+
+    ``file`` is the log's name (``000002.log``), ``offset`` the byte offset of the bad frame.
+    """
+
+    def __init__(self, file: str, offset: int, why: str):
+        self.file = file
+        self.offset = offset
+        self.why = why
+        super().__init__(f"wal/{file}: corrupt record at byte {offset} ({why})")
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` atomically: write a temporary file, fsync it, rename, fsync the folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+class WalDiskFull(OSError):
+    """An append hit ENOSPC/EDQUOT; the log was rolled back to its last whole record."""
 
 
 def log_name(number: int) -> str:
@@ -47,7 +64,7 @@ def log_name(number: int) -> str:
 
 def log_numbers(folder: Path) -> list[int]:
     out = []
-    for p in folder.glob("*.log"):
+    for p in Path(folder).glob("*.log"):
         try:
             out.append(int(p.stem))
         except ValueError:
@@ -60,61 +77,155 @@ def encode_record(record: dict) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_records(path: str | Path) -> tuple[list[dict], int]:
-    """Read a log file. Returns ``(records, valid_bytes)``; a torn tail is ignored (and logged)."""
+def _frame_at(data: bytes | memoryview, pos: int) -> tuple[dict | None, int, str]:
+    """Parse the frame at ``pos``: ``(record, end, "")`` or ``(None, pos, why)``."""
+    if pos + HEADER_SIZE > len(data):
+        return None, pos, "incomplete header"
+    length, crc = _HEADER.unpack_from(data, pos)
+    start = pos + HEADER_SIZE
+    end = start + length
+    if length > MAX_RECORD:
+        return None, pos, f"length {length} exceeds the record limit"
+    if end > len(data):
+        return None, pos, "incomplete record"
+    payload = bytes(data[start:end])
+    if zlib.crc32(payload) != crc:
+        return None, pos, "crc mismatch"
+    try:
+        rec = json.loads(payload)
+    except ValueError:
+        return None, pos, "payload is not JSON"
+    if not isinstance(rec, dict):
+        return None, pos, "payload is not a JSON object"
+    return rec, end, ""
+
+
+def next_valid_frame(data: bytes | memoryview, pos: int) -> int | None:
+    """Offset of the first whole, checksummed frame starting after ``pos``, or None."""
+    n = len(data)
+    i = pos + 1
+    brace = ord("{")
+    while i + HEADER_SIZE < n:
+        # cheap filter first: a payload is a JSON object, so it starts with '{'
+        if data[i + HEADER_SIZE] == brace:
+            length = int.from_bytes(data[i : i + 4], "little")
+            if 2 <= length <= MAX_RECORD and i + HEADER_SIZE + length <= n:
+                rec, _, _ = _frame_at(data, i)
+                if rec is not None:
+                    return i
+        i += 1
+    return None
+
+
+@dataclass
+class LogScan:
+    records: list[dict]
+    offsets: list[int]  # byte offset of each record's frame
+    valid_bytes: int  # length of the whole-record prefix
+    size: int  # file size
+    torn_reason: str = ""  # why the tail (if any) was dropped
+
+
+def read_records(path: str | Path, *, last: bool = True) -> tuple[list[dict], int]:
+    """Read a log file: ``(records, valid_bytes)``. A torn tail of the last file is dropped (and
+    logged); any other damage raises :class:`WalCorruption`."""
+    scan = scan_log(path, last=last)
+    return scan.records, scan.valid_bytes
+
+
+def scan_log(path: str | Path, *, last: bool = True) -> LogScan:
     path = Path(path)
     data = path.read_bytes()
     out: list[dict] = []
+    offsets: list[int] = []
     pos = 0
-    while pos + _HEADER.size <= len(data):
-        length, crc = _HEADER.unpack_from(data, pos)
-        start = pos + _HEADER.size
-        end = start + length
-        if length > MAX_RECORD or end > len(data):
-            break
-        payload = data[start:end]
-        if zlib.crc32(payload) != crc:
-            break
-        try:
-            out.append(json.loads(payload))
-        except ValueError:
-            break
+    while pos < len(data):
+        rec, end, why = _frame_at(data, pos)
+        if rec is None:
+            following = next_valid_frame(data, pos)
+            if following is not None:
+                raise WalCorruption(path.name, pos, f"{why}; a valid record follows at byte {following}")
+            if not last:
+                raise WalCorruption(path.name, pos, f"{why}; in a log file that is not the last")
+            log.warning("%s: dropping a torn tail of %d bytes at byte %d after %d records (%s)",
+                        path.name, len(data) - pos, pos, len(out), why)
+            return LogScan(out, offsets, pos, len(data), why)
+        out.append(rec)
+        offsets.append(pos)
         pos = end
-    if pos != len(data):
-        log.warning("%s: ignoring %d bytes of torn tail after %d records", path, len(data) - pos, len(out))
-    return out, pos
+    return LogScan(out, offsets, pos, len(data))
 
 
 class WriteAheadLog:
-    """Append-only log file; :meth:`append` returns only after the record is on disk."""
+    """Append-only log file; :meth:`append` returns only after the record is on disk.
 
-    def __init__(self, folder: str | Path, number: int):
+    Open an existing file with ``WriteAheadLog(folder, n)`` (its torn tail, if any, is cut) or a
+    new one with :meth:`create` (the folder is fsynced so the new name survives a power cut).
+    """
+
+    def __init__(self, folder: str | Path, number: int, *, valid_bytes: int | None = None):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.number = number
         self.path = self.folder / log_name(number)
-        existed = self.path.exists()
-        if existed:
-            # Cut a torn tail so new records are not appended after garbage.
-            _, valid = read_records(self.path)
-            if valid != self.path.stat().st_size:
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(valid)
-                    os.fsync(fh.fileno())
-        self._fh = open(self.path, "ab")
-        if not existed:
-            os.fsync(self._fh.fileno())
-            fsync_dir(self.folder)
+        if not self.path.exists():
+            raise FileNotFoundError(f"wal/{log_name(number)} is missing")
+        if valid_bytes is None:
+            valid_bytes = scan_log(self.path, last=True).valid_bytes
+        if valid_bytes != self.path.stat().st_size:
+            # Cut a torn tail so new records are not appended after garbage. No fsync needed: the
+            # next append's fsync makes the new length durable, and until then the tail is torn.
+            os.truncate(self.path, valid_bytes)
+        self._good = valid_bytes
+        self._fh = fileio.open_append(self.path)
+        self.broken: str | None = None
+
+    @classmethod
+    def create(cls, folder: str | Path, number: int) -> "WriteAheadLog":
+        folder = Path(folder)
+        fileio.makedirs(folder)
+        path = folder / log_name(number)
+        if path.exists():
+            raise FileExistsError(f"wal/{log_name(number)} already exists")
+        fileio.open_new(path).close()
+        fileio.fsync_dir(folder, site="wal.create")
+        return cls(folder, number, valid_bytes=0)
 
     def append(self, record: dict) -> int:
+        """Append and fsync one record; returns its size in bytes.
+
+        On any I/O error the file is cut back to its last whole record (so later appends work once
+        the cause is gone) and the error is raised: nothing is acknowledged that is not durable.
+        ENOSPC/EDQUOT raise :class:`WalDiskFull`.
+        """
+        if self.broken:
+            raise OSError(errno.EIO, f"wal/{self.path.name} is unusable until restart: {self.broken}")
         frame = encode_record(record)
-        self._fh.write(frame)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            fileio.write(self._fh, frame)
+            fileio.fsync(self._fh, site="wal.append")
+        except OSError as exc:
+            self._rollback()
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise WalDiskFull(exc.errno, f"no space left to append to wal/{self.path.name}") from exc
+            raise
+        self._good += len(frame)
         return len(frame)
 
+    def _rollback(self) -> None:
+        """Drop a partial frame: discard buffered bytes, truncate to the last good length, reopen."""
+        try:
+            self._fh.close()  # may flush part of the frame; the truncate below removes it
+        except OSError:
+            pass
+        try:
+            os.truncate(self.path, self._good)
+            self._fh = fileio.open_append(self.path)
+        except OSError as exc:  # cannot even truncate: refuse further appends
+            self.broken = f"rollback after a failed append failed ({exc})"
+            log.error("wal/%s: %s", self.path.name, self.broken)
+
     def size(self) -> int:
-        return self._fh.tell()
+        return self._good
 
     def close(self) -> None:
         try:
@@ -124,13 +235,21 @@ class WriteAheadLog:
 
 
 def replay(folder: str | Path, start: int) -> Iterator[tuple[int, dict]]:
-    """Yield ``(log_number, record)`` for every log file numbered ``>= start``, in order."""
+    """Yield ``(log_number, record)`` for every log file numbered ``>= start``, in order.
+
+    Raises :class:`WalCorruption` on damage other than a torn tail of the last file, and
+    FileNotFoundError when the log numbered ``start`` is missing (it always exists: a log is
+    created before a manifest names it).
+    """
     folder = Path(folder)
-    if not folder.exists():
-        return
-    for n in log_numbers(folder):
-        if n < start:
-            continue
-        records, _ = read_records(folder / log_name(n))
-        for rec in records:
+    numbers = [n for n in log_numbers(folder)] if folder.exists() else []
+    numbers = [n for n in numbers if n >= start]
+    if not numbers or numbers[0] != start:
+        later = f"; later logs exist ({', '.join(log_name(n) for n in numbers)})" if numbers else ""
+        raise FileNotFoundError(f"wal/{log_name(start)} (the current log named by the manifest) is missing{later}")
+    for i, n in enumerate(numbers):
+        if i and n != numbers[i - 1] + 1:
+            raise FileNotFoundError(f"wal/{log_name(numbers[i - 1] + 1)} is missing (logs are not contiguous)")
+        scan = scan_log(folder / log_name(n), last=(i == len(numbers) - 1))
+        for rec in scan.records:
             yield n, rec

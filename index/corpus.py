@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .jsonl import iter_jsonl, open_text
 
@@ -32,8 +32,8 @@ class Doc:
     id: str
     title: str
     text: str
-    metadata: dict | None = None
-    vector: dict | None = None  # Seismic JSONL carries {token: weight}
+    metadata: dict[str, Any] | None = None
+    vector: dict[str, float] | None = None  # Seismic JSONL carries {token: weight}
 
     @property
     def full_text(self) -> str:
@@ -49,7 +49,7 @@ def find_file(folder: str | Path, stem: str) -> Path:
     raise FileNotFoundError(f"{folder}: no {stem}.jsonl or {stem}.jsonl.gz (expected BEIR layout)")
 
 
-def _records(path: Path, kind: str) -> Iterator[tuple[int, dict]]:
+def _records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         for lineno, rec in iter_jsonl(path, error=CorpusError):
             if not isinstance(rec, dict):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 
-def open_text(path: str | Path):
+def open_text(path: str | Path) -> IO[str]:
     """Open a text file for reading, gunzipping ``*.gz``; newlines are "\\n" only."""
     path = Path(path)
     if path.name.endswith(".gz"):

@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Iterable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .sparse import SparseBatch
 
 __all__ = ["bm25_idf", "document_frequencies"]
 
 
-def bm25_idf(df, n_docs: int) -> np.ndarray:
+def bm25_idf(df: ArrayLike, n_docs: int) -> np.ndarray:
     r"""BM25 IDF :math:`\ln\big(1 + \frac{N - \mathrm{df} + 0.5}{\mathrm{df} + 0.5}\big)` (always > 0), float32."""
-    df = np.asarray(df, dtype=np.float64)
-    return np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+    d = np.asarray(df, dtype=np.float64)
+    out: np.ndarray = np.log1p((n_docs - d + 0.5) / (d + 0.5)).astype(np.float32)
+    return out
 
 
 def document_frequencies(docs: SparseBatch | Iterable[Iterable[int]], dim: int | None = None) -> tuple[np.ndarray, int]:

@@ -3,7 +3,7 @@
 A segment folder holds the document vectors (``vectors.npz``), the stored documents
 (``docs.jsonl`` + row offsets, ``meta.jsonl`` + row offsets), a Seismic index (``index/``, built by
 :mod:`lsr.index`) and ``segment.json`` with the sha256 of every file, written last. Every file and
-folder is fsynced through :mod:`lsr.index.fileio` (sites ``segment.file``, ``segment.dir``, and
+folder is fsynced through :mod:`lsr.index.fileio` (sites ``segment.file``, ``segment.meta``, ``segment.dir``, and
 ``segments.dir`` for the parent ``segments/`` folder) before a manifest may name the segment.
 Loading verifies the checksums by default (``verify=False`` skips them for a folder just written).
 A failing Seismic build raises: the merge fails loudly and the documents stay in the log.
@@ -160,15 +160,12 @@ class Segment:
         idx = SeismicIndex.build(vectors, None, **params)
         idx.save(path / "index")
         del idx
+        # lsr.index fsyncs its own folder (sites index.array, index.manifest:*); ours are below
         files = sorted(p for p in path.rglob("*") if p.is_file())
-        dirs = sorted({p.parent for p in files} | {path}, key=lambda d: -len(d.parts))
-        for d in dirs:  # lsr.index writes the index folder itself: make it private too
-            os.chmod(d, fileio.DIR_MODE)
-        for p in files:
-            os.chmod(p, fileio.FILE_MODE)
         digests = dict(zip(files, _pool(4).map(_sha256, files)))
         for p in files:
-            fileio.fsync(p, site="segment.file")
+            if p.parent == path:
+                fileio.fsync(p, site="segment.file")
         meta = {
             "format": SEGMENT_FORMAT,
             "kind": "seismic",
@@ -180,9 +177,8 @@ class Segment:
         }
         with fileio.open_new(path / "segment.json") as fh:
             fileio.write(fh, json.dumps(meta, indent=1).encode())
-            fileio.fsync(fh, site="segment.file")
-        for d in dirs:  # deepest first; the segment folder last
-            fileio.fsync_dir(d, site="segment.dir")
+            fileio.fsync(fh, site="segment.meta")
+        fileio.fsync_dir(path, site="segment.dir")
         fileio.fsync_dir(path.parent, site="segments.dir")  # the new folder's name in segments/
         return cls.load(path, verify=False)
 

@@ -77,7 +77,7 @@ def encode_record(record: dict) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _frame_at(data: bytes | memoryview, pos: int) -> tuple[dict | None, int, str]:
+def parse_frame(data: bytes | memoryview, pos: int) -> tuple[dict | None, int, str]:
     """Parse the frame at ``pos``: ``(record, end, "")`` or ``(None, pos, why)``."""
     if pos + HEADER_SIZE > len(data):
         return None, pos, "incomplete header"
@@ -110,7 +110,7 @@ def next_valid_frame(data: bytes | memoryview, pos: int) -> int | None:
         if data[i + HEADER_SIZE] == brace:
             length = int.from_bytes(data[i : i + 4], "little")
             if 2 <= length <= MAX_RECORD and i + HEADER_SIZE + length <= n:
-                rec, _, _ = _frame_at(data, i)
+                rec, _, _ = parse_frame(data, i)
                 if rec is not None:
                     return i
         i += 1
@@ -140,7 +140,7 @@ def scan_log(path: str | Path, *, last: bool = True) -> LogScan:
     offsets: list[int] = []
     pos = 0
     while pos < len(data):
-        rec, end, why = _frame_at(data, pos)
+        rec, end, why = parse_frame(data, pos)
         if rec is None:
             following = next_valid_frame(data, pos)
             if following is not None:

@@ -319,7 +319,7 @@ def test_dim_is_validated_at_create(tmp_path):
 
 # ---------------------------------------------------------------------------- failed collections
 def _two_logs(data):
-    """A collection 'c' whose records span log 1 (sealed by a failed merge) and log 2."""
+    """Collection "c" with three upserts in its log, and a healthy collection "ok"."""
     st = _store(data)
     col = st.create("c", {"model": None, "dim": DIM})
     col.upsert([_doc(0)])
@@ -444,4 +444,52 @@ def test_search_does_not_overfetch_by_every_tombstone(tmp_path, monkeypatch):
     _, res = col.search(q, 10, {})
     assert [c.id for c in res[0]] == [f"d{i}" for i in range(699, 680, -1) if i % 4][:10]
     assert len(asked) >= 2
+    st.close()
+
+
+# ---------------------------------------------------------------------------- repair
+def test_repair_salvages_every_good_record(tmp_path, capsys):
+    from lsr.service.repair import repair_main
+
+    data = tmp_path / "data"
+    st = _store(data)
+    col = st.create("c", {"model": None, "dim": DIM})
+    for i in range(5):
+        col.upsert([_doc(i)])
+    st.close()
+    log = data / "collections" / "c" / "wal" / "000001.log"
+    raw = bytearray(log.read_bytes())
+    starts, pos = [], 0
+    while pos < len(raw):
+        starts.append(pos)
+        pos += 8 + int.from_bytes(raw[pos:pos + 4], "little")
+    bad_len = starts[2] - starts[1]
+    raw[starts[1] + 12] ^= 0x40  # damage record 2 of 5
+    log.write_bytes(bytes(raw))
+    st = _store(data)
+    assert "c" in st.failed
+    assert repair_main(["c", "--data", str(data)]) == 2  # the folder is locked while a store holds it
+    st.close()
+    assert repair_main(["c", "--data", str(data), "--dry-run"]) == 0
+    assert log.read_bytes() == bytes(raw)
+    capsys.readouterr()
+    assert repair_main(["c", "--data", str(data)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["documents"] == 4 and report["records_kept"] == 4
+    assert report["dropped_count"] == 1 and report["dropped_bytes"] == bad_len
+    assert report["dropped"][0]["offset"] == starts[1] and report["dropped"][0]["file"] == "000001.log"
+    st = _store(data)
+    assert not st.failed and sorted(st.get("c").loc) == ["d0", "d2", "d3", "d4"]
+    st.close()
+
+
+def test_repair_recreates_a_missing_current_log(tmp_path):
+    from lsr.service.repair import repair
+
+    cdir = _two_logs(tmp_path / "data")
+    (cdir / "wal" / "000001.log").unlink()
+    report = repair(tmp_path / "data", "c")
+    assert report["missing_logs"] == ["000001.log"] and report["ok"]
+    st = _store(tmp_path / "data")
+    assert not st.failed
     st.close()

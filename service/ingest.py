@@ -1,20 +1,21 @@
 """Index a JSONL corpus into a collection of a data folder, offline (the server must be stopped).
 
 Reads BEIR ``corpus.jsonl[.gz]`` (``_id``, ``title``, ``text``, ``metadata``) or Seismic JSONL
-(``id``, ``content``, ``vector``); vectors come from the records, a ``--vectors`` file, or the
-collection's model. Documents go through the same log as API writes, then one merge seals them.
+(``id``, ``content``, ``vector``) through :func:`lsr.index.corpus.read_corpus`, the one corpus
+reader: documents are encoded by ``doc.full_text`` exactly as evaluation encodes them. Vectors come
+from the records, a ``--vectors`` file, or the collection's model. Documents go through the same
+validated log as API writes, then one merge seals them.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from lsr.index.jsonl import iter_jsonl
+from lsr.index.corpus import read_corpus
 from lsr.index.sparse import load_vectors
 
 from .collection import CollectionStore, DocIn, MergePolicy, validate_name
@@ -22,26 +23,15 @@ from .encoders import ModelRegistry
 
 log = logging.getLogger(__name__)
 
+#: ``ingest(model=...)`` default: the existing collection's model, or ``DEFAULT_MODEL`` for a new one.
+MODEL_UNSET = object()
+DEFAULT_MODEL = "splade-tiny"
 
-def read_corpus(path: str | Path, limit: int | None = None) -> Iterator[dict]:
-    n = 0
-    for lineno, rec in iter_jsonl(path):
-        if not isinstance(rec, dict):
-            raise ValueError(f"{path}:{lineno}: expected a JSON object")
-        doc_id = rec.get("_id", rec.get("id"))
-        if doc_id is None:
-            raise ValueError(f"{path}:{lineno}: record has no _id or id")
-        title = rec.get("title") or ""
-        text = rec.get("text", rec.get("content")) or ""
-        sep = " " if title.rstrip()[-1:] in (".", "?", "!", ":") else ". "
-        full = f"{title}{sep}{text}" if title and text else (title or text)
-        meta = dict(rec.get("metadata") or {})
-        if title:
-            meta.setdefault("title", title)
-        yield {"id": str(doc_id), "text": full, "metadata": meta or None, "vector": rec.get("vector")}
-        n += 1
-        if limit is not None and n >= limit:
-            return
+
+def _encode_documents(registry, model: str, texts: list[str]):
+    if hasattr(registry, "encode_documents"):
+        return registry.encode_documents(model, texts)
+    return registry.encode(model, texts, queries=False)
 
 
 def ingest(
@@ -49,26 +39,51 @@ def ingest(
     collection: str,
     *,
     data_dir: str | Path = "./lsr-data",
-    model: str | None = "splade-tiny",
+    model=MODEL_UNSET,
     vectors: str | Path | None = None,
     limit: int | None = None,
     batch_size: int = 256,
     dim: int | None = None,
 ) -> dict:
-    """Create ``collection`` if missing and add the corpus's documents; returns the collection stats."""
+    """Create ``collection`` if missing and add the corpus's documents; returns the collection stats.
+
+    ``model``: a model name, or None for a vectors-only collection; left out, an existing
+    collection keeps its model and a new one gets :data:`DEFAULT_MODEL`. A model given for an
+    existing collection that has another one is a ValueError. ``limit`` must be >= 1. The corpus
+    (and ``vectors``) are read before a new collection is created, so a missing or malformed
+    file leaves nothing behind.
+    """
     validate_name(collection)
-    registry = ModelRegistry(model)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of documents, got {limit!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    docs = list(read_corpus(corpus, limit))  # FileNotFoundError / CorpusError before anything is created
     store = CollectionStore(data_dir, MergePolicy(min_docs=10**12, idle_s=1e12))
+    registry = None
+    created = False
+    col = None
     try:
         store.load_all()
         col = store.collections.get(collection)
         if col is None:
+            if collection in store.failed:  # a failed collection of this name: say so, never a new one
+                store.get(collection)
+            if model is MODEL_UNSET:
+                model = DEFAULT_MODEL
+            registry = ModelRegistry(model)
             if model is not None:
                 dim = len(registry.vocab(model))
             elif dim is None:
                 raise ValueError("a collection without a model needs --dim")
-            col = store.create(collection, {"model": model, "dim": dim, "index": {}})
-        model = col.config.get("model")
+        else:
+            have = col.config.get("model")
+            if model is not MODEL_UNSET and model != have:
+                raise ValueError(
+                    f"collection {collection!r} exists with model {have!r}; --model {model!r} would mix encodings "
+                    "(leave --model out, or ingest into a new collection)")
+            model = have
+            registry = ModelRegistry(model)
         vocab = registry.vocab(model) if model is not None else None
         lookup = {t: i for i, t in enumerate(vocab)} if vocab is not None else None
         given: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -76,40 +91,56 @@ def ingest(
             batch, ids = load_vectors(vectors, vocab=vocab)
             if ids is None:
                 raise ValueError(f"{vectors}: the vectors file carries no ids to match the corpus")
-            batch.check_dim(col.dim, "vectors")
+            batch.check_dim(col.dim if col is not None else dim, "vectors")
             for i, doc_id in enumerate(ids):
                 idx, val = batch.row(i)
                 given[str(doc_id)] = (idx.copy(), val.copy())
-        docs = list(read_corpus(corpus, limit))
+        resolved = []  # vectors from the records are resolved before a new collection is created
+        for d in docs:
+            if d.id in given:
+                resolved.append(given[d.id])
+            elif isinstance(d.vector, dict):
+                pairs: dict[int, float] = {}
+                for tok, w in d.vector.items():
+                    if lookup is not None:
+                        tid = lookup.get(tok)
+                    else:
+                        try:
+                            tid = int(tok)
+                        except ValueError:
+                            tid = None
+                    if tid is None:
+                        raise ValueError(f"document {d.id}: token {tok!r} not in the collection's vocabulary")
+                    pairs[tid] = pairs.get(tid, 0.0) + float(w)
+                items = sorted((t, w) for t, w in pairs.items() if w > 0)
+                resolved.append((np.asarray([t for t, _ in items], np.int64), np.asarray([w for _, w in items], np.float64)))
+            else:
+                if model is None:
+                    raise ValueError(f"document {d.id}: no vector, and the collection has no model to encode it")
+                resolved.append(None)
+        if col is None:
+            col = store.create(collection, {"model": model, "dim": dim, "index": {}})
+            created = True
         bar = tqdm(total=len(docs), desc=f"ingest {collection}", unit="doc")
         for start in range(0, len(docs), batch_size):
             chunk = docs[start : start + batch_size]
             out: list[DocIn] = []
             to_encode = []
-            for d in chunk:
-                if d["id"] in given:
-                    idx, val = given[d["id"]]
-                elif isinstance(d["vector"], dict):
-                    pairs = {}
-                    for tok, w in d["vector"].items():
-                        tid = lookup.get(tok) if lookup is not None else int(tok)
-                        if tid is None:
-                            raise ValueError(f"document {d['id']}: token {tok!r} not in the model's vocabulary")
-                        pairs[tid] = pairs.get(tid, 0.0) + float(w)
-                    items = sorted((t, w) for t, w in pairs.items() if w > 0)
-                    idx = np.asarray([t for t, _ in items], np.int32)
-                    val = np.asarray([w for _, w in items], np.float32)
-                else:
-                    idx = val = None
+            for d, vec in zip(chunk, resolved[start : start + batch_size]):
+                meta = dict(d.metadata or {})
+                if d.title:
+                    meta.setdefault("title", d.title)
+                text = d.full_text
+                if vec is None:
                     to_encode.append(len(out))
-                out.append(DocIn(d["id"], idx, val, d["text"], d["metadata"]))
+                    vec = (np.zeros(0, np.int32), np.zeros(0, np.float32))
+                out.append(DocIn(d.id, vec[0], vec[1], text, meta or None))
             if to_encode:
-                if model is None:
-                    raise ValueError("documents without vectors need a model to encode them")
-                enc = registry.encode(model, [out[i].text for i in to_encode], queries=False)
+                enc = _encode_documents(registry, model, [out[i].text for i in to_encode])
                 for j, i in enumerate(to_encode):
                     idx, val = enc.row(j)
-                    out[i].indices, out[i].values = idx.astype(np.int32), val.astype(np.float32)
+                    keep = val > 0
+                    out[i].indices, out[i].values = idx[keep].astype(np.int32), val[keep].astype(np.float32)
             col.upsert(out)
             bar.update(len(chunk))
         bar.close()
@@ -117,5 +148,11 @@ def ingest(
         stats = col.stats()
         log.info("collection %s: %d documents", collection, stats["documents"])
         return stats
+    except BaseException:
+        if created and col is not None and len(col) == 0:
+            store.delete(collection)  # created here and nothing went in: leave nothing behind
+        raise
     finally:
+        if registry is not None and hasattr(registry, "close"):
+            registry.close()
         store.close()

@@ -493,3 +493,53 @@ def test_repair_recreates_a_missing_current_log(tmp_path):
     st = _store(tmp_path / "data")
     assert not st.failed
     st.close()
+
+
+# ---------------------------------------------------------------------------- ingest
+def _corpus(path, n=5):
+    with open(path, "w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"_id": f"d{i}", "title": f"Title {i}", "text": f"body {i}",
+                                 "vector": {str(i + 1): 1.5}}) + "\n")
+    return path
+
+
+def test_ingest_reads_the_one_corpus_reader(tmp_path):
+    from lsr.service.ingest import ingest
+
+    corpus = _corpus(tmp_path / "corpus.jsonl")
+    data = tmp_path / "data"
+    stats = ingest(corpus, "c", data_dir=data, model=None, dim=50)
+    assert stats["documents"] == 5
+    st = _store(data)
+    doc = st.get("c").get("d2")
+    assert doc["text"] == "Title 2 body 2"  # doc_text(): the text evaluation encodes
+    assert doc["metadata"]["title"] == "Title 2"
+    st.close()
+    ingest(corpus, "c", data_dir=data, dim=50)  # no model given: the collection keeps its own
+    with pytest.raises(ValueError, match="exists with model None"):
+        ingest(corpus, "c", data_dir=data, model="splade-tiny")
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_ingest_rejects_a_bad_limit(tmp_path, limit):
+    from lsr.service.ingest import ingest
+
+    with pytest.raises(ValueError, match="limit"):
+        ingest(_corpus(tmp_path / "corpus.jsonl"), "c", data_dir=tmp_path / "data", model=None, dim=50, limit=limit)
+    assert not (tmp_path / "data" / "collections" / "c").exists()
+
+
+def test_ingest_of_a_missing_file_leaves_no_collection(tmp_path):
+    from lsr.service.ingest import ingest
+
+    with pytest.raises(FileNotFoundError):
+        ingest(tmp_path / "missing.jsonl", "c", data_dir=tmp_path / "data", model=None, dim=50)
+    assert not (tmp_path / "data" / "collections" / "c").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "x", "text": "ok", "vector": {"999": 1.0}}\n')  # term id beyond dim
+    with pytest.raises(CollectionError):
+        ingest(bad, "c", data_dir=tmp_path / "data", model=None, dim=50)
+    st = _store(tmp_path / "data")
+    assert "c" not in st.collections and not st.failed
+    st.close()

@@ -152,7 +152,7 @@ def bench_queries(args, queries):
 
 
 def main(argv=None):
-    from lsr.cli.encode import read_beir_jsonl
+    from lsr.index.corpus import read_corpus, read_queries
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="/work/shared/data/beir/scifact", help="BEIR folder (corpus.jsonl[.gz])")
@@ -170,13 +170,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     data = Path(args.data)
-    corpus = data / "corpus.jsonl.gz" if (data / "corpus.jsonl.gz").exists() else data / "corpus.jsonl"
-    _, texts = read_beir_jsonl(corpus, limit=args.limit)
+    texts = [d.full_text for d in read_corpus(data, args.limit)]
     enc = bench_encoders(args, texts)
     out = {"encode": enc, "cpu": cpu_name(), "cores": os.cpu_count(), "command": "python benchmarks/encode.py " +
            " ".join(argv if argv is not None else __import__("sys").argv[1:])}
     if not args.skip_queries:
-        _, queries = read_beir_jsonl(data / "queries.jsonl")
+        queries = list(read_queries(data).values())
         out["queries"] = bench_queries(args, queries)
     print(json.dumps(out, indent=2))
     print()

@@ -1,5 +1,5 @@
 """SPLADE-tiny on SciFact test, end to end: encode the corpus (256 document tokens), exact search
-through lsr.index.ExactIndex (scipy CSR product as fallback), nDCG@10 with ir-measures.
+through lsr.index.ExactIndex, nDCG@10 with ir-measures.
 
     python benchmarks/scifact_splade.py --data /work/shared/data/beir/scifact --cache .cache
 
@@ -10,7 +10,6 @@ Also reports the inference-free use (same documents, BM25-IDF query weights, no 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import time
@@ -19,26 +18,11 @@ from pathlib import Path
 import numpy as np
 
 
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
-    return qrels
-
-
 def search(docs, doc_ids, queries, k=100):
-    try:
-        from lsr.index import ExactIndex
-    except ImportError:
-        ExactIndex = None
-    if ExactIndex is not None:
-        hits = ExactIndex.build(docs, ids=list(doc_ids)).search(queries, k=k)
-        return hits.ids, hits.scores, "lsr.index.ExactIndex"
-    scores = (queries.to_scipy() @ docs.to_scipy().T).toarray()
-    top = np.argsort(-scores, axis=1)[:, :k]
-    ids = np.asarray(doc_ids, dtype=object)[top]
-    return ids, np.take_along_axis(scores, top, 1), "scipy CSR product"
+    from lsr.index import ExactIndex
+
+    hits = ExactIndex.build(docs, ids=list(doc_ids)).search(queries, k=k)
+    return hits.ids, hits.scores, "lsr.index.ExactIndex"
 
 
 def ndcg10(run_ids, run_scores, qids, qrels):
@@ -57,7 +41,7 @@ def ndcg10(run_ids, run_scores, qids, qrels):
 
 def main(argv=None):
     from lsr import load_vectors, save_vectors
-    from lsr.cli.encode import read_beir_jsonl
+    from lsr.index.corpus import read_corpus, read_qrels, read_queries
     from lsr.models import SparseEncoder
     from lsr.models.inference_free import IdfQueryEncoder
 
@@ -74,9 +58,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     data = Path(args.data)
-    corpus = data / "corpus.jsonl.gz" if (data / "corpus.jsonl.gz").exists() else data / "corpus.jsonl"
-    doc_ids, doc_texts = read_beir_jsonl(corpus)
-    q_all_ids, q_all_texts = read_beir_jsonl(data / "queries.jsonl")
+    docs_read = list(read_corpus(data))
+    doc_ids, doc_texts = [d.id for d in docs_read], [d.full_text for d in docs_read]
+    q_all = read_queries(data)
+    q_all_ids, q_all_texts = list(q_all), list(q_all.values())
     qrels = read_qrels(data / "qrels" / f"{args.split}.tsv") if not args.encode_only else {}
     keep = [i for i, q in enumerate(q_all_ids) if q in qrels]
     qids = [q_all_ids[i] for i in keep]

@@ -18,7 +18,7 @@ SYSTEM_HELP = (
     "a system: 'bm25' (Pyserini Lucene, k1=0.9 b=0.4), 'splade:MODEL' / 'inference-free:DIR' / "
     "'decoder:DIR' / 'encoder:DIR' (an lsr encoder name or checkpoint folder), or "
     "'vectors:DOCS.npz,queries=Q.npz' (pre-encoded); options after commas: name=LABEL, "
-    "index=exact|seismic|scipy, query_cut=, heap_factor=, threads=, batch_size=, k=, and index build "
+    "index=exact|seismic, query_cut=, heap_factor=, threads=, batch_size=, k=, and index build "
     "parameters (n_postings=, centroid_fraction=, summary_energy=, ...). Repeat for several systems."
 )
 

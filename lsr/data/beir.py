@@ -1,82 +1,26 @@
-"""BEIR-layout folders (``corpus.jsonl[.gz]``, ``queries.jsonl``, ``qrels/<split>.tsv``) and
-MS MARCO-style triples, read into plain dicts.
+"""Training data from BEIR-layout folders (read by :mod:`lsr.index.corpus`, the one reader and
+document-text rule) and MS MARCO-style triples, as plain dicts.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BeirData", "load_beir", "load_corpus", "load_queries", "load_qrels", "load_triples", "doc_text"]
+from lsr.index.corpus import read_corpus, read_qrels, read_queries
+from lsr.index.jsonl import open_text
+
+__all__ = ["BeirData", "load_beir", "load_triples"]
 
 logger = logging.getLogger(__name__)
 
 
-def _open(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return open(path, "r", encoding="utf-8", newline="\n")
-
-
-def _find(folder: Path, stem: str) -> Path:
-    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
-        if (folder / name).exists():
-            return folder / name
-    raise FileNotFoundError(f"{folder}: no {stem}.jsonl or {stem}.jsonl.gz (expected BEIR layout)")
-
-
-def doc_text(rec: dict) -> str:
-    """BEIR's document text: ``title + " " + text`` (title omitted when empty)."""
-    title = (rec.get("title") or "").strip()
-    text = rec.get("text") or ""
-    return f"{title} {text}" if title else text
-
-
-def _jsonl(path: Path):
-    # Split on "\n" only: some corpora hold Unicode line separators inside a record.
-    with _open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-
-
-def load_corpus(folder: str | Path) -> dict[str, str]:
-    """``{doc_id: title + " " + text}`` in file order."""
-    path = _find(Path(folder), "corpus")
-    return {str(r["_id"]): doc_text(r) for r in _jsonl(path)}
-
-
-def load_queries(folder: str | Path) -> dict[str, str]:
-    path = _find(Path(folder), "queries")
-    return {str(r["_id"]): r["text"] for r in _jsonl(path)}
-
-
-def load_qrels(folder: str | Path, split: str) -> dict[str, dict[str, int]]:
-    """``{query_id: {doc_id: relevance}}`` from ``qrels/<split>.tsv[.gz]`` (header line skipped)."""
-    path = Path(folder) / "qrels" / f"{split}.tsv"
-    if not path.exists() and path.with_suffix(".tsv.gz").exists():
-        path = path.with_suffix(".tsv.gz")
-    if not path.exists():
-        raise FileNotFoundError(f"no qrels for split {split!r}: {path}")
-    out: dict[str, dict[str, int]] = {}
-    opener = gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" else open(path, encoding="utf-8", newline="")
-    with opener as fh:
-        for i, row in enumerate(csv.reader(fh, delimiter="\t")):
-            if not row or (i == 0 and not row[-1].strip().lstrip("-").isdigit()):
-                continue
-            if len(row) == 4:  # TREC qrels: qid 0 did rel
-                row = [row[0], row[2], row[3]]
-            qid, did, rel = row[0], row[1], int(row[2])
-            out.setdefault(qid, {})[did] = rel
-    return out
+def _qrels_path(folder: Path, split: str) -> Path:
+    for name in (f"{split}.tsv", f"{split}.tsv.gz"):
+        if (folder / "qrels" / name).exists():
+            return folder / "qrels" / name
+    raise FileNotFoundError(f"no qrels for split {split!r}: {folder / 'qrels' / f'{split}.tsv'}")
 
 
 @dataclass
@@ -99,7 +43,8 @@ class BeirData:
 def load_beir(folder: str | Path, split: str, *, prefix: str | None = None) -> BeirData:
     """Load a BEIR folder; with ``prefix`` every id becomes ``prefix/id`` (to merge datasets)."""
     folder = Path(folder)
-    corpus, queries, qrels = load_corpus(folder), load_queries(folder), load_qrels(folder, split)
+    corpus = {d.id: d.full_text for d in read_corpus(folder)}
+    queries, qrels = read_queries(folder), read_qrels(_qrels_path(folder, split))
     if prefix:
         corpus = {f"{prefix}/{k}": v for k, v in corpus.items()}
         queries = {f"{prefix}/{k}": v for k, v in queries.items()}
@@ -131,8 +76,7 @@ def load_triples(path: str | Path, corpus: dict[str, str] | None = None, queries
             store[text_ids[key]] = text
         return text_ids[key]
 
-    opener = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-    with opener as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 3:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsr.data import TrainingSet, load_beir, load_qrels, load_triples, mine_bm25
+from lsr.data import TrainingSet, load_beir, load_triples, mine_bm25
+from lsr.index.corpus import read_qrels
 from lsr.teachers import BM25, Ensemble, normalize, regex_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +109,7 @@ def test_triples(tmp_path):
 def test_beir_scifact_and_bm25_negatives_exclude_positives():
     data = load_beir(DATA / "beir" / "scifact", "train")
     assert len(data.corpus) == 5183 and len(data.queries) == 1109
-    qrels = load_qrels(DATA / "beir" / "scifact", "train")
+    qrels = read_qrels(DATA / "beir" / "scifact" / "qrels" / "train.tsv")
     assert sum(len(v) for v in qrels.values()) == 919
     pos = dict(list(data.positives().items())[:20])
     corpus = {d: data.corpus[d] for d in list(data.corpus)[:400]} | {d: data.corpus[d] for p in pos.values() for d in p}

@@ -1,5 +1,6 @@
 """Training losses: ranking (InfoNCE, MarginMSE, KL), sparsity (FLOPS, IDF-aware FLOPS, DF-FLOPS,
-L1, L0 threshold mask, quadratic warm-up) and the inference-free IDF table.
+L1, L0 threshold mask, quadratic warm-up) and the inference-free query-weight table
+(IDF itself: :mod:`lsr.index.stats`).
 """
 
 from lsr.losses.combined import SparseRetrievalLoss
@@ -13,7 +14,7 @@ from lsr.losses.flops import (
     idf_term_weights,
     l0_mask,
 )
-from lsr.losses.idf import IdfTable, bm25_idf, document_frequencies
+from lsr.losses.idf import IdfTable
 from lsr.losses.ranking import RANKING_LOSSES, InfoNCELoss, KLDivLoss, MarginMSELoss
 
 __all__ = [
@@ -31,6 +32,4 @@ __all__ = [
     "idf_term_weights",
     "df_flops_activation",
     "IdfTable",
-    "bm25_idf",
-    "document_frequencies",
 ]

@@ -51,18 +51,10 @@ __all__ = ["SparseEncoder", "SpladeEncoder", "InferenceFreeEncoder", "DecoderSpl
 
 def __getattr__(name):
     # Keep `import lsr.models` torch-free: the torch-backed classes load on first access.
-    if name == "SparseEncoder":
-        from lsr.models.base import SparseEncoder
+    if name in ("SparseEncoder", "SpladeEncoder", "InferenceFreeEncoder", "DecoderSpladeEncoder"):
+        from lsr.models import base, decoder, splade  # importing the subclasses registers their kinds
 
-        return SparseEncoder
-    if name in ("SpladeEncoder", "InferenceFreeEncoder"):
-        from lsr.models import splade
-
-        return getattr(splade, name)
-    if name == "DecoderSpladeEncoder":
-        from lsr.models.decoder import DecoderSpladeEncoder
-
-        return DecoderSpladeEncoder
+        return getattr(base if name == "SparseEncoder" else decoder if name == "DecoderSpladeEncoder" else splade, name)
     if name == "IdfQueryEncoder":
         from lsr.models.inference_free import IdfQueryEncoder
 

@@ -34,8 +34,11 @@ def default_device(device=None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_ENCODERS: dict[str, type] = {}  # kind -> class: each subclass with a ``kind`` adds itself (base imports none)
+
+
 class SparseEncoder(torch.nn.Module):
-    """Base class of lsr's sparse encoders; :meth:`load` picks the subclass.
+    """Base class of lsr's sparse encoders; :meth:`load` picks the subclass registered for the kind.
 
     >>> enc = SparseEncoder.load("splade-tiny")                        # doctest: +SKIP
     >>> enc.decode(enc.encode_documents(["the cat sat on the mat"]), top_k=3)  # doctest: +SKIP
@@ -45,6 +48,11 @@ class SparseEncoder(torch.nn.Module):
     kind: str = ""
     default_max_query_length = 64
     default_max_doc_length = 256
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("kind"):
+            _ENCODERS[cls.kind] = cls
 
     def __init__(
         self,
@@ -280,18 +288,9 @@ class SparseEncoder(torch.nn.Module):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         settings = {**saved, **opts}
-        if kind == "decoder":
-            from lsr.models.decoder import DecoderSpladeEncoder
-
-            cls = DecoderSpladeEncoder
-        elif kind == "inference-free":
-            from lsr.models.splade import InferenceFreeEncoder
-
-            cls = InferenceFreeEncoder
-        else:
-            from lsr.models.splade import SpladeEncoder
-
-            cls = SpladeEncoder
+        cls = _ENCODERS.get(kind)
+        if cls is None:  # the subclasses register themselves; `lsr.models.SparseEncoder` imports them all
+            raise ValueError(f"no encoder class for kind {kind!r} is loaded: use `from lsr.models import SparseEncoder`")
         try:
             enc = cls._from_folder(folder, **settings)
         except TypeError as exc:

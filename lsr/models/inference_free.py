@@ -7,17 +7,19 @@ IDF from a corpus (BM25 form) or learned; it is stored as a safetensors vector. 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from lsr.index.sparse import SparseBatch
+from lsr.index.stats import bm25_idf, document_frequencies
 
-__all__ = ["IdfQueryEncoder", "bm25_idf", "check_texts", "QUERY_WEIGHTS_FILE"]
+__all__ = ["IdfQueryEncoder", "check_texts", "corpus_token_ids", "QUERY_WEIGHTS_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +38,6 @@ def check_texts(texts, what: str = "texts") -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"{what}[{i}] must be a str, got {type(t).__name__}")
     return out
-
-
-def bm25_idf(df: np.ndarray, n_docs: int) -> np.ndarray:
-    """BM25's IDF ``ln(1 + (N - df + 0.5) / (df + 0.5))`` (always positive)."""
-    df = np.asarray(df, dtype=np.float64)
-    return np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
 
 
 def _load_tokenizer(folder: Path):
@@ -157,8 +153,8 @@ class IdfQueryEncoder:
             tokenizer = _load_tokenizer(folder)
         special = _special_ids(tokenizer, folder)
         dim = int(dim or tokenizer.get_vocab_size(with_added_tokens=True))
-        df, n = document_frequencies(tokenizer, texts, dim=dim, max_length=doc_max_length, batch_size=batch_size,
-                                     show_progress_bar=show_progress_bar)
+        df, n = document_frequencies(corpus_token_ids(tokenizer, texts, max_length=doc_max_length, batch_size=batch_size,
+                                                      show_progress_bar=show_progress_bar), dim)
         if n == 0:
             raise ValueError("cannot compute IDF from an empty corpus")
         return cls(tokenizer, bm25_idf(df, n), max_length=max_length, special_ids=special)
@@ -235,40 +231,21 @@ def decode_batch(batch: SparseBatch, vocab: Sequence[str], top_k: int | None = N
     return out
 
 
-def document_frequencies(tokenizer, texts: Iterable[str], *, dim: int, max_length: int | None = None,
-                         batch_size: int = 1024, show_progress_bar: bool = False) -> tuple[np.ndarray, int]:
-    """``(df, n_docs)``: the number of documents holding each token id (no special tokens added)."""
-    df = np.zeros(dim, np.int64)
-    n = 0
-    buf: list[str] = []
-    bar = None
-    if show_progress_bar:
-        from tqdm.auto import tqdm
+def corpus_token_ids(tokenizer, texts: Iterable[str], *, max_length: int | None = None, batch_size: int = 1024,
+                     show_progress_bar: bool = False) -> Iterator[list[int]]:
+    """Each text's token ids (no special tokens, cut to ``max_length``), tokenised in batches: the
+    input of :func:`lsr.index.stats.document_frequencies`."""
+    from tqdm.auto import tqdm
 
-        bar = tqdm(desc="idf", unit="doc")
-
-    def flush():
-        nonlocal n
-        for i, e in enumerate(tokenizer.encode_batch(buf, add_special_tokens=False)):
-            ids = e.ids if max_length is None else e.ids[:max_length]
-            u = np.unique(np.asarray(ids, dtype=np.int64))
-            df[u[u < dim]] += 1
-        n += len(buf)
-        if bar is not None:
+    texts, done = iter(texts), 0
+    with tqdm(desc="idf", unit="doc", disable=not show_progress_bar) as bar:
+        while buf := list(itertools.islice(texts, batch_size)):
+            bad = next((i for i, t in enumerate(buf) if not isinstance(t, str)), None)
+            if bad is not None:
+                raise TypeError(f"texts[{done + bad}] must be a str, got {type(buf[bad]).__name__}")
+            yield from (e.ids[:max_length] for e in tokenizer.encode_batch(buf, add_special_tokens=False))
+            done += len(buf)
             bar.update(len(buf))
-        buf.clear()
-
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__}")
-        buf.append(t)
-        if len(buf) >= batch_size:
-            flush()
-    if buf:
-        flush()
-    if bar is not None:
-        bar.close()
-    return df, n
 
 
 # ---------------------------------------------------------------------- sentence-transformers layouts

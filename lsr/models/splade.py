@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from lsr.models.base import SparseEncoder
-from lsr.models.inference_free import QUERY_WEIGHTS_FILE, IdfQueryEncoder, check_texts, document_frequencies, bm25_idf
+from lsr.index.stats import bm25_idf, document_frequencies
+from lsr.models.inference_free import QUERY_WEIGHTS_FILE, IdfQueryEncoder, check_texts, corpus_token_ids
 from lsr.models.pooling import head_pool, splade_pool
 from lsr.models.st_format import write_st_router_files, write_st_splade_files
 
@@ -168,8 +169,9 @@ class InferenceFreeEncoder(SpladeEncoder):
 
     def fit_idf(self, texts, *, doc_max_length: int | None = None, show_progress_bar: bool = False) -> "InferenceFreeEncoder":
         """Set the query weights to BM25 IDF over ``texts`` (special tokens excluded)."""
-        df, n = document_frequencies(self.tokenizer.backend_tokenizer, check_texts(texts), dim=self.dim,
-                                     max_length=doc_max_length, show_progress_bar=show_progress_bar)
+        df, n = document_frequencies(corpus_token_ids(self.tokenizer.backend_tokenizer, check_texts(texts),
+                                                      max_length=doc_max_length, show_progress_bar=show_progress_bar),
+                                     self.dim)
         if n == 0:
             raise ValueError("cannot compute IDF from an empty corpus")
         w = torch.as_tensor(bm25_idf(df, n), device=self.query_weights.device)

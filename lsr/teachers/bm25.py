@@ -1,4 +1,4 @@
-"""BM25 over a corpus (scipy CSR): full-corpus search for hard negatives and the lexical
+"""BM25 over a corpus (term weights as CSR, searched by ``lsr.index.ExactIndex``): hard negatives and the lexical
 teacher's scores of given (query, document) pairs. Tokenisation is pluggable: the word pieces of
 a Hugging Face ``tokenizer.json`` (as lsr's encoders see text) or a lowercase word regex.
 """
@@ -72,7 +72,8 @@ class BM25:
                  k1: float = 0.9, b: float = 0.4):
         import scipy.sparse as sp
 
-        from lsr.losses.idf import bm25_idf
+        from lsr.index.sparse import SparseBatch
+        from lsr.index.stats import bm25_idf, document_frequencies
 
         self.tokenize, self.dim = tokenizer or regex_tokenizer()
         self.ids = list(ids) if ids is not None else [str(i) for i in range(len(docs))]
@@ -83,14 +84,14 @@ class BM25:
         cols = np.fromiter((t for ts in toks for t in ts), np.int64, int(indptr[-1]))
         tf = sp.csr_matrix((np.ones(cols.size, np.float32), cols, indptr), shape=(len(docs), self.dim))
         tf.sum_duplicates()
-        df = np.bincount(tf.indices, minlength=self.dim)
-        self.idf = bm25_idf(df, len(docs))
+        self.idf = bm25_idf(*document_frequencies(SparseBatch.from_scipy(tf)))
         avg = max(float(lens.mean()) if len(lens) else 1.0, 1e-9)
         norm = k1 * (1 - b + b * lens / avg)
         rows = np.repeat(np.arange(tf.shape[0]), np.diff(tf.indptr))
         w = tf.data * (k1 + 1) / (tf.data + norm[rows]) * self.idf[tf.indices]
         self.weights = sp.csr_matrix((w.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)
         self.k1, self.b = k1, b
+        self._index = None  # the ExactIndex over the weights, built on the first search
 
     def query_matrix(self, queries: Sequence[str]):
         import scipy.sparse as sp
@@ -103,24 +104,15 @@ class BM25:
         m.sum_duplicates()  # query term frequency counts, as Lucene's BM25 over a bag of words
         return m
 
-    def search(self, queries: Sequence[str], k: int = 100, batch: int = 256):
+    def search(self, queries: Sequence[str], k: int = 100):
         """Top-``k`` ``(ids (n, k) object array, scores (n, k) float32)``; missing hits are None / -inf."""
-        n = len(queries)
-        out_ids = np.full((n, k), None, dtype=object)
-        out_sc = np.full((n, k), -np.inf, np.float32)
-        ids = np.asarray(self.ids, dtype=object)
-        wt = self.weights.T.tocsr()
-        for s in range(0, n, batch):
-            qm = self.query_matrix(queries[s : s + batch])
-            scores = (qm @ wt).toarray()  # (b, N)
-            kk = min(k, scores.shape[1])
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-            for r in range(top.shape[0]):
-                sel = top[r][np.argsort(-scores[r, top[r]], kind="stable")]
-                sel = sel[scores[r, sel] > 0]
-                out_ids[s + r, : sel.size] = ids[sel]
-                out_sc[s + r, : sel.size] = scores[r, sel]
-        return out_ids, out_sc
+        from lsr.index import ExactIndex
+        from lsr.index.sparse import SparseBatch
+
+        if self._index is None:
+            self._index = ExactIndex.build(SparseBatch.from_scipy(self.weights), ids=[str(d) for d in self.ids])
+        hits = self._index.search(SparseBatch.from_scipy(self.query_matrix(queries)), k=k)
+        return hits.ids, hits.scores
 
     def score_pairs(self, queries: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """BM25 score of each query against its own candidate document ids."""

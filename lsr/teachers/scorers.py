@@ -77,10 +77,10 @@ class SparseTeacher:
         return {"kind": "sparse", "model": Path(self.model).name, "max_length": self.max_length}
 
     def score(self, queries, corpus, candidates):
-        from lsr.train.student import load_encoder
+        from lsr.models import SparseEncoder
 
-        enc = load_encoder(str(resolve_model(self.model)), kind="splade", device=_device(self.device),
-                           max_doc_length=self.max_length)
+        enc = SparseEncoder.load(str(resolve_model(self.model)), kind="splade", device=_device(self.device),
+                                 max_doc_length=self.max_length)
         docs = _unique_docs(candidates)
         qids = list(candidates)
         qv = enc.encode_queries([queries[q] for q in qids], batch_size=self.batch_size, show_progress_bar=True).to_scipy()

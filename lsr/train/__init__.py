@@ -1,5 +1,5 @@
 """Training: the TOML config schema, the trainer behind ``lsr-train`` (checkpoints, exact resume,
-accelerate DDP, bf16), the student adapter over ``lsr.models`` and dev evaluation.
+accelerate DDP, bf16) and dev evaluation; the student is an ``lsr.models.SparseEncoder``.
 """
 
 from lsr.train.config import ConfigError, TrainConfig, load_config

@@ -3,7 +3,7 @@ BM25 (word pieces, k1 0.9, b 0.4), SPLADE-tiny (full), and SPLADE-tiny documents
 
 ``python -m lsr.train.baselines --data DIR --out OUT [--model NAME=PATH ...] [--no-baselines]``
 writes ``OUT/results.json`` (nDCG@10, R@100, non-zeros, FLOPS per dataset and method) and the
-runs as TREC files under ``OUT/runs/``. Exact scoring (scipy); metrics via ir-measures where
+runs as TREC files under ``OUT/runs/``. Exact scoring (``lsr.index.ExactIndex``); metrics via ir-measures where
 installed, else the built-in nDCG@10.
 """
 
@@ -66,9 +66,9 @@ def main(argv=None) -> int:
         if refit_idf:
             enc.fit_idf([corpus[x] for x in dids])
         qv = enc.encode_queries([queries[q] for q in qids], batch_size=args.batch_size)
-        run = exact_run(qv.to_scipy(), d.to_scipy(), qids, dids, 100)
+        run = exact_run(qv, d, qids, dids, 100)
         m = measure({q: qrels[q] for q in qids}, run)
-        m.update(sparsity_stats(qv.to_scipy(), d.to_scipy()))
+        m.update(sparsity_stats(qv, d))
         m["doc_encode_s"] = t_doc
         return m, run
 

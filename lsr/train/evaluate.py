@@ -1,4 +1,4 @@
-"""Dev evaluation inside training: encode a corpus and queries, score exactly (sparse product),
+"""Dev evaluation inside training: encode a corpus and queries, score exactly (``lsr.index.ExactIndex``),
 nDCG@10 / R@100 through ir-measures (a built-in nDCG@10 when it is not installed), non-zeros and FLOPS.
 """
 
@@ -14,19 +14,14 @@ __all__ = ["exact_run", "ndcg_at_10", "measure", "sparsity_stats", "evaluate_enc
 logger = logging.getLogger(__name__)
 
 
-def exact_run(q_csr, d_csr, qids, dids, k: int = 100) -> dict[str, dict[str, float]]:
-    """Top-``k`` by exact dot product (scipy CSR), as ``{qid: {did: score}}``."""
-    dt = d_csr.T.tocsr()
-    run = {}
-    dids = np.asarray(dids, dtype=object)
-    for s in range(0, q_csr.shape[0], 256):
-        sc = (q_csr[s:s + 256] @ dt).toarray()
-        kk = min(k, sc.shape[1])
-        top = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
-        for r in range(sc.shape[0]):
-            sel = top[r][np.argsort(-sc[r, top[r]], kind="stable")]
-            run[qids[s + r]] = {str(dids[j]): float(sc[r, j]) for j in sel}
-    return run
+def exact_run(queries, docs, qids, dids, k: int = 100) -> dict[str, dict[str, float]]:
+    """Top-``k`` of SparseBatch ``queries`` over ``docs`` by exact dot product, as ``{qid: {did: score}}``
+    (documents with a positive score; :class:`lsr.index.ExactIndex`'s rules)."""
+    from lsr.index import ExactIndex
+
+    hits = ExactIndex.build(docs, ids=[str(d) for d in dids]).search(queries, k=k)
+    return {q: {d: float(s) for d, s in zip(hits.ids[i], hits.scores[i]) if d is not None}
+            for i, q in enumerate(qids)}
 
 
 def ndcg_at_10(qrels, run) -> float:
@@ -52,12 +47,12 @@ def measure(qrels, run) -> dict[str, float]:
         return {"nDCG@10": ndcg_at_10(qrels, run)}
 
 
-def sparsity_stats(q_csr, d_csr) -> dict[str, float]:
-    """Average non-zeros and FLOPS = Σ_t P(q_t ≠ 0) P(d_t ≠ 0), the expected number of
-    multiply-adds per query–document pair (Paria et al. 2020)."""
-    pq = np.bincount(q_csr.indices, minlength=q_csr.shape[1]) / max(q_csr.shape[0], 1)
-    pd = np.bincount(d_csr.indices, minlength=d_csr.shape[1]) / max(d_csr.shape[0], 1)
-    return {"nnz_q": float(q_csr.nnz / max(q_csr.shape[0], 1)), "nnz_d": float(d_csr.nnz / max(d_csr.shape[0], 1)),
+def sparsity_stats(queries, docs) -> dict[str, float]:
+    """Average non-zeros of SparseBatch ``queries`` and ``docs``, and FLOPS = Σ_t P(q_t ≠ 0) P(d_t ≠ 0),
+    the expected number of multiply-adds per query–document pair (Paria et al. 2020)."""
+    pq = np.bincount(queries.indices, minlength=queries.dim) / max(len(queries), 1)
+    pd = np.bincount(docs.indices, minlength=docs.dim) / max(len(docs), 1)
+    return {"nnz_q": float(queries.nnz / max(len(queries), 1)), "nnz_d": float(docs.nnz / max(len(docs), 1)),
             "flops": float((pq * pd).sum())}
 
 
@@ -68,8 +63,7 @@ def evaluate_encoder(enc, corpus: dict[str, str], queries: dict[str, str], qrels
     dids = list(corpus)
     d = doc_vectors if doc_vectors is not None else enc.encode_documents([corpus[x] for x in dids], batch_size=batch_size)
     qv = enc.encode_queries([queries[q] for q in qids], batch_size=batch_size)
-    dc, qc = d.to_scipy(), qv.to_scipy()
-    run = exact_run(qc, dc, qids, dids, k)
+    run = exact_run(qv, d, qids, dids, k)
     out = measure({q: qrels[q] for q in qids}, run)
-    out.update(sparsity_stats(qc, dc))
+    out.update(sparsity_stats(qv, d))
     return out, run

@@ -144,16 +144,12 @@ class Trainer:
         return ens(queries, corpus, cands)
 
     def _idf(self, enc, corpus) -> np.ndarray:
-        from lsr.losses import bm25_idf
+        from lsr.index.stats import bm25_idf, document_frequencies
 
-        dim = enc.dim
-        df = np.zeros(dim, np.int64)
         texts = list(corpus.values())
-        for s in range(0, len(texts), 1024):
-            ids = enc.tokenizer(texts[s:s + 1024], add_special_tokens=False, verbose=False)["input_ids"]
-            for row in ids:
-                df[np.unique(np.asarray(row, np.int64))] += 1
-        return bm25_idf(df, len(texts))
+        token_ids = (row for s in range(0, len(texts), 1024)
+                     for row in enc.tokenizer(texts[s:s + 1024], add_special_tokens=False, verbose=False)["input_ids"])
+        return bm25_idf(*document_frequencies(token_ids, enc.dim))
 
     @staticmethod
     def _mean_query_idf(enc, idf, texts) -> float:
@@ -227,7 +223,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         from lsr.data import TrainingSet
-        from lsr.train.student import load_encoder, set_query_weights
+        from lsr.models import SparseEncoder
 
         cfg, tc = self.cfg, self.cfg.train
         cpu = tc.device == "cpu" or (tc.device == "auto" and not torch.cuda.is_available())
@@ -258,7 +254,7 @@ class Trainer:
         if cfg.model.logit_shift is not None:
             kw["logit_shift"] = cfg.model.logit_shift
         _seed_all(tc.seed)  # fresh heads (if any) start the same whatever ran before
-        enc = load_encoder(str(resolve_model(cfg.model.init)), cfg.model.kind, device=str(self.device), **kw)
+        enc = SparseEncoder.load(str(resolve_model(cfg.model.init)), kind=cfg.model.kind, device=str(self.device), **kw)
         idf = None
         if cfg.model.kind == "inference-free" or cfg.loss.regularizer == "idf_flops":
             idf = self._idf(enc, corpus)
@@ -267,9 +263,9 @@ class Trainer:
                 table = idf
                 if cfg.model.normalize_query_weights:
                     table = idf / self._mean_query_idf(enc, idf, [queries[q] for q in positives])
-                set_query_weights(enc, table, cfg.model.trainable_query_weights)
+                _set_query_weights(enc, table, cfg.model.trainable_query_weights)
             elif cfg.model.query_weights == "ones":  # binary queries: plain inference-free SPLADE-doc
-                set_query_weights(enc, np.ones(enc.dim, np.float32), cfg.model.trainable_query_weights)
+                _set_query_weights(enc, np.ones(enc.dim, np.float32), cfg.model.trainable_query_weights)
             else:
                 enc.query_weights.requires_grad_(cfg.model.trainable_query_weights)
         self.criterion = build_loss(cfg, idf, enc.dim).to(self.device)
@@ -415,3 +411,14 @@ class _null:
 
     def __exit__(self, *a):
         return False
+
+
+def _set_query_weights(enc, weights, trainable: bool) -> None:
+    """Overwrite an inference-free encoder's (V,) query table and set whether it trains."""
+    qw = enc.query_weights
+    w = torch.as_tensor(np.asarray(weights), dtype=torch.float32)
+    if qw.shape != w.shape:
+        raise ValueError(f"query table has shape {tuple(qw.shape)}, weights {tuple(w.shape)}")
+    with torch.no_grad():
+        qw.copy_(w.to(qw.device))
+    qw.requires_grad_(trainable)

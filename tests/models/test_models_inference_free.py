@@ -10,15 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsr.models.inference_free import IdfQueryEncoder, bm25_idf
+from lsr.models.inference_free import IdfQueryEncoder
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = ["the cat sat", "the dog sat down", "a cat and a dog", "birds fly"]
-
-
-def test_bm25_idf_formula():
-    assert bm25_idf(np.array([0, 1, 4]), 4).tolist() == pytest.approx(
-        [math.log(1 + 4.5 / 0.5), math.log(1 + 3.5 / 1.5), math.log(1 + 0.5 / 4.5)])
 
 
 def test_idf_against_hand_count(splade_dir):

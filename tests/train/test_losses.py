@@ -17,9 +17,7 @@ from lsr.losses import (
     QuadraticWarmup,
     SparseRetrievalLoss,
     WeightedFLOPSLoss,
-    bm25_idf,
     df_flops_activation,
-    document_frequencies,
     l0_mask,
 )
 
@@ -122,15 +120,6 @@ def test_quadratic_warmup():
     w = QuadraticWarmup(0.5, 10)
     assert [w(0), w(5), w(10), w(20)] == [0.0, pytest.approx(0.125), 0.5, 0.5]
     assert QuadraticWarmup(0.3, 0)(0) == 0.3
-
-
-def test_bm25_idf_and_df():
-    df, n = document_frequencies([[1, 1, 2], [2], [0, 2]], 4)
-    assert df.tolist() == [1, 1, 3, 0] and n == 3
-    idf = bm25_idf(df, n)
-    assert idf[0] == pytest.approx(math.log(1 + (3 - 1 + 0.5) / 1.5))
-    assert idf[3] == pytest.approx(math.log(1 + 3.5 / 0.5))
-    assert idf[2] < idf[0] < idf[3]
 
 
 def test_combined_named_terms_and_warmup():

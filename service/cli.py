@@ -1,4 +1,4 @@
-"""``lsr-serve``: start the search service on uvicorn; ``ingest_main`` indexes a JSONL corpus."""
+"""``lsr-serve`` / ``lsr serve``: start the search service on uvicorn; ``ingest_main`` indexes a JSONL corpus."""
 
 from __future__ import annotations
 
@@ -37,15 +37,41 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
     p.add_argument("--merge-idle", type=float, default=10.0, help="or after this many quiet seconds")
     p.add_argument("--verify", action="store_true", help="verify segment checksums when loading")
     p.add_argument("--no-preload", action="store_true", help="load encoders on the first text request, not at start")
+    g = p.add_argument_group("connections and load (service/README.md, 'Limits')")
+    g.add_argument("--max-connections", type=int, default=Limits.max_connections,
+                   help="open sockets; a new one past this gets 503 and is closed (the open-file limit is raised "
+                        "to fit)")
+    g.add_argument("--max-in-flight", type=int, default=Limits.max_in_flight,
+                   help="requests being handled; past this 503 + Retry-After (load shedding)")
+    g.add_argument("--header-timeout", type=float, default=Limits.header_timeout_s,
+                   help="seconds for a request's headers to arrive (slow clients get 408 and are closed)")
+    g.add_argument("--body-timeout", type=float, default=Limits.body_timeout_s,
+                   help="seconds for a request's body to arrive after its headers")
+    g.add_argument("--keep-alive", type=float, default=Limits.keep_alive_s, help="idle keep-alive seconds")
+    g.add_argument("--query-batch", type=int, default=Limits.query_batch_max,
+                   help="texts per forward pass when batching model-encoded queries (1: no batching)")
+    g.add_argument("--query-batch-wait-ms", type=float, default=Limits.query_batch_wait_ms,
+                   help="how long a query batch waits for more queries")
     p.add_argument("--log-level", default="info")
     return p
 
 
 def settings_from_args(args) -> Settings:
     data = Path(args.data)
+    for flag, value in [("--max-connections", args.max_connections), ("--max-in-flight", args.max_in_flight),
+                        ("--query-batch", args.query_batch)]:
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    for flag, value in [("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout),
+                        ("--keep-alive", args.keep_alive)]:
+        if not value > 0:
+            raise ValueError(f"{flag} must be positive, got {value}")
     limits = Limits(
         max_k=args.max_k, max_batch_documents=args.max_batch, max_batch_queries=args.max_queries,
         max_text_chars=args.max_text_chars, max_body_bytes=int(args.max_body_mb * 2**20),
+        max_connections=args.max_connections, max_in_flight=args.max_in_flight,
+        header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout, keep_alive_s=args.keep_alive,
+        query_batch_max=args.query_batch, query_batch_wait_ms=max(0.0, args.query_batch_wait_ms),
     )
     return Settings(
         data_dir=data, model=args.model, threads=max(1, args.threads),
@@ -55,21 +81,49 @@ def settings_from_args(args) -> Settings:
     )
 
 
+def _lock_owner(data: Path) -> str:
+    try:
+        pid = (data / "LOCK").read_text().strip()
+    except OSError:
+        return "another process"
+    return f"PID {pid}" if pid.isdigit() else "another process"
+
+
+def open_store(settings):
+    """Take the data folder's lock now, so a second server fails at once instead of never getting ready."""
+    from .collection import CollectionStore, MergePolicy
+
+    try:
+        store = CollectionStore(settings.data_dir, MergePolicy(min_docs=settings.merge_min_docs,
+                                                               idle_s=settings.merge_idle_s))
+    except RuntimeError as exc:
+        if "in use" not in str(exc):
+            raise
+        raise ValueError(f"data folder {settings.data_dir} in use by {_lock_owner(settings.data_dir)} "
+                         "(a running server?); stop it or use another --data") from None
+    # The PID is for the message above; the flock the store holds is what excludes.
+    (settings.data_dir / "LOCK").write_text(f"{os.getpid()}\n")
+    return store
+
+
 def main(argv: list[str] | None = None, prog: str = "lsr-serve") -> int:
     args = serve_parser(prog).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import uvicorn
-
     from .app import create_app
+    from .encoders import known_model
+    from .server import run
 
     try:
+        if args.model is not None and not known_model(args.model):
+            raise ValueError(f"--model {args.model!r} is neither a model folder nor a known model name "
+                             "(e.g. splade-tiny; 'none' serves vectors only)")
         settings = settings_from_args(args)
+        store = open_store(settings)
     except (OSError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), workers=1,
-                timeout_graceful_shutdown=10)
+    run(create_app(settings, store=store), host=args.host, port=args.port, limits=settings.limits,
+        log_level=args.log_level)
     return 0
 
 
@@ -85,6 +139,9 @@ def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
     p.add_argument("--limit", type=int, default=None, help="only the first N documents")
     p.add_argument("--batch-size", type=int, default=256)
     args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        print(f"{prog}: --limit must be a positive number of documents, got {args.limit}", file=sys.stderr)
+        return 2
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .ingest import ingest
 
@@ -92,7 +149,10 @@ def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
         stats = ingest(args.corpus, args.collection, data_dir=args.data, model=args.model, vectors=args.vectors,
                        limit=args.limit, batch_size=args.batch_size, dim=args.dim)
     except (OSError, ValueError, RuntimeError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        msg = str(exc)
+        if isinstance(exc, RuntimeError) and "in use" in msg:
+            msg = f"data folder {args.data} in use by {_lock_owner(Path(args.data))} (a running server?); stop it first"
+        print(f"{prog}: {msg}", file=sys.stderr)
         return 2
     print(json.dumps({"collection": args.collection, "documents": stats["documents"], "bytes": stats["bytes"]}))
     return 0

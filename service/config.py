@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Limits:
+    """Hard caps on requests and connections; each has an ``lsr serve`` flag (service/README.md)."""
+
     max_k: int = 1000
     max_batch_documents: int = 1000
     max_batch_queries: int = 256
@@ -20,6 +22,16 @@ class Limits:
     max_terms: int = 30_000  # non-zeros in one given vector
     max_body_bytes: int = 32 * 1024 * 1024
     max_metadata_bytes: int = 64 * 1024
+    # connections and load (enforced by service/server.py and the ASGI guard in service/errors.py)
+    max_connections: int = 4096  # open sockets; past it a new one gets 503 + close (fds stay bounded)
+    max_in_flight: int = 256  # requests inside the app; past it 503 + Retry-After (load shedding)
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this (slow clients: 408 + close)
+    body_timeout_s: float = 30.0  # and its body within this after the headers
+    keep_alive_s: float = 5.0  # idle keep-alive connections close after this
+    retry_after_s: int = 1  # the Retry-After of a shed request
+    query_batch_max: int = 32  # texts per forward pass of a model's query batcher
+    query_batch_wait_ms: float = 2.0  # how long the batcher waits for more queries
+    query_queue: int = 1024  # queued query-encode requests per model; past it 503
 
 
 @dataclass

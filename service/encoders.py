@@ -1,16 +1,21 @@
-"""Lazy, shared encoders for the service: a model is loaded on first use, once, behind a lock.
+"""The service's encoders: vocabularies, query encoders and document encoders, loaded once per model.
 
-A collection's vocabulary is read torch-free from the model folder's tokenizer files where
-possible, so collections fed precomputed vectors never load a model.
+An inference-free model's query side is its tokenizer plus a weight table
+(:class:`lsr.models.inference_free.IdfQueryEncoder`): it never imports torch. Queries for model-based
+encoders (SPLADE, decoder) go through a :class:`QueryBatcher`: requests that arrive within a few
+milliseconds of each other are encoded in one forward pass.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lsr.index.sparse import SparseBatch
 
@@ -21,21 +26,47 @@ class ModelUnavailable(ValueError):
     """The named model cannot be resolved or loaded (a 4xx for the request that named it)."""
 
 
-def _model_dir(name: str) -> Path | None:
+class EncoderBusy(RuntimeError):
+    """The query batcher's queue is full: shed the request (503 + Retry-After)."""
+
+
+def known_model(name: str) -> bool:
+    """True if ``name`` is a folder or a short model name lsr can fetch (nothing is downloaded)."""
     if not name or "\x00" in name:
-        return None
+        return False
     try:
-        p = Path(name).expanduser()
-        if p.is_dir():
-            return p
-    except (OSError, ValueError, RuntimeError):  # a name too long for a path, a bad ~user, ...
+        if Path(name).expanduser().is_dir():
+            return True
+    except (OSError, ValueError, RuntimeError):
+        return False
+    from lsr.models.hub import _ALIASES, KNOWN_MODELS  # noqa: PLC0415
+
+    return name in KNOWN_MODELS or name.lower() in _ALIASES
+
+
+def _model_dir(name: str) -> Path | None:
+    if not known_model(name):
         return None
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return p
     try:
         from lsr.models.hub import model_path  # noqa: PLC0415
 
         return Path(model_path(name))
-    except Exception as exc:  # not written yet, not cached, or an unknown short name
-        log.debug("model_path(%r) failed: %s", name, exc)
+    except Exception as exc:  # the fetch failed: say so in the log, not to the client
+        log.warning("model %r cannot be fetched: %s", name, exc)
+        return None
+
+
+def model_kind(folder: Path) -> str | None:
+    """``kind`` of an lsr model folder (``splade``, ``inference-free``, ``decoder``), None if not said."""
+    cfg = folder / "lsr_config.json"
+    if not cfg.exists():
+        return None
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError):
         return None
 
 
@@ -55,43 +86,169 @@ def _vocab_from_folder(folder: Path) -> list[str] | None:
     return None
 
 
-class ModelRegistry:
-    """Resolves model names to vocabularies and encoders; encoders are cached per name."""
+class QueryBatcher:
+    """One thread per model that encodes queued query texts in batches.
 
-    def __init__(self, default: str | None = "splade-tiny", *, allow_load: bool = True):
+    ``submit(texts)`` returns a Future of the texts' ``SparseBatch``. The thread takes the first
+    waiting request, then collects more for up to ``max_wait_ms`` (or until ``max_batch`` texts),
+    runs ``encode_fn`` once on them all, and splits the rows back. The queue holds at most
+    ``max_queue`` requests; past that ``submit`` raises :class:`EncoderBusy`.
+    """
+
+    def __init__(self, encode_fn: Callable[[list[str]], SparseBatch], *, max_batch: int = 32,
+                 max_wait_ms: float = 2.0, max_queue: int = 256, name: str = "model"):
+        self.encode_fn = encode_fn
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(max_queue)))
+        self.batches = 0
+        self.texts = 0
+        self._thread = threading.Thread(target=self._loop, name=f"lsr-batch-{name}"[:40], daemon=True)
+        self._thread.start()
+
+    def submit(self, texts: list[str]) -> Future:
+        fut: Future = Future()
+        try:
+            self._queue.put_nowait((list(texts), fut))
+        except queue.Full:
+            raise EncoderBusy("the query encoder is overloaded; retry shortly") from None
+        return fut
+
+    def close(self) -> None:
+        self._queue.put((None, None))
+
+    def _loop(self) -> None:
+        while True:
+            texts, fut = self._queue.get()
+            if fut is None:
+                return
+            jobs = [(texts, fut)]
+            n = len(texts)
+            deadline = time.monotonic() + self.max_wait
+            while n < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item[1] is None:  # close(): finish this batch, then stop
+                    self._queue.put(item)
+                    break
+                jobs.append(item)
+                n += len(item[0])
+            self._run(jobs)
+
+    def _run(self, jobs: list[tuple[list[str], Future]]) -> None:
+        jobs = [(t, f) for t, f in jobs if f.set_running_or_notify_cancel()]
+        if not jobs:
+            return
+        try:
+            batch = self.encode_fn([t for texts, _ in jobs for t in texts])
+        except BaseException as exc:  # every waiter gets the error (a 4xx/5xx for its own request)
+            for _, f in jobs:
+                f.set_exception(exc)
+            return
+        self.batches += 1
+        self.texts += len(batch)
+        start = 0
+        for texts, f in jobs:
+            f.set_result(batch[start:start + len(texts)] if len(jobs) > 1 else batch)
+            start += len(texts)
+
+
+class ModelRegistry:
+    """Resolves model names to vocabularies, query encoders and document encoders; each is loaded once.
+
+    >>> models = ModelRegistry("splade-tiny")                        # doctest: +SKIP
+    >>> models.submit_queries("splade-tiny", ["what causes fever"]).result()   # doctest: +SKIP
+    """
+
+    def __init__(self, default: str | None = "splade-tiny", *, allow_load: bool = True, batch_max: int = 32,
+                 batch_wait_ms: float = 2.0, batch_queue: int = 256):
         self.default = default
         self.allow_load = allow_load
-        self._encoders: dict[str, Any] = {}
+        self.batch_opts = {"max_batch": batch_max, "max_wait_ms": batch_wait_ms, "max_queue": batch_queue}
+        self._encoders: dict[str, Any] = {}  # torch encoders
+        self._tables: dict[str, Any] = {}  # torch-free query encoders (inference-free)
+        self._batchers: dict[str, QueryBatcher] = {}
         self._vocabs: dict[str, list[str]] = {}
+        self._folders: dict[str, Path | None] = {}
+        self._kinds: dict[str, bool] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def _lock_for(self, name: str) -> threading.Lock:
+    def _lock_for(self, key: str) -> threading.Lock:
         with self._guard:
-            return self._locks.setdefault(name, threading.Lock())
+            return self._locks.setdefault(key, threading.Lock())
+
+    def folder(self, name: str) -> Path | None:
+        if name not in self._folders:
+            self._folders[name] = _model_dir(name)
+        return self._folders[name]
+
+    def _unavailable(self, name: str) -> ModelUnavailable:
+        # The message names the model as the client gave it, never a server path.
+        return ModelUnavailable(f"model {name!r} is not available on this server (not a known model name "
+                                "or a model folder it can read)")
+
+    def is_table(self, name: str) -> bool:
+        """True when the model's query side is a weight table (inference-free: no model call)."""
+        hit = self._kinds.get(name)
+        if hit is None:
+            folder = self.folder(name)
+            hit = self._kinds[name] = folder is not None and model_kind(folder) == "inference-free"
+        return hit
 
     def vocab(self, name: str) -> list[str]:
-        if name in self._vocabs:
-            return self._vocabs[name]
-        folder = _model_dir(name)
+        hit = self._vocabs.get(name)
+        if hit is not None:
+            return hit
+        folder = self.folder(name)
+        if folder is None:
+            raise self._unavailable(name)
         try:
-            vocab = _vocab_from_folder(folder) if folder is not None else None
+            vocab = _vocab_from_folder(folder)
         except (OSError, ValueError) as exc:
-            raise ModelUnavailable(f"model {name!r}: cannot read its vocabulary ({exc})") from exc
+            log.warning("model %r: cannot read its vocabulary: %s", name, exc)
+            raise ModelUnavailable(f"model {name!r}: its vocabulary cannot be read") from None
         if vocab is None:
             vocab = list(self.encoder(name).vocab)
         self._vocabs[name] = vocab
         return vocab
 
     def loaded(self) -> list[str]:
-        return list(self._encoders)
+        return sorted({*self._encoders, *self._tables})
+
+    def table(self, name: str):
+        """The torch-free query encoder of an inference-free model."""
+        enc = self._tables.get(name)
+        if enc is not None:
+            return enc
+        if not self.allow_load:
+            raise ModelUnavailable(f"model {name!r} is not loaded and this server does not load models")
+        with self._lock_for(name + ":table"):
+            enc = self._tables.get(name)
+            if enc is None:
+                from lsr.models.inference_free import IdfQueryEncoder  # noqa: PLC0415
+
+                try:
+                    enc = IdfQueryEncoder.load(self.folder(name))
+                except (OSError, ValueError) as exc:
+                    log.warning("model %r: cannot load its query table: %s", name, exc)
+                    raise self._unavailable(name) from None
+                self._tables[name] = enc
+        return enc
 
     def encoder(self, name: str):
+        """The torch encoder (documents of every model; queries of SPLADE and decoder models)."""
         enc = self._encoders.get(name)
         if enc is not None:
             return enc
         if not self.allow_load:
             raise ModelUnavailable(f"model {name!r} is not loaded and this server does not load models")
+        folder = self.folder(name)
+        if folder is None:
+            raise self._unavailable(name)
         with self._lock_for(name):
             enc = self._encoders.get(name)
             if enc is None:
@@ -99,20 +256,62 @@ class ModelRegistry:
                     from lsr.models import SparseEncoder  # noqa: PLC0415
 
                     log.info("loading encoder %s", name)
-                    enc = SparseEncoder.load(name)
-                except Exception as exc:
-                    raise ModelUnavailable(f"model {name!r} cannot be loaded: {exc}") from exc
+                    enc = SparseEncoder.load(folder)
+                except Exception as exc:  # noqa: BLE001 - any load failure is this model's, said in the log
+                    log.warning("model %r cannot be loaded: %s", name, exc, exc_info=True)
+                    raise ModelUnavailable(f"model {name!r} cannot be loaded ({type(exc).__name__}); "
+                                           "see the server log") from None
                 self._encoders[name] = enc
-                self._locks[name + ":run"] = threading.Lock()
         return enc
 
-    def encode(self, name: str, texts: list[str], *, queries: bool) -> SparseBatch:
+    def preload(self, name: str) -> None:
+        """Load what text queries will need: the table of an inference-free model, else the encoder."""
+        if self.is_table(name):
+            self.table(name)
+        else:
+            self._batcher(name)
+
+    def _batcher(self, name: str) -> QueryBatcher:
+        b = self._batchers.get(name)
+        if b is not None:
+            return b
+        enc = self.encoder(name)
+        with self._lock_for(name + ":batcher"):
+            b = self._batchers.get(name)
+            if b is None:
+                run_lock = self._lock_for(name + ":run")
+
+                def encode(texts: list[str]) -> SparseBatch:
+                    with run_lock:  # documents and queries share the model's cores
+                        return self._with_vocab(name, enc.encode_queries(texts, batch_size=len(texts)))
+
+                b = self._batchers[name] = QueryBatcher(encode, name=name, **self.batch_opts)
+        return b
+
+    def _with_vocab(self, name: str, batch: SparseBatch) -> SparseBatch:
+        return batch if batch.vocab is not None else batch.with_vocab(self.vocab(name))
+
+    def submit_queries(self, name: str, texts: list[str]) -> Future:
+        """A Future of the queries' vectors: computed now for a table, else by the model's batcher."""
+        if self.is_table(name):
+            fut: Future = Future()
+            try:
+                fut.set_result(self._with_vocab(name, self.table(name).encode_queries(texts)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the Future
+                fut.set_exception(exc)
+            return fut
+        return self._batcher(name).submit(texts)
+
+    def encode_queries(self, name: str, texts: list[str]) -> SparseBatch:
+        return self.submit_queries(name, texts).result()
+
+    def encode_documents(self, name: str, texts: list[str]) -> SparseBatch:
         enc = self.encoder(name)
         with self._lock_for(name + ":run"):  # torch already uses every core per call
-            if queries:
-                batch = enc.encode_queries(texts)
-            else:
-                batch = enc.encode_documents(texts)
-        if batch.vocab is None:
-            batch = batch.with_vocab(self.vocab(name))
-        return batch
+            batch = enc.encode_documents(texts)
+        return self._with_vocab(name, batch)
+
+    def close(self) -> None:
+        for b in list(self._batchers.values()):
+            b.close()
+

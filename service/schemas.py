@@ -2,18 +2,52 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-DocId = Annotated[str, Field(min_length=1, max_length=512)]
-CollectionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+from .collection import MAX_DIM, MAX_WEIGHT  # the storage layer's caps, checked here at the edge
 
 MAX_TEXT = 100_000
 MAX_K = 1000
 MAX_BATCH_DOCS = 1000
 MAX_BATCH_QUERIES = 256
+MAX_TERM_ID = MAX_DIM - 1  # term ids are int32 in every index
+
+
+def _utf8(value: str) -> str:
+    """Reject text that cannot be stored as UTF-8 (lone surrogates from ``\\ud800`` escapes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text is not valid Unicode (unpaired surrogate at position {exc.start})") from None
+    return value
+
+
+def _plain_json(value: Any) -> Any:
+    if value is not None:
+        try:
+            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            raise ValueError("metadata must be plain JSON (finite numbers, valid Unicode)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+Weight = Annotated[float, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False)]
+TermId = Annotated[int, Field(ge=0, le=MAX_TERM_ID)]
+Token = Annotated[Text, Field(min_length=1, max_length=256)]
+DocId = Annotated[Text, Field(min_length=1, max_length=512)]
+CollectionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_plain_json)]
+_WEIGHT_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WEIGHT}
+# JSON object keys are strings: say in the schema that these are decimal term ids (< 10^9 < 2^31)
+IdVector = Annotated[
+    dict[TermId, Weight],
+    WithJsonSchema({"type": "object", "propertyNames": {"pattern": "^(0|[1-9][0-9]{0,8})$"},
+                    "additionalProperties": _WEIGHT_SCHEMA}),
+]
 
 
 class _Strict(BaseModel):
@@ -41,13 +75,13 @@ class IndexParams(_Strict):
 
 class CollectionCreate(_Strict):
     name: CollectionName
-    model: str | None = Field(
+    model: Text | None = Field(
         None,
         max_length=256,
         description="encoder for text (short name or folder). Omitted: the server's default model. "
         "null: no model (documents and queries must carry vectors; give `dim`).",
     )
-    dim: int | None = Field(None, ge=1, le=10_000_000, description="vocabulary size; implied by the model")
+    dim: int | None = Field(None, ge=1, le=MAX_DIM, description="vocabulary size; implied by the model")
     index: IndexParams = Field(default_factory=IndexParams)
 
 
@@ -61,14 +95,18 @@ class SegmentInfo(BaseModel):
 
 class CollectionInfo(BaseModel):
     name: str
-    model: str | None
-    dim: int
-    index: dict[str, Any]
-    documents: int
-    fresh_documents: int
-    segments: list[SegmentInfo]
-    bytes: int
-    created_at: float
+    status: Literal["ok", "failed"] = "ok"
+    reason: str | None = Field(None, description="why a failed collection could not be opened (repair it "
+                               "with `lsr repair NAME`)")
+    model: str | None = None
+    dim: int | None = None
+    index: dict[str, Any] = Field(default_factory=dict)
+    documents: int = 0
+    fresh_documents: int = 0
+    segments: list[SegmentInfo] = Field(default_factory=list)
+    bytes: int = 0
+    wal_bytes: int = 0
+    created_at: float | None = None
 
 
 class CollectionList(BaseModel):
@@ -86,18 +124,19 @@ class MergeResult(BaseModel):
 
 # ---------------------------------------------------------------------------- documents
 class _VectorFields(_Strict):
-    vector: dict[Annotated[str, Field(min_length=1, max_length=256)], Weight] | None = Field(
-        None, description="sparse vector as {token: weight} (or {\"term id\": weight} for a collection without a model)"
+    vector: dict[Token, Weight] | None = Field(
+        None, description="sparse vector as {token: weight} (or {\"term id\": weight} for a collection without a "
+        f"model); weights finite, > 0 and <= {MAX_WEIGHT:g}"
     )
-    vector_ids: dict[Annotated[int, Field(ge=0)], Weight] | None = Field(
-        None, description="sparse vector as {term id: weight}"
+    vector_ids: IdVector | None = Field(
+        None, description="sparse vector as {term id: weight}; ids below the collection's dim"
     )
 
 
 class DocumentIn(_VectorFields):
-    id: DocId | int
-    text: str | None = Field(None, max_length=MAX_TEXT, description="stored; encoded when no vector is given")
-    metadata: dict[str, Any] | None = None
+    id: DocId | Annotated[int, Field(ge=0, le=2**63 - 1)]
+    text: Text | None = Field(None, max_length=MAX_TEXT, description="stored; encoded when no vector is given")
+    metadata: Metadata = None
 
 
 class DocumentsUpsert(_Strict):
@@ -111,7 +150,7 @@ class UpsertResult(BaseModel):
 
 
 class DeleteRequest(_Strict):
-    ids: list[DocId | int] = Field(min_length=1, max_length=MAX_BATCH_DOCS)
+    ids: list[DocId | Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(min_length=1, max_length=MAX_BATCH_DOCS)
 
 
 class DeleteResult(BaseModel):
@@ -138,7 +177,8 @@ class Knobs(_Strict):
 
 
 class QueryIn(_VectorFields):
-    text: str | None = Field(None, max_length=MAX_TEXT)
+    text: Text | None = Field(None, max_length=MAX_TEXT, description="encoded with the collection's model; "
+                              "a text with no vocabulary terms (empty, whitespace, emoji only) is a 422")
 
 
 class SearchRequest(Knobs, QueryIn):
@@ -182,8 +222,8 @@ class BatchSearchResponse(BaseModel):
 
 # ---------------------------------------------------------------------------- encode
 class EncodeRequest(_Strict):
-    texts: list[Annotated[str, Field(max_length=MAX_TEXT)]] = Field(min_length=1, max_length=64)
-    model: str | None = Field(None, max_length=256, description="a model the server serves; default: its default")
+    texts: list[Annotated[Text, Field(max_length=MAX_TEXT)]] = Field(min_length=1, max_length=64)
+    model: Text | None = Field(None, max_length=256, description="a model the server serves; default: its default")
     kind: Literal["query", "document"] = "query"
     top_k: int | None = Field(None, ge=1, le=100_000, description="keep each vector's top_k weights")
 
@@ -194,6 +234,7 @@ class EncodeResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok (liveness); ready, degraded (some collections failed) or loading")
     collections: int | None = None
     phase: str | None = None
+    failed: dict[str, str] | None = Field(None, description="failed collections and why")

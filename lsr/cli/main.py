@@ -1,23 +1,66 @@
-"""``lsr``: one entry point; ``lsr serve`` and ``lsr ingest`` delegate to lsr.service, others to their CLIs."""
+"""``lsr``: one entry point; each subcommand imports its CLI only when it runs (``lsr --help`` stays fast)."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 
+
+def _serve(argv: list[str]) -> int:
+    from lsr.service.cli import main
+
+    return main(argv, prog="lsr serve")
+
+
+def _ingest(argv: list[str]) -> int:
+    from lsr.service.cli import ingest_main
+
+    return ingest_main(argv, prog="lsr ingest")
+
+
+def _repair(argv: list[str]) -> int:
+    from lsr.service.repair import repair_main
+
+    return repair_main(argv)
+
+
+def _index(argv: list[str]) -> int:
+    from lsr.index.cli import main
+
+    return main(argv)
+
+
+def _encode(argv: list[str]) -> int:
+    from lsr.cli.encode import main
+
+    return main(argv)
+
+
+def _train(argv: list[str]) -> int:
+    from lsr.cli.train import main
+
+    return main(argv)
+
+
+def _eval(argv: list[str]) -> int:
+    from lsr.eval.cli import main
+
+    return main(argv)
+
+
 COMMANDS = {
-    "serve": ("lsr.service.cli", "main", "start the search service (lsr-serve)"),
-    "ingest": ("lsr.service.cli", "ingest_main", "index a JSONL corpus into a collection"),
-    "index": ("lsr.index.cli", "main", "build and search indexes (lsr-index)"),
-    "encode": ("lsr.cli.encode", "main", "encode texts into sparse vectors (lsr-encode)"),
-    "train": ("lsr.cli.train", "main", "train an encoder (lsr-train)"),
-    "eval": ("lsr.eval.cli", "main", "evaluate on BEIR (lsr-eval)"),
+    "serve": (_serve, "start the search service (lsr-serve)"),
+    "ingest": (_ingest, "index a JSONL corpus into a collection"),
+    "repair": (_repair, "repair a failed collection: lsr repair COLLECTION --data DIR"),
+    "index": (_index, "build and search indexes (lsr-index)"),
+    "encode": (_encode, "encode texts into sparse vectors (lsr-encode)"),
+    "train": (_train, "train an encoder (lsr-train)"),
+    "eval": (_eval, "evaluate on BEIR (lsr-eval)"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: lsr COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -30,17 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"lsr: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module, func, _ = COMMANDS[name]
+    fn, _ = COMMANDS[name]
+    sys.argv = [f"lsr {name}", *rest]  # argparse in the subcommand names itself "lsr NAME"
     try:
-        fn = getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as exc:
-        print(f"lsr {name}: not available ({exc})", file=sys.stderr)
-        return 2
-    if module == "lsr.service.cli":
-        rc = fn(rest, prog=f"lsr {name}")
-    else:
-        sys.argv = [f"lsr {name}", *rest]
         rc = fn(rest)
+    except ModuleNotFoundError as exc:  # an optional extra is not installed
+        print(f"lsr {name}: not available ({exc}); install the extra it needs, e.g. pip install 'lsr[service]'",
+              file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

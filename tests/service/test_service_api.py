@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -181,7 +182,14 @@ def test_search_options_and_batch(anon, coll):
 @pytest.mark.parametrize("body,fragment", [
     ({"vector_ids": {"5": 1.0}, "k": 0}, "k"),
     ({"vector_ids": {"5": 1.0}, "k": 101}, "limit of 100"),
-    ({"vector_ids": {"5": -1.0}}, "greater than or equal"),
+    ({"vector_ids": {"5": -1.0}}, "greater than 0"),
+    ({"vector_ids": {"5": 0}}, "greater than 0"),
+    ({"vector_ids": {"5": 1e300}}, "less than or equal"),
+    ({"vector_ids": {"18446744073709551616": 1.0}}, "vector_ids"),
+    ({"vector_ids": {"2147483648": 1.0}}, "vector_ids"),
+    ({"vector": {"99999999999999999999999": 1.0}}, "no model vocabulary"),
+    ({"text": "   "}, "empty"),
+    ({"text": "\ud800 lone"}, "surrogate"),
     ({"vector_ids": {"500": 1.0}}, "outside the vocabulary"),
     ({"vector_ids": {"abc": 1.0}}, "vector_ids"),
     ({"vector": {"hello": 1.0}}, "no model vocabulary"),
@@ -195,7 +203,8 @@ def test_search_options_and_batch(anon, coll):
     ({"vector_ids": {"5": "NaN"}}, "vector_ids"),
 ])
 def test_search_errors(anon, coll, body, fragment):
-    r = anon.post("/v1/collections/api/search", json=body)
+    # json.dumps escapes a lone surrogate as \\ud800, as a client in another language may send it
+    r = anon.post("/v1/collections/api/search", content=json.dumps(body), headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     assert fragment in r.json()["detail"], r.json()
 

@@ -1,0 +1,187 @@
+"""What the routes depend on: the :class:`Service` (settings, store, pools, models, metrics) and
+the FastAPI dependencies that hand out its parts: API-key checks, the store, a collection by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, Path as PathParam, Request
+
+from lsr.index.sparse import SparseBatch
+
+from .collection import Collection, CollectionStore, MergePolicy
+from .config import Settings
+from .encoders import ModelRegistry, ModelUnavailable
+from .errors import ApiError
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """One running service: its settings, the collection store, thread pools, models and metrics."""
+
+    def __init__(self, settings: Settings, store: CollectionStore | None = None):
+        self.settings = settings
+        self.limits = settings.limits
+        lim = settings.limits
+        self.models = ModelRegistry(settings.model, allow_load=settings.load_models, batch_max=lim.query_batch_max,
+                                    batch_wait_ms=lim.query_batch_wait_ms, batch_queue=lim.query_queue)
+        self.store: CollectionStore | None = store
+        self.phase = "loading collections"
+        self.load_error: str | None = None
+        self.search_pool = ThreadPoolExecutor(max_workers=max(1, settings.threads), thread_name_prefix="lsr-search")
+        self.write_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lsr-write")
+        self.vocab_cache: dict[str, tuple[list[str] | None, dict[str, int] | None]] = {}
+        self.metrics = Metrics(lambda: self.store)
+        self._loader: threading.Thread | None = None
+        self._hidden = sorted({p for p in self._server_paths() if len(p) > 1}, key=len, reverse=True)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        log.info("lsr service settings: %s", self.settings.describe())
+        self._loader = threading.Thread(target=self._load, name="lsr-load", daemon=True)
+        self._loader.start()
+
+    def stop(self) -> None:
+        if self._loader is not None:
+            self._loader.join(timeout=60)
+        if self.store is not None:
+            self.store.close()
+        self.models.close()
+        self.search_pool.shutdown(wait=False)
+        self.write_pool.shutdown(wait=False)
+
+    def _load(self) -> None:
+        s = self.settings
+        try:
+            if self.store is None:
+                self.store = CollectionStore(s.data_dir, MergePolicy(min_docs=s.merge_min_docs, idle_s=s.merge_idle_s))
+            self.store.load_all(verify=s.verify_on_load, mark_ready=False)
+            self.phase = "compiling search kernels (first start after install: a minute or two)"
+            self._warm_up()  # /ready waits for it: a ready server answers its first query at full speed
+            self.store.ready = True
+            self.store.start_merger(s.merge_interval_s)
+            if s.load_models and s.preload_models:  # what text queries of existing collections will need
+                for name in sorted({c.config.get("model") for c in self.store.collections.values()} - {None}):
+                    try:
+                        self.models.preload(name)
+                    except ModelUnavailable as exc:
+                        log.warning("%s", exc)
+        except Exception as exc:  # noqa: BLE001 - shown by /ready and every request, never swallowed
+            log.exception("cannot open the data folder %s", s.data_dir)
+            self.load_error = f"cannot open the data folder: {self.redact(str(exc))}"
+
+    def _warm_up(self) -> None:
+        # Compile (or load from Numba's cache) the Seismic kernels now rather than on a user's first query.
+        from lsr.index import SeismicIndex
+
+        rng = np.random.default_rng(0)
+        rows = [{int(t): 1.0 for t in rng.choice(64, 4, replace=False)} for _ in range(32)]
+        docs = SparseBatch.from_dicts(rows, dim=64)
+        idx = SeismicIndex.build(docs, None)
+        idx.search(docs[:1], k=3, threads=1)
+        idx.search(docs[:4], k=3, threads=self.settings.threads)
+
+    # ------------------------------------------------------------------ helpers
+    def ready_store(self) -> CollectionStore:
+        st = self.store
+        if st is None or not st.ready:
+            if self.load_error:
+                raise ApiError(503, "not_ready", self.load_error)
+            raise ApiError(503, "not_ready", f"not ready yet ({self.phase}); retry when GET /ready says ready",
+                           {"retry-after": "1"})
+        return st
+
+    async def run(self, pool: ThreadPoolExecutor, fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, lambda: fn(*args, **kwargs))
+
+    def col_vocab(self, col: Collection) -> tuple[list[str] | None, dict[str, int] | None]:
+        hit = self.vocab_cache.get(col.name)
+        if hit is not None:
+            return hit
+        model = col.config.get("model")
+        if model is None:
+            out: tuple = (None, None)
+        else:
+            vocab = self.models.vocab(model)
+            out = (vocab, {t: i for i, t in enumerate(vocab)})
+        self.vocab_cache[col.name] = out
+        return out
+
+    def _server_paths(self) -> list[str]:
+        out = []
+        for p in (Path(self.settings.data_dir), Path.home()):
+            out += [str(p), str(p.resolve())]
+        try:
+            from lsr.models.hub import cache_dir
+
+            out.append(str(cache_dir()))
+        except ImportError:
+            pass
+        return out
+
+    def redact(self, message: str) -> str:
+        """A message for a client: server folders (data, model cache, home) replaced by placeholders."""
+        for p in self._hidden:
+            message = message.replace(p, "<server path>")
+        return message
+
+
+# ---------------------------------------------------------------------------- dependencies
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+Svc = Annotated[Service, Depends(get_service)]
+
+
+def _check_key(request: Request, svc: Service) -> None:
+    key = request.headers.get("x-api-key")
+    if key is None:
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+    if not key:
+        raise ApiError(401, "unauthorized", "missing API key: send it in the X-API-Key header")
+    ok = False
+    for k in svc.settings.api_keys:  # compare against every key, constant time each
+        ok |= hmac.compare_digest(key.encode("utf-8", "surrogatepass"), k.encode())
+    if not ok:
+        raise ApiError(403, "forbidden", "wrong API key")
+
+
+# async: a sync dependency would cost a worker-thread hop per request
+async def write_key(request: Request, svc: Svc) -> None:
+    """Writes and collection management always need an API key."""
+    _check_key(request, svc)
+
+
+async def read_key(request: Request, svc: Svc) -> None:
+    """Reads (and /metrics, /openapi.json, /docs) need one with ``--read-requires-key``."""
+    if svc.settings.read_requires_key:
+        _check_key(request, svc)
+
+
+async def get_store(svc: Svc) -> CollectionStore:
+    return svc.ready_store()
+
+
+Store = Annotated[CollectionStore, Depends(get_store)]
+NamePath = PathParam(..., description="collection name", max_length=200)
+
+
+async def get_collection(store: Store, name: str = NamePath) -> Collection:
+    return store.get(name)
+
+
+Col = Annotated[Collection, Depends(get_collection)]

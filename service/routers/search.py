@@ -1,0 +1,134 @@
+"""Search: one query or a batch, by text (encoded with the collection's model) or by sparse vector."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from lsr.index.sparse import SparseBatch
+
+from .. import schemas as S
+from ..collection import Collection
+from ..deps import Col, Service, Svc, read_key
+from ..errors import ApiError
+from ..inputs import check_batch, check_encoded, check_query_text, need_model, to_vector
+from . import ERRORS
+
+router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=ERRORS,
+                   dependencies=[Depends(read_key)])
+
+
+def _json(content) -> Response:
+    # plain dicts serialised once, not re-validated through the response model (latency)
+    return Response(json.dumps(content, ensure_ascii=False, allow_nan=False), media_type="application/json")
+
+
+@router.post("/search", response_model=S.SearchResponse)
+async def search(req: S.SearchRequest, col: Col, svc: Svc):
+    """Search by text (encoded with the collection's model) or by a sparse vector."""
+    q = S.QueryIn(text=req.text, vector=req.vector, vector_ids=req.vector_ids)
+    res = await _search(svc, col, [q], req, 1)
+    return _json(res[0])
+
+
+@router.post("/search/batch", response_model=S.BatchSearchResponse)
+async def search_batch(req: S.BatchSearchRequest, col: Col, svc: Svc):
+    """Several queries in one call, searched on all of the server's search threads."""
+    check_batch(len(req.queries), svc.limits.max_batch_queries, "queries")
+    t0 = time.perf_counter()
+    res = await _search(svc, col, req.queries, req, svc.settings.threads)
+    return _json({"results": res, "took_ms": (time.perf_counter() - t0) * 1000})
+
+
+async def _search(svc: Service, col: Collection, queries: list[S.QueryIn], knobs: S.Knobs, threads: int):
+    t0 = time.perf_counter()
+    if knobs.k > svc.limits.max_k:
+        raise ApiError(422, "invalid", f"k={knobs.k} exceeds the limit of {svc.limits.max_k}")
+    many = len(queries) > 1
+    lookup = svc.col_vocab(col)[1] if any(q.vector is not None for q in queries) else None
+    vecs: list = [None] * len(queries)
+    texts, where, names = [], [], []
+    for i, q in enumerate(queries):
+        what = f"queries[{i}]" if many else "query"
+        v = to_vector(q, col, lookup, what, svc.limits)
+        if v is not None and q.text is not None:
+            raise ApiError(422, "invalid", f"{what}: give text or a vector, not both")
+        if v is None:
+            if q.text is None:
+                raise ApiError(422, "invalid", f"{what}: give text, vector or vector_ids")
+            check_query_text(q.text, what, svc.limits)
+            texts.append(q.text)
+            where.append(i)
+            names.append(what)
+        vecs[i] = v
+    model = need_model(col, "query") if texts else None
+    encoded = None
+    if texts and not svc.models.is_table(model):
+        # a model forward pass: the model's batcher joins this with other requests' queries
+        encoded = await asyncio.wrap_future(svc.models.submit_queries(model, texts))
+
+    def work():
+        enc = encoded
+        if texts and enc is None:  # a weight table: tokenise here, on the search thread
+            enc = svc.models.encode_queries(model, texts)
+        if enc is not None:
+            enc.check_dim(col.dim, "encoded queries")
+            check_encoded(enc, names)
+            for j, i in enumerate(where):
+                vecs[i] = enc.row(j)
+        return _run(svc, col, _batch(vecs, col.dim), knobs, threads, t0)
+
+    return await svc.run(svc.search_pool, work)
+
+
+def _batch(vecs: list, dim: int) -> SparseBatch:
+    lens = [v[0].size for v in vecs]
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    if sum(lens):
+        ind = np.concatenate([v[0] for v in vecs]).astype(np.int32)
+        val = np.concatenate([v[1] for v in vecs]).astype(np.float32)
+    else:
+        ind, val = np.zeros(0, np.int32), np.zeros(0, np.float32)
+    return SparseBatch(indptr, ind, val, dim)
+
+
+def _run(svc: Service, col: Collection, qb: SparseBatch, knobs: S.Knobs, threads: int, t0: float) -> list[dict]:
+    view, results = col.search(qb, knobs.k, {"query_cut": knobs.query_cut, "heap_factor": knobs.heap_factor},
+                               threads)
+    vocab = svc.col_vocab(col)[0] if knobs.explain else None
+    took = (time.perf_counter() - t0) * 1000
+    out = []
+    for qi, cands in enumerate(results):
+        hits = []
+        q_idx, q_val = qb.row(qi)
+        for c in cands:
+            doc = view.document(c, text=knobs.include_text)
+            hit = {"id": c.id, "score": c.score, "metadata": doc.get("metadata"),
+                   "text": doc.get("text") if knobs.include_text else None}
+            if knobs.explain:
+                hit["explanation"] = _explain(view, c, q_idx, q_val, vocab)
+                hit["score"] = hit["explanation"]["score"]  # exact re-score: contributions sum to it
+            hits.append(hit)
+        if knobs.explain:
+            hits.sort(key=lambda h: (-h["score"], h["id"]))
+        out.append({"hits": hits, "took_ms": took})
+    return out
+
+
+def _explain(view, cand, q_idx: np.ndarray, q_val: np.ndarray, vocab) -> dict:
+    d_idx, d_val = view.vector(cand)
+    common, qi_pos, di_pos = np.intersect1d(q_idx, d_idx, assume_unique=True, return_indices=True)
+    contrib = q_val[qi_pos].astype(np.float64) * d_val[di_pos].astype(np.float64)
+    order = np.argsort(-contrib, kind="stable")
+    terms = [
+        {"term": vocab[int(common[j])] if vocab is not None else str(int(common[j])),
+         "term_id": int(common[j]), "query_weight": float(q_val[qi_pos[j]]),
+         "doc_weight": float(d_val[di_pos[j]]), "contribution": float(contrib[j])}
+        for j in order
+    ]
+    return {"score": float(contrib.sum()), "terms": terms}

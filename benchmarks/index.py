@@ -43,11 +43,11 @@ def machine() -> dict:
     import numba
     import scipy
 
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         peer_v = version("pyseismic-lsr")
-    except Exception:
+    except PackageNotFoundError:
         peer_v = "absent"
     return {
         "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,

@@ -7,6 +7,7 @@ nowhere else. Construction validates once; everything downstream trusts the arra
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -454,7 +455,7 @@ def load_vectors(
         raise ValueError(f"unsupported vectors file {path}: expected .npz or .jsonl")
     try:
         z = np.load(path, allow_pickle=False)
-    except Exception as exc:  # zipfile/ValueError on a damaged file
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a damaged file
         raise SparseBatchError(f"{path}: cannot read npz ({exc})") from None
     with z:
         keys = set(z.files)

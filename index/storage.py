@@ -140,7 +140,7 @@ def load_folder(path, *, mmap: bool = True, verify: bool = True) -> tuple[dict, 
         fpath = folder / entry["file"]
         try:
             arr = np.load(fpath, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except Exception as exc:  # bad header, short data
+        except (OSError, ValueError, EOFError) as exc:  # bad header, short data
             raise IndexFormatError(f"{fpath}: cannot read array {name!r} ({exc})") from None
         if arr.dtype.str != entry["dtype"] or list(arr.shape) != list(entry["shape"]):
             raise IndexFormatError(

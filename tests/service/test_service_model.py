@@ -22,7 +22,7 @@ def _splade_available() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(not _splade_available(), reason="SPLADE-tiny is not in the lsr model cache")
+needs_splade = pytest.mark.skipif(not _splade_available(), reason="SPLADE-tiny is not in the lsr model cache")
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,7 @@ def _corpus(n=24):
     return out
 
 
+@needs_splade
 @pytest.mark.timeout(240)
 def test_text_round_trip(model_server):
     docs = _corpus()
@@ -79,3 +80,41 @@ def test_text_round_trip(model_server):
         assert c.post("/v1/collections/sci/merge").json()["merged"] is True
         r3 = c.post("/v1/collections/sci/search", json={"text": target["metadata"]["title"], "k": 3}).json()
         assert r3["hits"][0]["id"] == target["id"]
+
+
+INFERENCE_FREE = Path(__file__).resolve().parents[2] / "models" / "inference-free-splade-tiny-scifact-nfcorpus"
+
+
+@pytest.mark.timeout(240)
+def test_inference_free_text_search_without_torch(tmp_path):
+    """An inference-free collection answers text queries from the weight table: torch is never imported."""
+    from lsr.models.inference_free import IdfQueryEncoder
+
+    table = IdfQueryEncoder.load(INFERENCE_FREE)  # the same table, here only to make document vectors
+    docs = _corpus(30)
+    vecs = table.encode_queries([d["text"] for d in docs])  # IDF-weighted word pieces: any vectors will do
+    body = [{"id": d["id"], "text": d["text"], "vector_ids": {str(int(t)): float(w) for t, w in zip(*vecs.row(i))}}
+            for i, d in enumerate(docs)]
+    srv = Server(tmp_path / "data", "--model", str(INFERENCE_FREE)).start()
+    try:
+        with srv.client() as c:
+            assert c.post("/v1/collections", json={"name": "if"}).status_code == 201
+            assert c.post("/v1/collections/if/documents", json={"documents": body}).status_code == 200
+            title = docs[4]["metadata"]["title"]
+            r = c.post("/v1/collections/if/search", json={"text": title, "k": 3, "explain": True})
+            assert r.status_code == 200, r.text
+            assert r.json()["hits"][0]["id"] == docs[4]["id"]
+            r = c.post("/v1/collections/if/search/batch", json={"queries": [{"text": title}, {"text": "fever"}]})
+            assert r.status_code == 200 and len(r.json()["results"]) == 2
+            enc = c.post("/v1/encode", json={"texts": ["what causes fever"]})
+            assert enc.status_code == 200 and "fever" in enc.json()["vectors"][0]
+            for text in ["", "   \n\t", "\U0001F600\U0001F389", "[SEP] [CLS]"]:
+                r = c.post("/v1/collections/if/search", json={"text": text})
+                assert r.status_code == 422, (text, r.text)
+                assert "empty" in r.json()["detail"] or "no terms" in r.json()["detail"], r.text
+            r = c.post("/v1/collections/if/search/batch", json={"queries": [{"text": "fever"}, {"text": "\U0001F600"}]})
+            assert r.status_code == 422 and "queries[1]" in r.json()["detail"]
+            metrics = c.get("/metrics").text
+            assert "lsr_torch_loaded 0.0" in metrics, [ln for ln in metrics.splitlines() if "torch" in ln]
+    finally:
+        srv.stop()

@@ -1,7 +1,5 @@
-"""Efficiency figures: throughput, latency percentiles, sizes, sparsity and FLOPS per query.
-
-FLOPS follows the SPLADE papers: the expected number of multiplications of a query-document dot
-product, ``sum_t P(q_t != 0) * P(d_t != 0)``, both probabilities estimated on the collection.
+"""Efficiency figures: throughput, latency percentiles, sizes and sparsity (FLOPS itself is
+:func:`lsr.index.stats.flops`).
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ import numpy as np
 
 from lsr.index.sparse import SparseBatch
 
-__all__ = ["Timer", "timer", "latency_stats", "flops", "sparsity_stats", "folder_size", "term_presence"]
+__all__ = ["Timer", "timer", "latency_stats", "sparsity_stats", "folder_size"]
 
 
 class Timer:
@@ -59,26 +57,6 @@ def latency_stats(seconds: Sequence[float], prefix: str = "") -> dict[str, float
         f"{prefix}p90_ms": float(np.percentile(a, 90)),
         f"{prefix}p99_ms": float(np.percentile(a, 99)),
     }
-
-
-def term_presence(batch: SparseBatch) -> np.ndarray:
-    """Fraction of the batch's rows in which each term is non-zero, shape ``(dim,)``."""
-    nz = batch.indices[batch.values != 0]
-    counts = np.bincount(nz, minlength=batch.dim).astype(np.float64)
-    return counts / max(len(batch), 1)
-
-
-def flops(queries: SparseBatch, docs: SparseBatch) -> float:
-    """Expected multiplications per query-document pair: ``sum_t P(q_t != 0) P(d_t != 0)``.
-
-    >>> q = SparseBatch.from_dicts([{0: 1.0}, {0: 1.0, 1: 1.0}], dim=3)
-    >>> d = SparseBatch.from_dicts([{0: 1.0}, {1: 2.0}], dim=3)
-    >>> flops(q, d)  # P(q0)=1 P(d0)=.5 + P(q1)=.5 P(d1)=.5
-    0.75
-    """
-    if queries.dim != docs.dim:
-        raise ValueError(f"queries have dim {queries.dim} but documents have dim {docs.dim}")
-    return float(term_presence(queries) @ term_presence(docs))
 
 
 def sparsity_stats(batch: SparseBatch, prefix: str) -> dict[str, float]:

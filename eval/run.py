@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lsr.index.sparse import SparseBatch, load_vectors, save_vectors
+from lsr.index.stats import flops
 
 from . import efficiency as eff
 from .data import Dataset
@@ -419,7 +420,7 @@ class Runner:
             e.update(eff.latency_stats(q_times, "query_encode_"))
         e.update(eff.sparsity_stats(docs, "doc"))
         e.update(eff.sparsity_stats(queries, "query"))
-        e["flops"] = eff.flops(queries, docs)
+        e["flops"] = flops(queries, docs)
         index, build = self.index(spec, docs)
         e.update(build)
         sp = dict(spec.search_params)

@@ -1,4 +1,4 @@
-"""Collection statistics: document frequencies and the BM25-form IDF (the one implementation)."""
+"""Collection statistics: document frequencies, the BM25-form IDF and FLOPS (the one implementation)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from numpy.typing import ArrayLike
 
 from .sparse import SparseBatch
 
-__all__ = ["bm25_idf", "document_frequencies"]
+__all__ = ["bm25_idf", "document_frequencies", "flops"]
 
 
 def bm25_idf(df: ArrayLike, n_docs: int) -> np.ndarray:
@@ -38,3 +38,17 @@ def document_frequencies(docs: SparseBatch | Iterable[Iterable[int]], dim: int |
         df[u[(u >= 0) & (u < dim)]] += 1
         n += 1
     return df, n
+
+
+def flops(queries: SparseBatch, docs: SparseBatch) -> float:
+    """Expected multiply-adds per query-document pair, ``sum_t P(q_t != 0) P(d_t != 0)`` (Paria et al. 2020).
+
+    >>> q = SparseBatch.from_dicts([{0: 1.0}, {0: 1.0, 1: 1.0}], dim=3)
+    >>> d = SparseBatch.from_dicts([{0: 1.0}, {1: 2.0}], dim=3)
+    >>> flops(q, d)  # P(q0)=1 P(d0)=.5 + P(q1)=.5 P(d1)=.5
+    0.75
+    """
+    if queries.dim != docs.dim:
+        raise ValueError(f"queries have dim {queries.dim} but documents have dim {docs.dim}")
+    (df_q, n_q), (df_d, n_d) = document_frequencies(queries), document_frequencies(docs)
+    return float((df_q / max(n_q, 1)) @ (df_d / max(n_d, 1)))

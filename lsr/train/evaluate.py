@@ -48,12 +48,11 @@ def measure(qrels, run) -> dict[str, float]:
 
 
 def sparsity_stats(queries, docs) -> dict[str, float]:
-    """Average non-zeros of SparseBatch ``queries`` and ``docs``, and FLOPS = Σ_t P(q_t ≠ 0) P(d_t ≠ 0),
-    the expected number of multiply-adds per query–document pair (Paria et al. 2020)."""
-    pq = np.bincount(queries.indices, minlength=queries.dim) / max(len(queries), 1)
-    pd = np.bincount(docs.indices, minlength=docs.dim) / max(len(docs), 1)
+    """Average non-zeros of SparseBatch ``queries`` and ``docs``, and FLOPS (:func:`lsr.index.stats.flops`)."""
+    from lsr.index.stats import flops
+
     return {"nnz_q": float(queries.nnz / max(len(queries), 1)), "nnz_d": float(docs.nnz / max(len(docs), 1)),
-            "flops": float((pq * pd).sum())}
+            "flops": flops(queries, docs)}
 
 
 def evaluate_encoder(enc, corpus: dict[str, str], queries: dict[str, str], qrels, *, batch_size: int = 64,

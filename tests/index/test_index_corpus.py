@@ -107,3 +107,14 @@ def test_empty_exact_index_pads():
     index = ExactIndex.build(SparseBatch.empty(0, 8))
     hits = index.search(SparseBatch.from_dicts([{1: 1.0}, {}], dim=8), k=3, threads=1)
     assert hits.rows.shape == (2, 3) and (hits.rows == -1).all() and np.isneginf(hits.scores).all()
+
+
+def test_docstring_examples():
+    import doctest
+
+    import lsr.index.base
+    import lsr.index.stats
+
+    for mod in (lsr.index.base, lsr.index.stats):
+        failed, _ = doctest.testmod(mod)
+        assert failed == 0, mod.__name__

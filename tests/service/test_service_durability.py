@@ -543,3 +543,48 @@ def test_ingest_of_a_missing_file_leaves_no_collection(tmp_path):
     st = _store(tmp_path / "data")
     assert "c" not in st.collections and not st.failed
     st.close()
+
+
+def test_merge_policy_rewrites_only_segments_past_the_threshold(tmp_path):
+    st = _store(tmp_path / "data")
+    col = st.create("c", {"model": None, "dim": DIM})
+    col.upsert([_doc(i) for i in range(20)])
+    col.merge(force=True)
+    col.upsert([_doc(i) for i in range(20, 40)])
+    col.merge(force=True)
+    a, b = col.segments
+    col.delete(["d0", "d20", "d21", "d22"])  # a: 1/20 = 5%, b: 3/20 = 15%
+    assert col._select_folded(None) == [b] and col.needs_merge()
+    assert col.merge()
+    assert a in col.segments and b not in col.segments and len(col) == 36
+    assert not col.needs_merge()
+    st.close()
+
+
+def test_background_merger_backs_off_after_a_failure(tmp_path, monkeypatch):
+    import time
+
+    st = CollectionStore(tmp_path / "data", MergePolicy(min_docs=1, idle_s=1e9, retry_s=30))
+    st.load_all()
+    col = st.create("c", {"model": None, "dim": DIM})
+    col.upsert([_doc(0)])
+    calls = []
+    real = SeismicIndex.build.__func__
+
+    def flaky(cls, *a, **k):
+        calls.append(1)
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(SeismicIndex, "build", classmethod(flaky))
+    st.start_merger(0.02)
+    try:
+        time.sleep(0.5)
+        assert len(calls) == 1 and col.merge_failures == 1  # not retried in a tight loop
+        monkeypatch.setattr(SeismicIndex, "build", classmethod(real))
+        col.next_merge_at = 0  # the back-off has passed
+        deadline = time.monotonic() + 20
+        while col.fresh and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not col.fresh and len(col.segments) == 1
+    finally:
+        st.close()

@@ -359,3 +359,149 @@ def test_concurrent_writes_searches_and_delete(server, client):
         t.join(60)
     assert statuses and all(s in (200, 404) for s in statuses), sorted(set(statuses))
     assert statuses.count(200) > 20
+
+
+def test_document_ids_with_slashes_round_trip(client, anon, coll):
+    from urllib.parse import quote
+
+    ids = ["a/b", "/lead", "x/../y", "50%/off", "tail/", "sp ace"]
+    r = client.post("/v1/collections/api/documents",
+                    json={"documents": [{"id": i, "vector_ids": {"190": 1.0}} for i in ids]})
+    assert r.status_code == 200, r.text
+    for i in ids:
+        path = "/v1/collections/api/documents/" + quote(i, safe="")
+        r = anon.get(path)
+        assert r.status_code == 200 and r.json()["id"] == i, (i, r.text)
+        assert client.delete(path).json()["deleted"] == [i]
+        assert anon.get(path).status_code == 404
+
+
+def test_bad_model_name_shows_no_server_path(client):
+    for name in ["no-such-model", "/etc/passwd/x", "../../x"]:
+        r = client.post("/v1/collections", json={"name": "m1", "model": name})
+        assert r.status_code == 422 and r.json()["error"] == "model_unavailable", r.text
+        detail = r.json()["detail"]
+        assert "/root" not in detail and ".cache" not in detail and "/tmp" not in detail, detail
+
+
+def test_new_metrics(anon, coll):
+    text = anon.get("/metrics").text
+    for name in ['lsr_collection_wal_bytes{collection="api"}', 'lsr_collection_segments{collection="api"}',
+                 'lsr_collection_merge_failures_total{collection="api"} 0.0', "lsr_collections_failed 0.0",
+                 "lsr_requests_in_flight", "lsr_requests_shed_total"]:
+        assert name in text, name
+
+
+def test_client_hang_up_is_499(server, anon, coll):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port)) as s:  # promise 1000 bytes, send 10, hang up
+        s.sendall(b"POST /v1/collections/api/search HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                  b"content-length: 1000\r\n\r\n{\"k\": 10, ")
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = anon.get("/metrics").text
+        if 'route="unmatched",status="499"' in text or 'status="499"' in text:
+            break
+        time.sleep(0.2)
+    assert 'status="499"' in text
+    assert 'status="500"' not in text
+
+
+def _recv_all(sock, timeout=5.0) -> bytes:
+    sock.settimeout(timeout)
+    out = b""
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    return out
+
+
+def test_slow_clients_timeouts_connection_cap_and_shedding(tmp_path):
+    """Half-sent headers get 408 and are closed; past the connection cap a socket gets 503 at once;
+    past the in-flight cap a request gets 503 + Retry-After; a body that stops coming is a 499."""
+    import socket
+
+    from service_harness import Server
+
+    srv = Server(tmp_path / "data", "--model", "none", "--header-timeout", "1", "--body-timeout", "1.5",
+                 "--max-connections", "12", "--max-in-flight", "2").start()
+    socks = []
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            t0 = time.monotonic()
+            s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-slow: ")
+            reply = _recv_all(s)
+            assert reply.startswith(b"HTTP/1.1 408") and 0.8 < time.monotonic() - t0 < 4, reply
+        # two requests stuck in their bodies fill the in-flight cap; the third is shed
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"POST /v1/collections HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                      b"content-length: 100\r\n\r\n{")
+            socks.append(s)
+        time.sleep(0.3)
+        import httpx
+
+        r = httpx.get(srv.url + "/v1/collections", timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"] == "overloaded"
+        assert httpx.get(srv.url + "/health", timeout=10).status_code == 200  # liveness is never shed
+        for s in socks:
+            assert _recv_all(s) == b""  # body deadline: closed without a response
+            s.close()
+        socks.clear()
+        assert httpx.get(srv.url + "/v1/collections", timeout=10).status_code == 200
+        assert 'status="499"' in httpx.get(srv.url + "/metrics", timeout=10).text
+        # idle sockets up to the cap; the next one is told 503 and closed
+        socks = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(14)]  # faster than the 1 s deadline
+        replies = []
+        for s in socks[::-1]:
+            s.settimeout(0.1)
+            try:
+                replies.append(s.recv(4096))
+            except OSError:
+                replies.append(b"")
+        assert any(r.startswith(b"HTTP/1.1 503") and b"retry-after" in r for r in replies), replies
+        for s in socks:
+            s.close()
+        socks.clear()
+        time.sleep(0.3)
+        assert httpx.get(srv.url + "/ready", timeout=10).status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+def test_failed_collection_is_visible(tmp_path):
+    from service_harness import Server
+
+    srv = Server(tmp_path / "data", "--model", "none").start()
+    try:
+        with srv.client() as c:
+            for name in ("good", "bad"):
+                assert c.post("/v1/collections", json={"name": name, "model": None, "dim": 10}).status_code == 201
+                c.post(f"/v1/collections/{name}/documents", json={"documents": [{"id": "x", "vector_ids": {"1": 1}}]})
+        srv.stop()
+        (tmp_path / "data" / "collections" / "bad" / "manifest.json").write_text("{not json")
+        srv.start()
+        with srv.client() as c:
+            ready = c.get("/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+            assert set(ready.json()["failed"]) == {"bad"}
+            listed = {x["name"]: x for x in c.get("/v1/collections").json()["collections"]}
+            assert listed["good"]["status"] == "ok" and listed["bad"]["status"] == "failed"
+            assert listed["bad"]["reason"] and str(tmp_path) not in listed["bad"]["reason"]
+            for r in (c.get("/v1/collections/bad"), c.post("/v1/collections/bad/search", json={"vector_ids": {"1": 1}})):
+                assert r.status_code == 503 and r.json()["error"] == "collection_failed", r.text
+                assert str(tmp_path) not in r.text
+            assert c.post("/v1/collections/good/search", json={"vector_ids": {"1": 1}}).json()["hits"][0]["id"] == "x"
+            text = c.get("/metrics").text
+            assert "lsr_collections_failed 1.0" in text and 'lsr_collection_failed{collection="bad"' in text
+    finally:
+        srv.stop()

@@ -184,9 +184,10 @@ class WriteAheadLog:
         folder = Path(folder)
         fileio.makedirs(folder)
         path = folder / log_name(number)
-        if path.exists():
+        if path.exists() and path.stat().st_size:
             raise FileExistsError(f"wal/{log_name(number)} already exists")
-        fileio.open_new(path).close()
+        if not path.exists():  # an empty one is left by a roll that failed half-way: reuse it
+            fileio.open_new(path).close()
         fileio.fsync_dir(folder, site="wal.create")
         return cls(folder, number, valid_bytes=0)
 

@@ -588,3 +588,34 @@ def test_background_merger_backs_off_after_a_failure(tmp_path, monkeypatch):
         assert not col.fresh and len(col.segments) == 1
     finally:
         st.close()
+
+
+def test_a_failed_log_roll_does_not_block_later_merges(tmp_path):
+    data = tmp_path / "data"
+    fs = FaultFS(data)
+
+    try:
+        with fileio.use(fs):
+            st = _store(data)
+            col = st.create("c", {"model": None, "dim": DIM})
+            col.upsert([_doc(0)])
+            real = fs.fsync_dir
+
+            def failing(path, site):
+                if site == "wal.create":
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real(path, site)
+
+            fs.fsync_dir = failing
+            with pytest.raises(StorageFull):
+                col.merge(force=True)
+            del fs.fsync_dir
+            col.upsert([_doc(1)])  # still written to the old log
+            assert col.merge(force=True) and len(col) == 2
+            st.close()
+            fs.power_cut()
+            st = _store(data)
+            assert sorted(st.get("c").loc) == ["d0", "d1"]
+            st.close()
+    finally:
+        fs.close()

@@ -68,6 +68,9 @@ def test_generated_key_and_read_keys(tmp_path):
         assert httpx.get(srv.url + "/v1/collections", headers={"x-api-key": "x"}).status_code == 403
         assert httpx.get(srv.url + "/v1/collections", headers={"x-api-key": key}).status_code == 200
         assert httpx.get(srv.url + "/health").status_code == 200  # liveness stays open
+        for path in ("/metrics", "/openapi.json", "/docs"):  # they describe the data and the API: reads too
+            assert httpx.get(srv.url + path).status_code == 401, path
+            assert httpx.get(srv.url + path, headers={"x-api-key": key}).status_code == 200, path
     finally:
         srv.stop()
 
@@ -76,3 +79,45 @@ def test_bad_keys_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lsr.service.cli", "--data", str(tmp_path / "d"),
                         "--api-keys-file", str(tmp_path / "none.txt")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "API keys file not found" in r.stderr
+
+
+def test_serve_unknown_model_fails_fast(tmp_path):
+    r = _run("serve", "--data", str(tmp_path / "d"), "--model", "splade-tinny", "--port", "0")
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().split("\n") if ln]
+    assert len(lines) == 1 and "splade-tinny" in lines[0] and "model" in lines[0], r.stderr
+
+
+def test_second_server_on_same_data_exits(tmp_path):
+    data = tmp_path / "data"
+    srv = Server(data, "--model", "none").start()
+    try:
+        r = _run("serve", "--data", str(data), "--model", "none", "--port", "0", env={**_env(), "LSR_API_KEYS": "k"})
+        assert r.returncode == 2, (r.stdout, r.stderr)
+        assert f"in use by PID {srv.proc.pid}" in r.stderr, r.stderr
+    finally:
+        srv.stop()
+
+
+def _env():
+    import os
+
+    return dict(os.environ)
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_ingest_bad_limit(tmp_path, limit):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"id": "a", "content": "x", "vector": {"1": 1.0}}) + "\n")
+    r = _run("ingest", str(corpus), "-c", "x", "--data", str(tmp_path / "d"), "--model", "none", "--dim", "5",
+             "--limit", limit)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().split("\n") if ln]
+    assert len(lines) == 1 and "limit" in lines[0], r.stderr
+
+
+def test_repair_is_a_subcommand():
+    r = _run("--help")
+    assert "repair" in r.stdout
+    r = _run("repair", "--help")
+    assert r.returncode == 0 and "--data" in r.stdout, (r.stdout, r.stderr)

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 
-from .jsonl import iter_jsonl
-from .sparse import SparseBatch, SparseBatchError, load_vectors
+from .sparse import SparseBatch, load_vectors
 
 from .base import DEFAULT_SEARCH
 from .exact import ExactIndex
@@ -50,31 +49,11 @@ def _build(args) -> None:
 
 def _read_queries(path: Path, index) -> tuple[SparseBatch, list[str]]:
     """Queries as the index's vocabulary sees them: JSONL tokens map through the index's vocab
-    (unknown tokens are dropped, they cannot match); .npz rows must have the index's dim."""
-    name = path.name
-    if name.endswith(".jsonl") or name.endswith(".jsonl.gz"):
-        if not path.exists():
-            raise FileNotFoundError(f"no such queries file: {path}")
-        lookup = {t: i for i, t in enumerate(index.vocab)} if index.vocab is not None else None
-        rows, qids, dropped = [], [], 0
-        for lineno, rec in iter_jsonl(path, error=SparseBatchError):
-            if not isinstance(rec, dict) or not isinstance(rec.get("vector"), dict):
-                raise SparseBatchError(f"{path}:{lineno}: expected an object with a 'vector' mapping")
-            row = {}
-            for tok, w in rec["vector"].items():
-                if lookup is not None:
-                    tid = lookup.get(tok)
-                else:
-                    tid = int(tok) if tok.isdigit() and int(tok) < index.dim else None
-                if tid is None:
-                    dropped += 1
-                    continue
-                row[tid] = w
-            rows.append(row)
-            qids.append(str(rec.get("id", len(qids))))
-        if dropped:
-            log.warning("%s: dropped %d query tokens unknown to the index", path, dropped)
-        return SparseBatch.from_dicts(rows, dim=index.dim), qids
+    (token ids as strings when it has none; unknown tokens are dropped, they cannot match);
+    .npz rows must have the index's dim."""
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        vocab = index.vocab if index.vocab is not None else [str(i) for i in range(index.dim)]
+        return SparseBatch.from_jsonl(path, vocab=vocab, dim=index.dim, drop_unknown=True)
     batch, ids = load_vectors(path)
     batch.check_dim(index.dim, "queries")
     return batch, ids if ids is not None else [str(i) for i in range(len(batch))]

@@ -7,6 +7,7 @@ nowhere else. Construction validates once; everything downstream trusts the arra
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 from .jsonl import iter_jsonl
 
 __all__ = ["SparseBatch", "SparseBatchError", "load_vectors", "save_vectors"]
+
+log = logging.getLogger(__name__)
 
 
 class SparseBatchError(ValueError):
@@ -360,11 +363,14 @@ class SparseBatch:
         *,
         vocab: Mapping[str, int] | Sequence[str] | None = None,
         dim: int | None = None,
+        drop_unknown: bool = False,
     ) -> tuple["SparseBatch", list[str]]:
         """Read Seismic's JSONL input (``{"id", "content", "vector": {token: weight}}`` per line).
 
         Without ``vocab`` the tokens met are numbered in order of first appearance (the
-        vocabulary is returned on the batch). Returns ``(batch, ids)``; errors name file and line.
+        vocabulary is returned on the batch). A token outside ``vocab`` is an error, or with
+        ``drop_unknown`` (queries: such a token cannot match) dropped with a count in the log.
+        Returns ``(batch, ids)``; errors name file and line.
         """
         path = Path(path)
         if not path.exists():
@@ -377,12 +383,16 @@ class SparseBatch:
         indptr = [0]
         indices: list[int] = []
         values: list[float] = []
+        dropped = 0
         for lineno, rec in iter_jsonl(path, error=SparseBatchError):
             if not isinstance(rec, dict) or not isinstance(rec.get("vector"), dict):
                 raise SparseBatchError(f"{path}:{lineno}: expected an object with a 'vector' mapping")
             ids.append(str(rec.get("id", len(ids))))
             for tok, w in rec["vector"].items():
                 tid = lookup.get(tok)
+                if tid is None and drop_unknown and not grow:
+                    dropped += 1
+                    continue
                 if tid is None:
                     if not grow:
                         raise SparseBatchError(f"{path}:{lineno}: unknown token {tok!r}")
@@ -405,6 +415,8 @@ class SparseBatch:
             )
         except SparseBatchError as exc:
             raise SparseBatchError(f"{path}: {exc}") from None
+        if dropped:
+            log.warning("%s: dropped %d tokens outside the vocabulary", path, dropped)
         return batch, ids
 
     def to_jsonl(self, path: str | Path, ids: Sequence | None = None, contents: Sequence[str] | None = None) -> None:

@@ -32,6 +32,11 @@ def test_build_search_info(tmp_path, synth):
     assert lines and len(lines) <= 25
     qid, q0, doc, rank, score, name = lines[0].split()
     assert (qid, q0, rank, name) == ("Q0", "Q0", "1", "lsr") and doc.startswith("D") and float(score) > 0
+    # a token the index has never seen cannot match: it is dropped (and counted), not an error
+    with open(tmp_path / "queries.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"id": "Qx", "vector": {"never-seen": 1.0, "tok5": 0.5}}\n')
+    p = run("search", tmp_path / "idx", tmp_path / "queries.jsonl", "--out", tmp_path / "run2.trec", "--k", "5", "-q")
+    assert "tokens outside the vocabulary" in p.stderr
     info = run("info", tmp_path / "idx").stdout
     assert "seismic index" in info and "500" in info
 

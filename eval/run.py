@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lsr.index.base import SearchParams
 from lsr.index.sparse import SparseBatch, load_vectors, save_vectors
 from lsr.index.stats import flops
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 ENCODER_KINDS = ("splade", "inference-free", "decoder", "encoder")
 INDEX_KINDS = ("exact", "seismic")
-SEARCH_KEYS = {"query_cut", "heap_factor", "threads", "n_knn", "sorted_blocks"}
+SEARCH_KEYS = {*SearchParams.__dataclass_fields__, "threads"}
 COMMON_KEYS = {"name", "index", "k", "batch_size", "docs", "queries", "query_encoder", "k1", "b"}
 
 

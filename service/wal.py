@@ -1,7 +1,8 @@
 """Write-ahead log: length + crc32 framed JSON records, fsynced before a write is acknowledged.
 
 Files are numbered (``000001.log``) so a merge can start a new file and drop old ones. All writes
-and fsyncs go through :mod:`lsr.index.fileio` (fsync sites ``wal.create`` and ``wal.append``).
+and fsyncs go through :mod:`lsr.index.fileio` (fsync sites ``wal.create``, ``wal.append``, and
+``wal.truncate`` / ``wal.rollback`` after cutting a torn or partial record).
 
 Recovery modes (chosen on purpose, as RocksDB's ``kTolerateCorruptedTailRecords``):
 
@@ -102,17 +103,20 @@ def parse_frame(data: bytes | memoryview, pos: int) -> tuple[dict | None, int, s
 
 def next_valid_frame(data: bytes | memoryview, pos: int) -> int | None:
     """Offset of the first whole, checksummed frame starting after ``pos``, or None."""
+    data = bytes(data)
     n = len(data)
     i = pos + 1
-    brace = ord("{")
     while i + HEADER_SIZE < n:
         # cheap filter first: a payload is a JSON object, so it starts with '{'
-        if data[i + HEADER_SIZE] == brace:
-            length = int.from_bytes(data[i : i + 4], "little")
-            if 2 <= length <= MAX_RECORD and i + HEADER_SIZE + length <= n:
-                rec, _, _ = parse_frame(data, i)
-                if rec is not None:
-                    return i
+        j = data.find(b"{", i + HEADER_SIZE)
+        if j < 0:
+            return None
+        i = j - HEADER_SIZE
+        length = int.from_bytes(data[i : i + 4], "little")
+        if 2 <= length <= MAX_RECORD and i + HEADER_SIZE + length <= n:
+            rec, _, _ = parse_frame(data, i)
+            if rec is not None:
+                return i
         i += 1
     return None
 
@@ -172,9 +176,11 @@ class WriteAheadLog:
         if valid_bytes is None:
             valid_bytes = scan_log(self.path, last=True).valid_bytes
         if valid_bytes != self.path.stat().st_size:
-            # Cut a torn tail so new records are not appended after garbage. No fsync needed: the
-            # next append's fsync makes the new length durable, and until then the tail is torn.
+            # Cut a torn tail so new records are not appended after garbage, durably: were the cut
+            # lost after a merge started a newer log, the garbage would sit in a log that is no
+            # longer the last, which reads as corruption.
             os.truncate(self.path, valid_bytes)
+            fileio.fsync(self.path, site="wal.truncate")
         self._good = valid_bytes
         self._fh = fileio.open_append(self.path)
         self.broken: str | None = None
@@ -220,6 +226,7 @@ class WriteAheadLog:
             pass
         try:
             os.truncate(self.path, self._good)
+            fileio.fsync(self.path, site="wal.rollback")  # see __init__: a partial frame may be on disk
             self._fh = fileio.open_append(self.path)
         except OSError as exc:  # cannot even truncate: refuse further appends
             self.broken = f"rollback after a failed append failed ({exc})"

@@ -11,6 +11,8 @@ FaultInjectionTestFS): only what was fsynced survives a simulated power cut.
 * ``skip_sites`` turns the named fsyncs into no-ops (to show that each one matters);
   :meth:`fail_writes` makes ``write`` fail with ENOSPC (after writing part of the data);
   :meth:`on_site` runs a callback when a site is reached (a power cut "at" that point).
+* ``writeback=True``: every write reaches the disk at once (as the kernel's writeback may do), while
+  a truncation (not a fileio call) stays undone until an fsync: a partial record can survive a cut.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ Tree = dict  # name -> ("d", Tree) | ("f", bytes)
 
 
 class FaultFS(fileio.FileSystem):
-    def __init__(self, root: str | Path, *, skip_sites=()):
+    def __init__(self, root: str | Path, *, skip_sites=(), writeback: bool = False):
         self.root = Path(root)
+        self.writeback = writeback
         self.root.mkdir(parents=True, exist_ok=True)
         self.skip_sites = set(skip_sites)
         self.sites = Counter()  # fsync sites reached (skipped ones too)
@@ -104,9 +107,17 @@ class FaultFS(fileio.FileSystem):
                     if part:
                         fh.write(part)
                         fh.flush()
+                        if self.writeback:
+                            self._written_back(fh)
                     raise OSError(f["err"], os.strerror(f["err"]), name)
                 f["left"] -= len(data)
         fh.write(data)
+        if self.writeback:
+            self._written_back(fh)
+
+    def _written_back(self, fh) -> None:
+        fh.flush()
+        self._snap_file(Path(f"/proc/self/fd/{fh.fileno()}"))
 
     def fsync(self, fh, site: str) -> None:
         if not self._site(site):

@@ -619,3 +619,46 @@ def test_a_failed_log_roll_does_not_block_later_merges(tmp_path):
             st.close()
     finally:
         fs.close()
+
+
+# Cutting a partial record off the log must itself be durable: the kernel may have written the
+# partial record back, and once a merge starts a newer log the leftover reads as mid-log corruption.
+# FaultFS(writeback=True) keeps every written byte, so only the truncation's fsync removes it.
+def _partial_record_then_roll(tmp_path, skip, *, crash_before_rollback: bool):
+    data = tmp_path / "data"
+    fs = FaultFS(data, skip_sites=skip, writeback=True)
+    try:
+        with fileio.use(fs):
+            st = _store(data)
+            col = st.create("c", {"model": None, "dim": DIM})
+            col.upsert([_doc(0)])
+            if crash_before_rollback:  # the process dies mid-append: the partial record stays
+                col._wal._rollback = lambda: None
+            fs.fail_writes(after_bytes=10, match=".log")
+            with pytest.raises(StorageFull):
+                col.upsert([_doc(1)])
+            fs.clear_faults()
+            if crash_before_rollback:
+                st.close()
+                fs.power_cut()
+                st = _store(data)  # reopening cuts the torn tail
+                col = st.get("c")
+            col._wal.close()  # nothing else appended to this log, then a merge's roll:
+            col._wal = type(col._wal).create(col.path / "wal", col._wal.number + 1)
+            st.close()
+            fs.power_cut()
+            st = _store(data)
+            try:
+                return dict(st.failed), sorted(st.collections["c"].loc) if "c" in st.collections else None
+            finally:
+                st.close()
+    finally:
+        fs.close()
+
+
+@pytest.mark.parametrize("site,crash", [("wal.rollback", False), ("wal.truncate", True)])
+def test_cutting_a_partial_record_is_durable(tmp_path, site, crash):
+    failed, ids = _partial_record_then_roll(tmp_path / "ok", set(), crash_before_rollback=crash)
+    assert not failed and ids == ["d0"]
+    failed, ids = _partial_record_then_roll(tmp_path / "mutant", {site}, crash_before_rollback=crash)
+    assert "c" in failed and "not the last" in failed["c"], f"removing fsync site {site!r} went unnoticed"

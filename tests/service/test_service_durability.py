@@ -662,3 +662,67 @@ def test_cutting_a_partial_record_is_durable(tmp_path, site, crash):
     assert not failed and ids == ["d0"]
     failed, ids = _partial_record_then_roll(tmp_path / "mutant", {site}, crash_before_rollback=crash)
     assert "c" in failed and "not the last" in failed["c"], f"removing fsync site {site!r} went unnoticed"
+
+
+# Start-up and repair write paths: what they move or rewrite must survive a power cut too.
+def _quarantine_then_cut(tmp_path, skip):
+    data = tmp_path / "data"
+    st = _store(data)
+    col = st.create("c", {"model": None, "dim": DIM})
+    col.upsert([_doc(0)])
+    col.merge(force=True)
+    st.close()
+    stray = data / "collections" / "c" / "segments" / "seg-000007"
+    stray.mkdir()
+    (stray / "docs.jsonl").write_text("precious\n")
+    fs = FaultFS(data, skip_sites=skip)  # the stray folder is on disk (the baseline)
+    try:
+        with fileio.use(fs):
+            st = _store(data)
+            assert st.get("c").quarantined == ["seg-000007"]
+            st.close()
+            fs.power_cut()
+        q = data / "collections" / "c" / "quarantine" / "seg-000007" / "docs.jsonl"
+        return q.exists() and q.read_text() == "precious\n"
+    finally:
+        fs.close()
+
+
+@pytest.mark.parametrize("site", ["quarantine", "quarantine.collection"])
+def test_quarantine_is_durable(tmp_path, site):
+    assert _quarantine_then_cut(tmp_path / "ok", set())
+    assert not _quarantine_then_cut(tmp_path / "mutant", {site}), f"removing fsync site {site!r} went unnoticed"
+
+
+def _repair_then_cut(tmp_path, skip):
+    from lsr.service.repair import repair
+
+    data = tmp_path / "data"
+    st = _store(data)
+    col = st.create("c", {"model": None, "dim": DIM})
+    for i in range(4):
+        col.upsert([_doc(i)])
+    st.close()
+    log = data / "collections" / "c" / "wal" / "000001.log"
+    raw = bytearray(log.read_bytes())
+    raw[8 + int.from_bytes(raw[:4], "little") + 12] ^= 0x40  # damage record 2 of 4
+    log.write_bytes(bytes(raw))
+    fs = FaultFS(data, skip_sites=skip)
+    try:
+        with fileio.use(fs):
+            assert repair(data, "c")["documents"] == 3
+            fs.power_cut()
+        st = _store(data)
+        try:
+            return dict(st.failed), sorted(st.collections["c"].loc) if "c" in st.collections else None
+        finally:
+            st.close()
+    finally:
+        fs.close()
+
+
+@pytest.mark.parametrize("site", ["repair.log:file", "repair.log:dir"])
+def test_repair_is_durable(tmp_path, site):
+    assert _repair_then_cut(tmp_path / "ok", set()) == ({}, ["d0", "d2", "d3"])
+    assert _repair_then_cut(tmp_path / "mutant", {site}) != ({}, ["d0", "d2", "d3"]), \
+        f"removing fsync site {site!r} went unnoticed"

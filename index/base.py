@@ -129,16 +129,24 @@ class SearchParams:
         unknown = [k for k in knobs if k not in _KNOBS]
         if unknown:
             raise TypeError(f"unknown search parameter {unknown[0]!r} (known: {', '.join(_KNOBS)})")
-        return _params(*(knobs.get(k) for k in _KNOBS))
+        return search_params(*(knobs.get(k) for k in _KNOBS))
 
 
 _KNOBS = tuple(SearchParams.__dataclass_fields__)
 DEFAULT_SEARCH = SearchParams()
 
 
+def search_params(query_cut=None, heap_factor=None, n_knn=None, sorted_blocks=None) -> SearchParams:
+    """:class:`SearchParams` from an index's ``search`` arguments (``None``: default), cached so a
+    single query pays a dict lookup rather than a validation."""
+    try:
+        return _cached_params(query_cut, heap_factor, n_knn, sorted_blocks)
+    except TypeError:  # an unhashable value: not cached, and the checks name it
+        return _cached_params.__wrapped__(query_cut, heap_factor, n_knn, sorted_blocks)
+
+
 @functools.lru_cache(maxsize=256)
-def _params(query_cut, heap_factor, n_knn, sorted_blocks) -> SearchParams:
-    # cached: a single query's search pays a dict lookup, not a validation
+def _cached_params(query_cut, heap_factor, n_knn, sorted_blocks) -> SearchParams:
     d = DEFAULT_SEARCH
     return SearchParams(d.query_cut if query_cut is None else query_cut,
                         d.heap_factor if heap_factor is None else heap_factor,

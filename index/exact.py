@@ -10,7 +10,7 @@ import numpy as np
 from .sparse import SparseBatch
 
 from . import kernels as K
-from .base import BaseIndex, Hits, SearchParams, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
+from .base import BaseIndex, Hits, search_params, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
 from .ids import IdMap
 from .storage import IndexFormatError, save_folder
 
@@ -62,7 +62,7 @@ class ExactIndex(BaseIndex):
         """
         queries = coerce_queries(queries, self.dim)
         k = check_k(k)
-        SearchParams.of(query_cut=query_cut, heap_factor=heap_factor, n_knn=n_knn, sorted_blocks=sorted_blocks)
+        search_params(query_cut, heap_factor, n_knn, sorted_blocks)  # checked, then ignored
         if len(queries) == 0:
             return self._empty_hits(k)
         nthreads = resolve_threads(threads)

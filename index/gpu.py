@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from . import gpu_kernels
-from .base import Hits, SearchParams, check_k
+from .base import Hits, check_k, search_params
 from .sparse import SparseBatch
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ class GpuIndex:
             raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
         queries.check_dim(self.dim)
         k = check_k(k)
-        knobs = SearchParams.of(query_cut=query_cut, heap_factor=heap_factor)
+        knobs = search_params(query_cut, heap_factor)
         query_cut, heap_factor = knobs.query_cut, knobs.heap_factor
         if mode not in ("exact", "approx"):
             raise ValueError(f"mode must be 'exact' or 'approx', got {mode!r}")

@@ -19,7 +19,7 @@ import numpy as np
 from .sparse import SparseBatch
 
 from . import kernels as K
-from .base import BaseIndex, Hits, SearchParams, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
+from .base import BaseIndex, Hits, search_params, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
 from .ids import IdMap
 from .exact import _load_vocab
 from .storage import IndexFormatError, save_folder
@@ -248,7 +248,7 @@ class SeismicIndex(BaseIndex):
             queries = coerce_queries(queries, self.dim)
         if type(k) is not int or k <= 0:
             k = check_k(k)
-        p = SearchParams.of(query_cut=query_cut, heap_factor=heap_factor, n_knn=n_knn, sorted_blocks=sorted_blocks)
+        p = search_params(query_cut, heap_factor, n_knn, sorted_blocks)
         if p.n_knn and self._a["knn"].shape[1] == 0:
             raise ValueError(f"n_knn={p.n_knn} needs an index built with nknn > 0 (this one has no kNN graph)")
         if queries.indptr.shape[0] == 1:

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import gpu_kernels
 from .base import Hits, check_k, search_params
+from .ids import IdMap
 from .sparse import SparseBatch
 
 log = logging.getLogger(__name__)
@@ -178,11 +179,11 @@ class GpuIndex:
     >>> hits = gi.search(queries, k=10, mode="approx", query_cut=10, heap_factor=0.9)
     """
 
-    def __init__(self, shards: list[_Shard], dim: int, n_rows: int, ids=None, layout: BlockLayout | None = None):
+    def __init__(self, shards: list[_Shard], dim: int, n_rows: int, idmap: IdMap, layout: BlockLayout | None = None):
         self._shards = shards
         self.dim = dim
         self.n_rows = n_rows
-        self._ids = None if ids is None else np.asarray(ids, dtype=object if _is_str_ids(ids) else np.int64)
+        self._idmap = idmap
         self.has_blocks = layout is not None
         self.upload_seconds = 0.0
         self._pool = None  # shard threads, made on the first multi-shard search
@@ -192,7 +193,7 @@ class GpuIndex:
     def build(
         cls,
         docs: SparseBatch,
-        ids: Sequence | None = None,
+        ids: Sequence | IdMap | None = None,
         *,
         device="cuda",
         layout: BlockLayout | None = None,
@@ -207,6 +208,7 @@ class GpuIndex:
         torch = _torch()
         if not isinstance(docs, SparseBatch):
             raise TypeError(f"docs must be a SparseBatch, got {type(docs).__name__}")
+        idmap = ids if isinstance(ids, IdMap) else IdMap.build(ids, len(docs))
         devices = _resolve_devices(device)
         t0 = time.perf_counter()
         n = len(docs)
@@ -237,7 +239,7 @@ class GpuIndex:
         for d in devices:
             if d.type == "cuda":
                 torch.cuda.synchronize(d)
-        gi = cls(shards, docs.dim, n, ids, layout)
+        gi = cls(shards, docs.dim, n, idmap, layout)
         gi.upload_seconds = time.perf_counter() - t0
         return gi
 
@@ -248,16 +250,14 @@ class GpuIndex:
         returned; documents added after the build are scored for every query."""
         from .seismic import SeismicIndex
 
-        rows = np.arange(index.n_rows)
         docs = _forward_batch(index)
-        ids = index._idmap.lookup(rows[None, :])[0]
         deleted = np.asarray(index._deleted).astype(bool)
         layout = None
         always = None
         if isinstance(index, SeismicIndex):
             layout = _seismic_layout(index)
             always = np.arange(index._n_main, index.n_rows)
-        return cls.build(docs, list(ids) if ids.dtype == object else ids, device=device, layout=layout,
+        return cls.build(docs, index._idmap, device=device, layout=layout,
                          deleted=deleted if deleted.any() else None, always=always)
 
     # ------------------------------------------------------------------ search
@@ -342,8 +342,8 @@ class GpuIndex:
             out_scores[q0 : q0 + len(qb), :kk] = s_np
             out_rows[q0 : q0 + len(qb), :kk] = r_np
         total = time.perf_counter() - t_all
-        ids = self._map_ids(out_rows)
-        return Hits(ids, out_scores, out_rows, {"total_s": total, "compute_s": t_compute, "copy_s": t_copy})
+        timings = {"total_s": total, "compute_s": t_compute, "copy_s": t_copy}
+        return Hits(self._idmap.lookup(out_rows), out_scores, out_rows, timings)
 
     def _executor(self):
         if self._pool is None:
@@ -351,21 +351,6 @@ class GpuIndex:
 
             self._pool = ThreadPoolExecutor(max_workers=len(self._shards), thread_name_prefix="lsr-gpu-shard")
         return self._pool
-
-    def _map_ids(self, rows: np.ndarray) -> np.ndarray:
-        if self._ids is None:
-            return rows.copy()
-        if self._ids.dtype == object:
-            out = np.full(rows.shape, None, dtype=object)
-        else:
-            out = np.full(rows.shape, -1, dtype=np.int64)
-        mask = rows >= 0
-        out[mask] = self._ids[rows[mask]]
-        return out
-
-
-def _is_str_ids(ids) -> bool:
-    return any(isinstance(x, str) for x in ids)
 
 
 def _on_device(device, torch):

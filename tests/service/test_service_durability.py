@@ -683,12 +683,13 @@ def _quarantine_then_cut(tmp_path, skip):
             st.close()
             fs.power_cut()
         q = data / "collections" / "c" / "quarantine" / "seg-000007" / "docs.jsonl"
-        return q.exists() and q.read_text() == "precious\n"
+        # moved exactly once: kept in quarantine/, gone from segments/
+        return q.exists() and q.read_text() == "precious\n" and not stray.exists()
     finally:
         fs.close()
 
 
-@pytest.mark.parametrize("site", ["quarantine", "quarantine.collection"])
+@pytest.mark.parametrize("site", ["quarantine", "quarantine.segments", "quarantine.collection"])
 def test_quarantine_is_durable(tmp_path, site):
     assert _quarantine_then_cut(tmp_path / "ok", set())
     assert not _quarantine_then_cut(tmp_path / "mutant", {site}), f"removing fsync site {site!r} went unnoticed"

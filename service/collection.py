@@ -67,6 +67,10 @@ class CollectionFailed(CollectionError):
         self.reason = reason
 
 
+class CollectionCorrupt(RuntimeError):
+    """A collection's manifest or log files are missing or unreadable (it opens as failed)."""
+
+
 class StorageFull(CollectionError):
     """The disk (or quota) is full: the write was not applied (507 Insufficient Storage)."""
 
@@ -399,13 +403,13 @@ class Collection:
         path = Path(path)
         mpath = path / "manifest.json"
         if not mpath.is_file():
-            raise SegmentError("manifest.json is missing")
+            raise CollectionCorrupt("manifest.json is missing")
         try:
             manifest = json.loads(mpath.read_bytes())
         except (ValueError, UnicodeDecodeError) as exc:
-            raise SegmentError(f"manifest.json is not valid JSON ({exc})") from None
+            raise CollectionCorrupt(f"manifest.json is not valid JSON ({exc})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise SegmentError(f"manifest.json: unsupported format {manifest.get('format') if isinstance(manifest, dict) else None!r}")
+            raise CollectionCorrupt(f"manifest.json: unsupported format {manifest.get('format') if isinstance(manifest, dict) else None!r}")
         col = cls(path, manifest, policy)
         referenced = {s["name"] for s in manifest["segments"]}
         seg_root = path / "segments"
@@ -428,10 +432,10 @@ class Collection:
         current = [n for n in numbers if n >= start]
         if not current or current[0] != start:
             later = f" while later logs exist ({', '.join(log_name(n) for n in current)})" if current else ""
-            raise SegmentError(f"wal/{log_name(start)}, the current log named by the manifest, is missing{later}")
+            raise CollectionCorrupt(f"wal/{log_name(start)}, the current log named by the manifest, is missing{later}")
         for a, b in zip(current, current[1:]):
             if b != a + 1:
-                raise SegmentError(f"wal/{log_name(a + 1)} is missing (the log files are not contiguous)")
+                raise CollectionCorrupt(f"wal/{log_name(a + 1)} is missing (the log files are not contiguous)")
         n_replayed = 0
         last_scan = None
         for i, n in enumerate(current):

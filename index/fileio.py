@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 __all__ = ["FileSystem", "use", "current", "open_new", "open_append", "write", "fsync", "fsync_dir",
-           "replace", "atomic_write", "makedirs", "FILE_MODE", "DIR_MODE"]
+           "replace", "truncate", "atomic_write", "makedirs", "FILE_MODE", "DIR_MODE"]
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -62,6 +62,9 @@ class FileSystem:
     def replace(self, src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
+    def truncate(self, path: Path, size: int) -> None:
+        os.truncate(path, size)
+
     def makedirs(self, path: Path) -> None:
         os.makedirs(path, mode=DIR_MODE, exist_ok=True)
 
@@ -106,6 +109,11 @@ def fsync_dir(path: str | Path, *, site: str) -> None:
 
 def replace(src: str | Path, dst: str | Path) -> None:
     _FS.replace(Path(src), Path(dst))
+
+
+def truncate(path: str | Path, size: int) -> None:
+    """Cut ``path`` to ``size`` bytes (durable only after :func:`fsync`)."""
+    _FS.truncate(Path(path), size)
 
 
 def makedirs(path: str | Path) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -179,7 +178,7 @@ class WriteAheadLog:
             # Cut a torn tail so new records are not appended after garbage, durably: were the cut
             # lost after a merge started a newer log, the garbage would sit in a log that is no
             # longer the last, which reads as corruption.
-            os.truncate(self.path, valid_bytes)
+            fileio.truncate(self.path, valid_bytes)
             fileio.fsync(self.path, site="wal.truncate")
         self._good = valid_bytes
         self._fh = fileio.open_append(self.path)
@@ -225,7 +224,7 @@ class WriteAheadLog:
         except OSError:
             pass
         try:
-            os.truncate(self.path, self._good)
+            fileio.truncate(self.path, self._good)
             fileio.fsync(self.path, site="wal.rollback")  # see __init__: a partial frame may be on disk
             self._fh = fileio.open_append(self.path)
         except OSError as exc:  # cannot even truncate: refuse further appends

@@ -167,7 +167,7 @@ class ModelRegistry:
                  batch_wait_ms: float = 2.0, batch_queue: int = 256):
         self.default = default
         self.allow_load = allow_load
-        self.batch_opts = {"max_batch": batch_max, "max_wait_ms": batch_wait_ms, "max_queue": batch_queue}
+        self.batch_opts: dict[str, Any] = {"max_batch": batch_max, "max_wait_ms": batch_wait_ms, "max_queue": batch_queue}
         self._encoders: dict[str, Any] = {}  # torch encoders
         self._tables: dict[str, Any] = {}  # torch-free query encoders (inference-free)
         self._batchers: dict[str, QueryBatcher] = {}

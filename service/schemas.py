@@ -63,14 +63,14 @@ class Error(BaseModel):
 class IndexParams(_Strict):
     """Seismic build parameters; omitted ones take lsr.index's defaults."""
 
-    n_postings: int | None = Field(None, ge=1, le=10_000_000, description="postings kept per term")
-    centroid_fraction: float | None = Field(None, gt=0, le=1, description="blocks per posting list, as a fraction")
-    summary_energy: float | None = Field(None, gt=0, le=1, description="share of a block summary's mass kept")
-    pruning: Literal["global", "fixed"] | None = Field(None, description="posting pruning: one global threshold or top-n per term")
-    max_fraction: float | None = Field(None, ge=1, le=1000, description="global pruning: longest list as a multiple of n_postings")
-    min_cluster_size: int | None = Field(None, ge=1, le=100_000)
-    doc_cut: int | None = Field(None, ge=1, le=100_000, description="clustering looks at a document's top doc_cut terms")
-    nknn: int | None = Field(None, ge=0, le=64, description="neighbours per document in the kNN graph")
+    n_postings: int | None = Field(default=None, ge=1, le=10_000_000, description="postings kept per term")
+    centroid_fraction: float | None = Field(default=None, gt=0, le=1, description="blocks per posting list, as a fraction")
+    summary_energy: float | None = Field(default=None, gt=0, le=1, description="share of a block summary's mass kept")
+    pruning: Literal["global", "fixed"] | None = Field(default=None, description="posting pruning: one global threshold or top-n per term")
+    max_fraction: float | None = Field(default=None, ge=1, le=1000, description="global pruning: longest list as a multiple of n_postings")
+    min_cluster_size: int | None = Field(default=None, ge=1, le=100_000)
+    doc_cut: int | None = Field(default=None, ge=1, le=100_000, description="clustering looks at a document's top doc_cut terms")
+    nknn: int | None = Field(default=None, ge=0, le=64, description="neighbours per document in the kNN graph")
 
 
 class CollectionCreate(_Strict):
@@ -81,7 +81,7 @@ class CollectionCreate(_Strict):
         description="encoder for text (short name or folder). Omitted: the server's default model. "
         "null: no model (documents and queries must carry vectors; give `dim`).",
     )
-    dim: int | None = Field(None, ge=1, le=MAX_DIM, description="vocabulary size; implied by the model")
+    dim: int | None = Field(default=None, ge=1, le=MAX_DIM, description="vocabulary size; implied by the model")
     index: IndexParams = Field(default_factory=IndexParams)
 
 
@@ -96,7 +96,7 @@ class SegmentInfo(BaseModel):
 class CollectionInfo(BaseModel):
     name: str
     status: Literal["ok", "failed"] = "ok"
-    reason: str | None = Field(None, description="why a failed collection could not be opened (repair it "
+    reason: str | None = Field(default=None, description="why a failed collection could not be opened (repair it "
                                "with `lsr repair NAME`)")
     model: str | None = None
     dim: int | None = None
@@ -135,7 +135,7 @@ class _VectorFields(_Strict):
 
 class DocumentIn(_VectorFields):
     id: DocId | Annotated[int, Field(ge=0, le=2**63 - 1)]
-    text: Text | None = Field(None, max_length=MAX_TEXT, description="stored; encoded when no vector is given")
+    text: Text | None = Field(default=None, max_length=MAX_TEXT, description="stored; encoded when no vector is given")
     metadata: Metadata = None
 
 
@@ -168,7 +168,7 @@ class Document(BaseModel):
 # ---------------------------------------------------------------------------- search
 class Knobs(_Strict):
     k: int = Field(10, ge=1, le=MAX_K)
-    query_cut: int | None = Field(None, ge=1, le=10_000, description="Seismic: query terms kept (top by weight)")
+    query_cut: int | None = Field(default=None, ge=1, le=10_000, description="Seismic: query terms kept (top by weight)")
     heap_factor: float | None = Field(
         None, gt=0, le=1, description="Seismic: a block is scored when its summary reaches heap_factor x the k-th score"
     )
@@ -177,7 +177,7 @@ class Knobs(_Strict):
 
 
 class QueryIn(_VectorFields):
-    text: Text | None = Field(None, max_length=MAX_TEXT, description="encoded with the collection's model; "
+    text: Text | None = Field(default=None, max_length=MAX_TEXT, description="encoded with the collection's model; "
                               "a text with no vocabulary terms (empty, whitespace, emoji only) is a 422")
 
 
@@ -223,9 +223,9 @@ class BatchSearchResponse(BaseModel):
 # ---------------------------------------------------------------------------- encode
 class EncodeRequest(_Strict):
     texts: list[Annotated[Text, Field(max_length=MAX_TEXT)]] = Field(min_length=1, max_length=64)
-    model: Text | None = Field(None, max_length=256, description="a model the server serves; default: its default")
+    model: Text | None = Field(default=None, max_length=256, description="a model the server serves; default: its default")
     kind: Literal["query", "document"] = "query"
-    top_k: int | None = Field(None, ge=1, le=100_000, description="keep each vector's top_k weights")
+    top_k: int | None = Field(default=None, ge=1, le=100_000, description="keep each vector's top_k weights")
 
 
 class EncodeResponse(BaseModel):
@@ -237,4 +237,4 @@ class Health(BaseModel):
     status: str = Field(description="ok (liveness); ready, degraded (some collections failed) or loading")
     collections: int | None = None
     phase: str | None = None
-    failed: dict[str, str] | None = Field(None, description="failed collections and why")
+    failed: dict[str, str] | None = Field(default=None, description="failed collections and why")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import schemas as S
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": S.Error, "description": "bad request"},
     401: {"model": S.Error, "description": "API key missing"},
     403: {"model": S.Error, "description": "API key wrong"},

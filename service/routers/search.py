@@ -66,7 +66,7 @@ async def _search(svc: Service, col: Collection, queries: list[S.QueryIn], knobs
             where.append(i)
             names.append(what)
         vecs[i] = v
-    model = need_model(col, "query") if texts else None
+    model = need_model(col, "query") if texts else ""
     encoded = None
     if texts and not svc.models.is_table(model):
         # a model forward pass: the model's batcher joins this with other requests' queries

@@ -15,7 +15,7 @@ from .storage import IndexFormatError, read_manifest
 
 __all__ = ["SparseBatch", "SparseBatchError", "load_vectors", "save_vectors", "ExactIndex", "SeismicIndex", "SeismicParams", "Hits", "SearchParams", "IndexFormatError", "load_index"]
 
-_KINDS = {"exact": ExactIndex, "seismic": SeismicIndex}
+_KINDS: dict[str, type[ExactIndex] | type[SeismicIndex]] = {"exact": ExactIndex, "seismic": SeismicIndex}
 
 
 def load_index(path: str | Path, mmap: bool = True, *, verify: bool = True):

@@ -53,10 +53,10 @@ def parallel_section(threads: int):
 
 def resolve_threads(threads: int | None) -> int:
     if threads is None:
-        return numba.config.NUMBA_NUM_THREADS
+        return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    return min(int(threads), numba.config.NUMBA_NUM_THREADS)
+    return min(int(threads), int(numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -207,10 +207,12 @@ class BaseIndex:
     vocab: tuple[str, ...] | None = None  # token strings of the documents' vocabulary, if known
     _idmap: IdMap
     _deleted: np.ndarray  # uint8 per row
+    _n_live: int | None = None
+    _kernel_args: tuple | None = None
 
     # ------------------------------------------------------------------ ids and size
     def __len__(self) -> int:
-        n = getattr(self, "_n_live", None)
+        n = self._n_live
         if n is None:
             n = self._n_live = int(self._deleted.shape[0] - int(np.count_nonzero(self._deleted)))
         return n
@@ -267,6 +269,10 @@ class BaseIndex:
         if manifest["kind"] != cls.kind:
             raise IndexFormatError(f"{Path(path) / 'manifest.json'}: holds a {manifest['kind']!r} index, not {cls.kind!r}")
         return cls._from_arrays(path, manifest, a)
+
+    @classmethod
+    def _from_arrays(cls, path, manifest: dict, a: dict):
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(docs={len(self)}, dim={self.dim})"

@@ -32,6 +32,7 @@ def _build(args) -> None:
     log.info("loaded %d documents (dim %d, %.1f nnz/doc) from %s in %.1fs", len(docs), docs.dim,
              docs.nnz / max(len(docs), 1), args.input, time.perf_counter() - t0)
     t0 = time.perf_counter()
+    index: ExactIndex | SeismicIndex
     if args.kind == "exact":
         index = ExactIndex.build(docs, ids)
     else:

@@ -12,7 +12,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -149,22 +149,22 @@ class BlockLayout:
 
 @dataclass
 class _Shard:
-    device: object
+    device: Any
     row_offset: int
     n_rows: int
-    fwd: object  # torch sparse CSR (n_rows, dim), float32
-    fwd_ptr: object
-    fwd_idx: object
-    fwd_val: object
-    fwd_idx32: object = None  # int32 copy of fwd_idx for the Triton kernel (CUDA with Triton only)
-    term_ptr: object = None
-    block_ptr: object = None
-    block_docs: object = None
-    ent_key: object = None  # term * dim + component, sorted: the summaries joined by (term, component)
-    ent_blk: object = None
-    ent_val: object = None
-    deleted: object = None  # bool per row, or None
-    always: object = None  # rows scored for every query in approx mode, or None
+    fwd: Any  # torch sparse CSR (n_rows, dim), float32
+    fwd_ptr: Any
+    fwd_idx: Any
+    fwd_val: Any
+    fwd_idx32: Any = None  # int32 copy of fwd_idx for the Triton kernel (CUDA with Triton only)
+    term_ptr: Any = None
+    block_ptr: Any = None
+    block_docs: Any = None
+    ent_key: Any = None  # term * dim + component, sorted: the summaries joined by (term, component)
+    ent_blk: Any = None
+    ent_val: Any = None
+    deleted: Any = None  # bool per row, or None
+    always: Any = None  # rows scored for every query in approx mode, or None
     bytes: int = 0
 
 

@@ -6,6 +6,7 @@ deleted document keeps its row (tombstoned) and a re-added id gets a new row.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -51,8 +52,7 @@ class IdMap:
         if kind == "int" and arr.size and arr.min() < 0:
             raise ValueError(f"{what} must be non-negative (-1 marks a missing hit), got {int(arr.min())}")
         if len(set(arr.tolist())) != arr.shape[0]:
-            seen: set = set()
-            dup = next(x for x in arr.tolist() if x in seen or seen.add(x))
+            dup = next(x for x, c in Counter(arr.tolist()).items() if c > 1)
             raise ValueError(f"duplicate document id {dup!r} in {what}")
         return arr, kind
 

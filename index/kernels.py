@@ -12,6 +12,8 @@ Conventions shared by every kernel:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -21,7 +23,7 @@ from numba.extending import intrinsic
 # float16 bit pattern -> float32 value; 256 KiB, stays in L2 during search.
 F16_TABLE = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 
-_NJ = dict(cache=True, nogil=True)
+_NJ: dict[str, Any] = dict(cache=True, nogil=True)
 
 
 def to_f16_bits(values: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -289,10 +289,11 @@ class SparseBatch:
         """``[{term_id: weight}]``, or ``[{token: weight}]`` with ``tokens=True`` (needs vocab)."""
         if tokens and self.vocab is None:
             raise SparseBatchError("to_dicts(tokens=True) needs a batch that carries its vocab")
-        out = []
+        out: list[dict] = []
+        vocab = self.vocab or ()
         for idx, val in self:
             if tokens:
-                out.append({self.vocab[int(t)]: float(w) for t, w in zip(idx, val)})
+                out.append({vocab[int(t)]: float(w) for t, w in zip(idx, val)})
             else:
                 out.append({int(t): float(w) for t, w in zip(idx, val)})
         return out
@@ -375,10 +376,9 @@ class SparseBatch:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no such vectors file: {path}")
-        lookup = _vocab_lookup(vocab)
-        grow = lookup is None
-        if grow:
-            lookup = {}
+        given = _vocab_lookup(vocab)
+        grow = given is None
+        lookup: dict[str, int] = {} if given is None else given
         ids: list[str] = []
         indptr = [0]
         indices: list[int] = []
@@ -441,7 +441,8 @@ def save_vectors(path: str | Path, batch: SparseBatch, ids: Sequence | None = No
         return
     if path.suffix != ".npz":
         raise ValueError(f"unsupported vectors file {path}: expected .npz or .jsonl")
-    arrays = dict(indptr=batch.indptr, indices=batch.indices, values=batch.values, dim=np.int64(batch.dim))
+    arrays: dict[str, Any] = dict(indptr=batch.indptr, indices=batch.indices, values=batch.values,
+                            dim=np.asarray(batch.dim, np.int64))
     if ids is not None:
         arrays["ids"] = np.asarray([str(x) for x in ids])
     if batch.vocab is not None:

@@ -43,7 +43,7 @@ def parse_measures(measures: Sequence[str] | str | None = None) -> list:
             continue
         try:
             out.append(ir_measures.parse_measure(m))
-        except Exception as exc:  # ir_measures raises ValueError/NameError/SyntaxError variants
+        except (ValueError, NameError, SyntaxError, TypeError, AttributeError) as exc:  # ir_measures' parse errors
             raise ValueError(f"unknown measure {m!r}: {exc}") from None
     return out
 

@@ -1,7 +1,8 @@
 """Slow clients against the service: N sockets that send half a request header and trickle the rest,
 while 16 normal clients search. Prints the normal clients' QPS, p50/p99 and errors, and what the
 slow clients saw, for the guarded server (``lsr serve``: header/body deadlines, a connection cap,
-load shedding) and, with ``--plain``, for plain uvicorn at the common default of 1,024 open files.
+load shedding) and, with ``--plain``, for stock uvicorn: its defaults at the common limit of 1,024
+open files, and its own knobs (``limit_concurrency``, ``timeout_keep_alive``) with the limit raised.
 
     python benchmarks/slowloris.py --slow 2000 --duration 20 --plain
 
@@ -32,13 +33,19 @@ import numpy as np
 
 DIM = 1000
 PLAIN = """
-import sys, uvicorn
+import json, sys, uvicorn
 from pathlib import Path
 from lsr.service.app import create_app
 from lsr.service.config import Settings
 uvicorn.run(create_app(Settings(data_dir=Path(sys.argv[1]), model=None, api_keys=["bench"])),
-            host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+            host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", **json.loads(sys.argv[3]))
 """
+# Stock uvicorn settings tried against the same attack (the app is the same; only the server differs).
+STOCK = {
+    "plain uvicorn (defaults, 1,024 fds)": ({}, 1024),
+    "uvicorn limit_concurrency=1000, timeout_keep_alive=5 (fds raised)": (
+        {"limit_concurrency": 1000, "timeout_keep_alive": 5, "backlog": 2048}, None),
+}
 
 
 def log(msg: str) -> None:
@@ -74,15 +81,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data: Path, port: int, plain: bool, extra: list[str]) -> subprocess.Popen:
+def start_server(data: Path, port: int, stock: str | None, extra: list[str]) -> subprocess.Popen:
     import httpx
 
     env = {**os.environ, "LSR_API_KEYS": "bench"}
-    if plain:
-        cmd = [sys.executable, "-c", PLAIN, str(data), str(port)]
+    if stock is not None:
+        kwargs, nofile = STOCK[stock]
+        cmd = [sys.executable, "-c", PLAIN, str(data), str(port), json.dumps(kwargs)]
 
         def limit():  # the usual default soft limit, as on most machines
-            resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            if nofile:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
         proc = subprocess.Popen(cmd, env=env, preexec_fn=limit)
     else:
@@ -189,9 +198,9 @@ async def normal_load(url: str, clients: int, seconds: float) -> dict:
             "p99": float(np.percentile(a, 99)), "errors": errors}
 
 
-def measure(data: Path, plain: bool, args, extra: list[str]) -> dict:
+def measure(data: Path, stock: str | None, args, extra: list[str]) -> dict:
     port = free_port()
-    proc = start_server(data, port, plain, extra)
+    proc = start_server(data, port, stock, extra)
     url = f"http://127.0.0.1:{port}"
     try:
         base = asyncio.run(normal_load(url, args.normal, 3))  # no slow clients yet
@@ -228,7 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--ramp", type=float, default=4.0, help="seconds the slow clients get before measuring")
     p.add_argument("--trickle", type=float, default=1.0, help="a slow client sends one byte this often")
     p.add_argument("--docs", type=int, default=5000)
-    p.add_argument("--plain", action="store_true", help="also measure plain uvicorn (1,024 open files)")
+    p.add_argument("--plain", action="store_true", help="also measure stock uvicorn: defaults at 1,024 open files, "
+                   "and limit_concurrency + timeout_keep_alive with the open-file limit raised")
     p.add_argument("--server-args", default="", help="extra lsr serve flags, e.g. '--header-timeout 5'")
     args = p.parse_args(argv)
     nofile = raise_nofile()
@@ -238,11 +248,11 @@ def main(argv=None) -> int:
     rows = []
     try:
         build_data(tmp / "data", args.docs)
-        configs = ([("plain uvicorn (no deadlines, 1,024 fds)", True)] if args.plain else [])
-        configs.append((f"lsr serve {args.server_args}".strip() + " (guarded)", False))
-        for label, plain in configs:
+        configs: list = [(label, label) for label in STOCK] if args.plain else []
+        configs.append((f"lsr serve {args.server_args}".strip() + " (guarded)", None))
+        for label, stock in configs:
             log(f"measuring: {label}")
-            rows.append((label, measure(tmp / "data", plain, args, args.server_args.split())))
+            rows.append((label, measure(tmp / "data", stock, args, args.server_args.split())))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -27,6 +27,7 @@ class Limits:
     max_in_flight: int = 256  # requests inside the app; past it 503 + Retry-After (load shedding)
     header_timeout_s: float = 10.0  # a request's headers must arrive within this (slow clients: 408 + close)
     body_timeout_s: float = 30.0  # and its body within this after the headers
+    max_header_bytes: int = 64 * 1024  # request line + headers; past it 431 + close
     keep_alive_s: float = 5.0  # idle keep-alive connections close after this
     retry_after_s: int = 1  # the Retry-After of a shed request
     query_batch_max: int = 32  # texts per forward pass of a model's query batcher

@@ -3,8 +3,8 @@
 uvicorn has no timeout before a request's headers are complete, so clients that send half a
 header (slowloris) hold their sockets forever and the process runs out of file descriptors.
 :func:`guarded_protocol` subclasses uvicorn's httptools protocol with a header deadline and a
-body deadline (408 + close), and answers a connection past ``max_connections`` with 503 and
-closes it at once. Requests in flight are capped in the app (service/errors.py).
+body deadline (408 + close), a cap on the bytes of the request line and headers (431), and answers
+a connection past ``max_connections`` with 503 and closes it at once. Requests in flight are capped in the app (service/errors.py).
 """
 
 from __future__ import annotations
@@ -31,13 +31,17 @@ def _raw_response(status: str, detail: str, retry_after: int | None = None) -> b
 def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the header/body deadlines and the connection cap of ``limits``."""
     header_s, body_s, cap = limits.header_timeout_s, limits.body_timeout_s, limits.max_connections
+    max_head = limits.max_header_bytes
     full = _raw_response("503 Service Unavailable", f"more than {cap} open connections; retry shortly",
                          limits.retry_after_s)
     late = _raw_response("408 Request Timeout", "the request did not arrive in time")
+    too_long = _raw_response("431 Request Header Fields Too Large", f"request line and headers exceed {max_head} bytes")
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _deadline = None
         _refused = False
+        _head_bytes = 0
+        _head_open = True
 
         def connection_made(self, transport):
             if len(self.server_state.connections) >= cap:
@@ -49,8 +53,16 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
             self._arm(header_s, headers=True)
 
         def data_received(self, data: bytes) -> None:
-            if not self._refused:
-                super().data_received(data)
+            if self._refused:
+                return
+            super().data_received(data)
+            if self._head_open and not self.transport.is_closing():
+                # the parser keeps an unfinished head in memory: within the header deadline a fast
+                # sender could still send megabytes of it
+                self._head_bytes += len(data)
+                if self._head_bytes > max_head:
+                    self.transport.write(too_long)
+                    self.transport.close()
 
         def connection_lost(self, exc):
             self._disarm()
@@ -63,12 +75,14 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 self._arm(header_s, headers=True)
 
         def on_headers_complete(self) -> None:
+            self._head_open, self._head_bytes = False, 0
             self._disarm()
             super().on_headers_complete()
             if not self.transport.is_closing():
                 self._arm(body_s, headers=False)
 
         def on_message_complete(self) -> None:
+            self._head_open = True  # whatever comes next on this connection is a new head
             self._disarm()
             super().on_message_complete()
 
@@ -114,6 +128,6 @@ def run(app, *, host: str, port: int, limits: Limits, log_level: str = "info") -
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level.lower(), workers=1, timeout_graceful_shutdown=10,
         http=guarded_protocol(limits), timeout_keep_alive=int(max(1, limits.keep_alive_s)),
-        backlog=min(4096, limits.max_connections), h11_max_incomplete_event_size=16 * 1024,
+        backlog=min(4096, limits.max_connections),
     )
     uvicorn.Server(config).run()

@@ -439,6 +439,12 @@ def test_slow_clients_timeouts_connection_cap_and_shedding(tmp_path):
             s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-slow: ")
             reply = _recv_all(s)
             assert reply.startswith(b"HTTP/1.1 408") and 0.8 < time.monotonic() - t0 < 4, reply
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:  # endless headers, sent fast
+            try:
+                s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n" + b"x-pad: " + b"a" * 70_000 + b"\r\n")
+            except OSError:
+                pass
+            assert _recv_all(s).startswith(b"HTTP/1.1 431")
         # two requests stuck in their bodies fill the in-flight cap; the third is shed
         for _ in range(2):
             s = socket.create_connection(("127.0.0.1", srv.port))

@@ -118,3 +118,33 @@ def test_inference_free_text_search_without_torch(tmp_path):
             assert "lsr_torch_loaded 0.0" in metrics, [ln for ln in metrics.splitlines() if "torch" in ln]
     finally:
         srv.stop()
+
+
+def test_query_batcher_joins_concurrent_requests_and_bounds_its_queue():
+    import threading
+
+    from lsr.index.sparse import SparseBatch
+    from lsr.service.encoders import EncoderBusy, QueryBatcher
+
+    calls: list[int] = []
+    entered, gate = threading.Event(), threading.Event()
+
+    def encode(texts):  # row i holds term len(text) with weight 1
+        calls.append(len(texts))
+        entered.set()
+        gate.wait(10)
+        return SparseBatch.from_dicts([{len(t): 1.0} for t in texts], dim=100)
+
+    b = QueryBatcher(encode, max_batch=64, max_wait_ms=1, max_queue=6)
+    plug = b.submit(["plug"])
+    assert entered.wait(10)  # the batcher is busy with the plug: the next requests queue up
+    futs = [b.submit(["x" * (i + 1)] * (1 + i % 2)) for i in range(6)]
+    with pytest.raises(EncoderBusy):
+        b.submit(["overflow"])
+    gate.set()
+    assert plug.result(10).row(0)[0].tolist() == [4]
+    for i, f in enumerate(futs):
+        rows = f.result(10)
+        assert len(rows) == 1 + i % 2 and all(rows.row(j)[0].tolist() == [i + 1] for j in range(len(rows)))
+    assert calls == [1, 9], calls  # the six queued requests (nine texts) share one forward pass
+    b.close()

@@ -393,8 +393,10 @@ class Collection:
         return cls.open(final, policy)
 
     @classmethod
-    def open(cls, path: Path, policy: MergePolicy | None = None, *, verify: bool = True) -> "Collection":
-        """Open a collection folder. Segment checksums are verified unless ``verify=False``.
+    def open(cls, path: Path, policy: MergePolicy | None = None, *, verify: bool = True,
+             sync_log: bool = True) -> "Collection":
+        """Open a collection folder. Segment checksums are verified unless ``verify=False``; the
+        replayed last log is fsynced unless ``sync_log=False`` (a check that serves nothing).
 
         Raises (and the store records the collection as failed) on a missing or unreadable
         manifest, a damaged segment, a missing current log, or log corruption other than a torn
@@ -452,7 +454,7 @@ class Collection:
         for n in numbers:  # folded into segments by a merge whose manifest swap is durable
             if n < start:
                 (wal_dir / log_name(n)).unlink(missing_ok=True)
-        col._wal = WriteAheadLog(wal_dir, current[-1], valid_bytes=last_scan.valid_bytes)
+        col._wal = WriteAheadLog(wal_dir, current[-1], valid_bytes=last_scan.valid_bytes, sync=sync_log)
         col._wal_bytes = sum((wal_dir / log_name(n)).stat().st_size for n in current)
         col._publish()
         log.info(

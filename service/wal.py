@@ -1,8 +1,9 @@
 """Write-ahead log: length + crc32 framed JSON records, fsynced before a write is acknowledged.
 
 Files are numbered (``000001.log``) so a merge can start a new file and drop old ones. All writes
-and fsyncs go through :mod:`lsr.index.fileio` (fsync sites ``wal.create``, ``wal.append``, and
-``wal.truncate`` / ``wal.rollback`` after cutting a torn or partial record).
+and fsyncs go through :mod:`lsr.index.fileio` (fsync sites ``wal.create``, ``wal.append``,
+``wal.truncate`` / ``wal.rollback`` after cutting a torn or partial record, and ``wal.open`` for the
+records a restart replays from the last log).
 
 Recovery modes (chosen on purpose, as RocksDB's ``kTolerateCorruptedTailRecords``):
 
@@ -162,11 +163,12 @@ def scan_log(path: str | Path, *, last: bool = True) -> LogScan:
 class WriteAheadLog:
     """Append-only log file; :meth:`append` returns only after the record is on disk.
 
-    Open an existing file with ``WriteAheadLog(folder, n)`` (its torn tail, if any, is cut) or a
-    new one with :meth:`create` (the folder is fsynced so the new name survives a power cut).
+    Open an existing file with ``WriteAheadLog(folder, n)`` (its torn tail, if any, is cut, and
+    its records are fsynced unless ``sync=False``: they may be in the page cache only) or a new one
+    with :meth:`create` (the folder is fsynced so the new name survives a power cut).
     """
 
-    def __init__(self, folder: str | Path, number: int, *, valid_bytes: int | None = None):
+    def __init__(self, folder: str | Path, number: int, *, valid_bytes: int | None = None, sync: bool = True):
         self.folder = Path(folder)
         self.number = number
         self.path = self.folder / log_name(number)
@@ -180,6 +182,11 @@ class WriteAheadLog:
             # longer the last, which reads as corruption.
             fileio.truncate(self.path, valid_bytes)
             fileio.fsync(self.path, site="wal.truncate")
+        elif valid_bytes and sync:
+            # The records just replayed may be in the page cache only: a process that died after
+            # writing a frame but before its fsync leaves it there. A restart serves them, so make
+            # them durable first, or a power cut would take back what readers were shown.
+            fileio.fsync(self.path, site="wal.open")
         self._good = valid_bytes
         self._fh = fileio.open_append(self.path)
         self.broken: str | None = None

@@ -42,6 +42,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         _refused = False
         _head_bytes = 0
         _head_open = True
+        _completed = False
 
         def connection_made(self, transport):
             if len(self.server_state.connections) >= cap:
@@ -55,8 +56,11 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
+            self._completed = False
             super().data_received(data)
-            if self._head_open and not self.transport.is_closing():
+            if self._completed:  # this chunk ended a request (its body may be large): not head bytes
+                self._head_bytes = 0
+            elif self._head_open and not self.transport.is_closing():
                 # the parser keeps an unfinished head in memory: within the header deadline a fast
                 # sender could still send megabytes of it
                 self._head_bytes += len(data)
@@ -82,7 +86,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                 self._arm(body_s, headers=False)
 
         def on_message_complete(self) -> None:
-            self._head_open = True  # whatever comes next on this connection is a new head
+            self._head_open = self._completed = True  # whatever comes next on this connection is a new head
             self._disarm()
             super().on_message_complete()
 

@@ -33,7 +33,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
 
-    def start(self, timeout: float = 180) -> "Server":
+    def start(self, timeout: float = 300) -> "Server":  # a fresh checkout compiles the Numba kernels first
         env = {**os.environ, "LSR_API_KEYS": API_KEY, **self.env}
         cmd = [sys.executable, "-m", "lsr.service.cli", "--host", "127.0.0.1", "--port", str(self.port),
                "--data", str(self.data_dir), "--log-level", "warning", *self.args]

@@ -428,6 +428,7 @@ def test_slow_clients_timeouts_connection_cap_and_shedding(tmp_path):
     past the in-flight cap a request gets 503 + Retry-After; a body that stops coming is a 499."""
     import socket
 
+    import httpx
     from service_harness import Server
 
     srv = Server(tmp_path / "data", "--model", "none", "--header-timeout", "1", "--body-timeout", "1.5",
@@ -445,6 +446,9 @@ def test_slow_clients_timeouts_connection_cap_and_shedding(tmp_path):
             except OSError:
                 pass
             assert _recv_all(s).startswith(b"HTTP/1.1 431")
+        big = {"name": "z" * 10, "model": None, "dim": 5, "index": {}, "pad": "p" * 200_000}  # a big body is no head
+        r = httpx.post(srv.url + "/v1/collections", json=big, headers={"x-api-key": "test-key-0123456789"}, timeout=10)
+        assert r.status_code == 422, r.text
         # two requests stuck in their bodies fill the in-flight cap; the third is shed
         for _ in range(2):
             s = socket.create_connection(("127.0.0.1", srv.port))
@@ -452,8 +456,6 @@ def test_slow_clients_timeouts_connection_cap_and_shedding(tmp_path):
                       b"content-length: 100\r\n\r\n{")
             socks.append(s)
         time.sleep(0.3)
-        import httpx
-
         r = httpx.get(srv.url + "/v1/collections", timeout=10)
         assert r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"] == "overloaded"
         assert httpx.get(srv.url + "/health", timeout=10).status_code == 200  # liveness is never shed

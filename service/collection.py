@@ -28,15 +28,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from lsr.index import ExactIndex, fileio
 from lsr.index.sparse import SparseBatch
 
 from .segment import Segment, SegmentError, verify_segment
-from .wal import DISK_FULL_ERRNOS, WalCorruption, WalDiskFull, WriteAheadLog, log_name, log_numbers, scan_log
+from .wal import (DISK_FULL_ERRNOS, LogScan, Record, WalCorruption, WalDiskFull, WriteAheadLog, log_name, log_numbers,
+                  scan_log)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ MAX_DIM = 2**31 - 1
 class CollectionError(ValueError):
     """Bad request against a collection (maps to a 4xx/5xx); ``status`` says which."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
 
@@ -61,7 +63,7 @@ class CollectionError(ValueError):
 class CollectionFailed(CollectionError):
     """The collection exists but could not be opened (``reason``); 503 until it is repaired."""
 
-    def __init__(self, name: str, reason: str):
+    def __init__(self, name: str, reason: str) -> None:
         super().__init__(f"collection {name!r} is unavailable: it failed to open: {reason}", 503)
         self.name = name
         self.reason = reason
@@ -74,14 +76,14 @@ class CollectionCorrupt(RuntimeError):
 class StorageFull(CollectionError):
     """The disk (or quota) is full: the write was not applied (507 Insufficient Storage)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str) -> None:
         super().__init__(message, 507)
 
 
 class MergeFailed(CollectionError):
     """A merge failed (logged and counted); the documents stay searchable from the log (500)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str) -> None:
         super().__init__(message, 500)
 
 
@@ -94,13 +96,13 @@ def validate_name(name: str) -> str:
     return name
 
 
-def validate_dim(dim) -> int:
+def validate_dim(dim: object) -> int:
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= int(dim) <= MAX_DIM:
         raise CollectionError(f"dim must be an integer in [1, {MAX_DIM}], got {dim!r}", 422)
     return int(dim)
 
 
-def check_vector(doc_id: str, indices, values, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def check_vector(doc_id: str, indices: npt.ArrayLike, values: npt.ArrayLike, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Validate one document vector; returns it as sorted int32 ids / float32 weights.
 
     Term ids must be integers in ``[0, dim)`` without duplicates, weights finite, > 0 and
@@ -139,7 +141,7 @@ def check_vector(doc_id: str, indices, values, dim: int) -> tuple[np.ndarray, np
     return np.zeros(0, np.int32), np.zeros(0, np.float32)
 
 
-def validate_record(rec: dict, dim: int) -> None:
+def validate_record(rec: Record, dim: int) -> None:
     """Check a log record's shape and vectors (replay and repair); raises ValueError."""
     if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int):
         raise ValueError("record lacks an integer 'seq'")
@@ -175,7 +177,7 @@ class FreshDoc:
     indices: np.ndarray
     values: np.ndarray
     text: str | None
-    metadata: dict | None
+    metadata: dict[str, Any] | None
     seq: int
 
 
@@ -187,7 +189,7 @@ class DocIn:
     indices: np.ndarray
     values: np.ndarray
     text: str | None = None
-    metadata: dict | None = None
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass
@@ -210,7 +212,8 @@ def _fetch_size(k: int, n: int, n_dead: int) -> int:
 class View:
     """An immutable snapshot of a collection for searching."""
 
-    def __init__(self, segments: tuple, dead: dict, fresh: dict, dim: int):
+    def __init__(self, segments: tuple[Segment, ...], dead: dict[str, np.ndarray], fresh: dict[str, FreshDoc],
+                 dim: int) -> None:
         self.segments = segments
         self.dead = dead  # seg name -> bool array (never mutated after publish)
         self.dead_counts = {s.name: int(dead[s.name].sum()) for s in segments}
@@ -223,19 +226,20 @@ class View:
 
     def fresh_scorer(self) -> tuple[list[str], ExactIndex]:
         with self._lock:
-            if self._scorer is None:
+            if self._scorer is None or self._fresh_ids is None:
                 ids = list(self.fresh)
                 batch = _batch_from_fresh([self.fresh[i] for i in ids], self.dim)
                 self._fresh_ids, self._scorer = ids, ExactIndex.build(batch)
             return self._fresh_ids, self._scorer
 
-    def _segment_hits(self, seg: Segment, queries: SparseBatch, k: int, knobs: dict, threads) -> list[list]:
+    def _segment_hits(self, seg: Segment, queries: SparseBatch, k: int, knobs: dict[str, Any],
+                      threads: int | None) -> list[list[tuple[int, float]]]:
         """Live ``(row, score)`` hits per query, at least ``k`` where the segment has them."""
         dead = self.dead[seg.name]
         n = len(seg)
         n_dead = self.dead_counts[seg.name]
         fetch = _fetch_size(k, n, n_dead)
-        out: list[list] = [[] for _ in range(len(queries))]
+        out: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
         todo = np.arange(len(queries))
         batch = queries
         while True:
@@ -256,7 +260,7 @@ class View:
             batch = batch[np.asarray(short, np.int64)]
             self.research_count += 1
 
-    def search(self, queries: SparseBatch, k: int, knobs: dict, threads: int | None) -> list[list[Candidate]]:
+    def search(self, queries: SparseBatch, k: int, knobs: dict[str, Any], threads: int | None) -> list[list[Candidate]]:
         nq = len(queries)
         per_query: list[list[Candidate]] = [[] for _ in range(nq)]
         for seg in self.segments:
@@ -266,9 +270,9 @@ class View:
                 per_query[q].extend(Candidate(seg.ids[r], s, seg.name, r) for r, s in hits)
         if self.fresh:
             ids, scorer = self.fresh_scorer()
-            hits = scorer.search(queries, min(k, len(ids)), threads=1)
+            fresh_hits = scorer.search(queries, min(k, len(ids)), threads=1)
             for q in range(nq):
-                for r, s in zip(hits.rows[q], hits.scores[q]):
+                for r, s in zip(fresh_hits.rows[q], fresh_hits.scores[q]):
                     if r >= 0 and np.isfinite(s):
                         per_query[q].append(Candidate(ids[r], float(s), "fresh", int(r)))
         out = []
@@ -286,7 +290,7 @@ class View:
                 return seg.vectors.row(cand.row)
         raise KeyError(cand.segment)
 
-    def document(self, cand: Candidate, *, text: bool = True) -> dict:
+    def document(self, cand: Candidate, *, text: bool = True) -> dict[str, Any]:
         if cand.segment == "fresh":
             d = self.fresh[cand.id]
             return {"id": cand.id, "text": d.text, "metadata": d.metadata}
@@ -317,17 +321,18 @@ class MergePolicy:
 
 
 def _is_disk_full(exc: BaseException) -> bool:
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+    cur: BaseException | None = exc
+    while cur is not None:
+        if isinstance(cur, OSError) and cur.errno in DISK_FULL_ERRNOS:
             return True
-        exc = exc.__cause__ or exc.__context__
+        cur = cur.__cause__ or cur.__context__
     return False
 
 
 class Collection:
     """One collection folder, opened: replayed log, loaded segments, and a published View."""
 
-    def __init__(self, path: Path, manifest: dict, policy: MergePolicy | None = None):
+    def __init__(self, path: Path, manifest: dict[str, Any], policy: MergePolicy | None = None) -> None:
         self.path = Path(path)
         self.name = manifest["name"]
         self.manifest = manifest
@@ -356,7 +361,7 @@ class Collection:
 
     # ------------------------------------------------------------------ create / open
     @classmethod
-    def create(cls, root: Path, name: str, config: dict, policy: MergePolicy | None = None) -> "Collection":
+    def create(cls, root: Path, name: str, config: dict[str, Any], policy: MergePolicy | None = None) -> "Collection":
         validate_name(name)
         config = dict(config)
         config["dim"] = validate_dim(config.get("dim"))
@@ -439,7 +444,7 @@ class Collection:
             if b != a + 1:
                 raise CollectionCorrupt(f"wal/{log_name(a + 1)} is missing (the log files are not contiguous)")
         n_replayed = 0
-        last_scan = None
+        last_scan: LogScan | None = None
         for i, n in enumerate(current):
             scan = scan_log(wal_dir / log_name(n), last=(i == len(current) - 1))
             for off, rec in zip(scan.offsets, scan.records):
@@ -450,6 +455,7 @@ class Collection:
                 col._apply(rec)
                 n_replayed += 1
             last_scan = scan
+        assert last_scan is not None  # current holds at least the log named by the manifest
         col.dropped_tail_bytes = last_scan.size - last_scan.valid_bytes
         for n in numbers:  # folded into segments by a merge whose manifest swap is durable
             if n < start:
@@ -487,7 +493,7 @@ class Collection:
             # view; their files close when the last reference goes.
 
     # ------------------------------------------------------------------ writes
-    def _mark_dead(self, where: tuple[str, int], touched: set) -> None:
+    def _mark_dead(self, where: tuple[str, int], touched: set[str]) -> None:
         seg_name, row = where
         if seg_name == "fresh":
             return
@@ -496,8 +502,8 @@ class Collection:
             touched.add(seg_name)
         self.dead[seg_name][row] = True
 
-    def _apply(self, rec: dict) -> None:
-        touched: set = set()
+    def _apply(self, rec: Record) -> None:
+        touched: set[str] = set()
         seq = int(rec["seq"])
         if rec["op"] == "upsert":
             for d in rec["docs"]:
@@ -529,9 +535,15 @@ class Collection:
         if self.closed:
             raise CollectionError(f"collection {self.name!r} was deleted", 404)
 
-    def _append(self, rec: dict) -> None:
+    def _log(self) -> WriteAheadLog:
+        """The open log (set once :meth:`open` has replayed it)."""
+        if self._wal is None:
+            raise RuntimeError(f"collection {self.name!r} has no open log")
+        return self._wal
+
+    def _append(self, rec: Record) -> None:
         try:
-            self._wal_bytes += self._wal.append(rec)
+            self._wal_bytes += self._log().append(rec)
         except WalDiskFull:
             raise StorageFull(
                 f"collection {self.name!r}: no space left on the data disk; the write was not applied "
@@ -550,7 +562,7 @@ class Collection:
             checked.append(check_vector(d.id, d.indices, d.values, self.dim))
         with self._lock:
             self._check_open()
-            rec = {
+            rec: Record = {
                 "seq": self.seq + 1,
                 "op": "upsert",
                 "docs": [
@@ -572,7 +584,7 @@ class Collection:
             found = [i for i in ids if i in self.loc]
             missing = [i for i in ids if i not in self.loc]
             if found:
-                rec = {"seq": self.seq + 1, "op": "delete", "ids": found}
+                rec: Record = {"seq": self.seq + 1, "op": "delete", "ids": found}
                 self._append(rec)
                 self._apply(rec)
                 self.last_write = time.monotonic()
@@ -580,7 +592,7 @@ class Collection:
             return found, missing
 
     # ------------------------------------------------------------------ reads
-    def get(self, doc_id: str, *, with_vector: bool = False) -> dict | None:
+    def get(self, doc_id: str, *, with_vector: bool = False) -> dict[str, Any] | None:
         try:
             return self._get(self.loc.get(doc_id), self.view, doc_id, with_vector)
         except (KeyError, StopIteration):
@@ -589,9 +601,10 @@ class Collection:
                 return self._get(self.loc.get(doc_id), self.view, doc_id, with_vector)
 
     @staticmethod
-    def _get(where, view: View, doc_id: str, with_vector: bool) -> dict | None:
+    def _get(where: tuple[str, int] | None, view: View, doc_id: str, with_vector: bool) -> dict[str, Any] | None:
         if where is None:
             return None
+        out: dict[str, Any]
         if where == FRESH:
             d = view.fresh[doc_id]
             out = {"id": doc_id, "text": d.text, "metadata": d.metadata}
@@ -604,7 +617,10 @@ class Collection:
             out["vector"] = {int(t): float(w) for t, w in zip(*vec)}
         return out
 
-    def search(self, queries: SparseBatch, k: int, knobs: dict, threads: int | None = None):
+    def search(self, queries: SparseBatch, k: int, knobs: dict[str, Any],
+               threads: int | None = None) -> tuple[View, list[list[Any]]]:
+        # list[list[Candidate]] (View.search); left loose for callers that build untyped hit dicts
+        # from the candidates (routers/search.py)
         queries.check_dim(self.dim)
         view = self.view
         return view, view.search(queries, k, knobs, threads)
@@ -612,7 +628,7 @@ class Collection:
     def __len__(self) -> int:
         return len(self.loc)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         view = self.view
         seg_info = [
             {
@@ -686,31 +702,31 @@ class Collection:
                     return False
                 fresh_snap = list(self.fresh.items())
                 folded_dead = {s.name: self.dead[s.name] for s in folded}
-                old_wal = self._wal.number
+                old_wal = self._log().number
                 try:  # writes from now on go to a new log, so the old ones can be dropped afterwards
                     new_wal = WriteAheadLog.create(self.path / "wal", old_wal + 1)
                 except OSError as exc:
                     raise self._merge_failed(exc, "starting a new log file") from exc
-                self._wal.close()
+                self._log().close()
                 self._wal = new_wal
                 generation = self.manifest["generation"] + 1
             # Build outside the write lock: writes and searches go on meanwhile.
             ids: list[str] = []
-            sources: list[tuple] = []
-            texts: list = []
-            metas: list = []
+            sources: list[tuple[str, int]] = []
+            texts: list[str | None] = []
+            metas: list[dict[str, Any] | None] = []
             parts: list[SparseBatch] = []
             seg_name = f"seg-{generation:06d}"
             new_seg = None
             try:
                 for seg in folded:
-                    live = np.flatnonzero(~folded_dead[seg.name])
-                    if live.size:
-                        parts.append(seg.vectors[live])
-                    for r in live:
-                        doc = seg.doc(int(r))
-                        ids.append(seg.ids[r])
-                        sources.append((seg.name, int(r)))
+                    live_rows = np.flatnonzero(~folded_dead[seg.name])
+                    if live_rows.size:
+                        parts.append(seg.vectors[live_rows])
+                    for row in live_rows.tolist():
+                        doc = seg.doc(row)
+                        ids.append(seg.ids[row])
+                        sources.append((seg.name, row))
                         texts.append(doc.get("text"))
                         metas.append(doc.get("metadata"))
                 if fresh_snap:
@@ -758,10 +774,11 @@ class Collection:
                 committed = self._write_manifest(manifest, new_seg)
                 if committed is not True:
                     raise committed
-                for doc_id, r, from_fresh in moves:
-                    self.loc[doc_id] = (new_seg.name, r)
-                    if from_fresh:
-                        del self.fresh[doc_id]
+                if new_seg is not None:  # else there are no moves
+                    for doc_id, r, from_fresh in moves:
+                        self.loc[doc_id] = (new_seg.name, r)
+                        if from_fresh:
+                            del self.fresh[doc_id]
                 self.manifest = manifest
                 self.segments = kept
                 self.dead = new_dead
@@ -787,7 +804,7 @@ class Collection:
             )
             return True
 
-    def _write_manifest(self, manifest: dict, new_seg: Segment | None):
+    def _write_manifest(self, manifest: dict[str, Any], new_seg: Segment | None) -> Literal[True] | CollectionError:
         """Write the manifest as atomic_write does, keeping track of how far it got. Returns True
         once the rename happened (the merge is committed, durable or not), else the error to raise
         (the new segment folder is removed and nothing changed)."""
@@ -820,8 +837,9 @@ class Collection:
 
 
 def _cache_bytes(seg: Segment) -> int:
-    seg.meta["_bytes"] = seg.size_bytes()
-    return seg.meta["_bytes"]
+    size = seg.size_bytes()
+    seg.meta["_bytes"] = size
+    return size
 
 
 def _reason(exc: BaseException, path: Path) -> str:
@@ -840,7 +858,7 @@ class CollectionStore:
     :class:`CollectionFailed` (503) for those, :meth:`create` 409.
     """
 
-    def __init__(self, data_dir: str | Path, policy: MergePolicy | None = None):
+    def __init__(self, data_dir: str | Path, policy: MergePolicy | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / "collections"
         fileio.makedirs(self.data_dir)
@@ -869,7 +887,7 @@ class CollectionStore:
         """name -> merges that failed since start (a counter)."""
         return {name: col.merge_failures for name, col in list(self.collections.items())}
 
-    def metrics(self) -> dict:
+    def metrics(self) -> dict[str, Any]:
         """Per-collection gauges and counters for an exporter, plus the failed collections."""
         out = {}
         for name, col in list(self.collections.items()):
@@ -931,7 +949,7 @@ class CollectionStore:
             raise CollectionError(f"collection {name!r} not found", 404)
         return col
 
-    def create(self, name: str, config: dict) -> Collection:
+    def create(self, name: str, config: dict[str, Any]) -> Collection:
         validate_name(name)
         with self._lock:
             if name in self.failed:
@@ -966,7 +984,7 @@ class CollectionStore:
 
     # ------------------------------------------------------------------ background merges
     def start_merger(self, interval: float = 1.0) -> None:
-        def loop():
+        def loop() -> None:
             while not self._stop.wait(interval):
                 for col in list(self.collections.values()):
                     if self._stop.is_set():

@@ -9,29 +9,39 @@ validated log as API writes, then one merge seals them.
 
 from __future__ import annotations
 
+import enum
 import logging
 from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from lsr.index.corpus import read_corpus
-from lsr.index.sparse import load_vectors
+from lsr.index.sparse import SparseBatch, load_vectors
 
 from .collection import CollectionStore, DocIn, MergePolicy, validate_name
 from .encoders import ModelRegistry
 
 log = logging.getLogger(__name__)
 
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
 #: ``ingest(model=...)`` default: the existing collection's model, or ``DEFAULT_MODEL`` for a new one.
-MODEL_UNSET = object()
+MODEL_UNSET: Final = _Unset.UNSET
 DEFAULT_MODEL = "splade-tiny"
 
 
-def _encode_documents(registry, model: str, texts: list[str]):
+def _encode_documents(registry: Any, model: str | None, texts: list[str]) -> SparseBatch:
+    """Document vectors from a :class:`ModelRegistry` (or a stand-in with only ``encode``)."""
+    out: SparseBatch
     if hasattr(registry, "encode_documents"):
-        return registry.encode_documents(model, texts)
-    return registry.encode(model, texts, queries=False)
+        out = registry.encode_documents(model, texts)
+    else:
+        out = registry.encode(model, texts, queries=False)
+    return out
 
 
 def ingest(
@@ -39,12 +49,12 @@ def ingest(
     collection: str,
     *,
     data_dir: str | Path = "./lsr-data",
-    model=MODEL_UNSET,
+    model: str | None | _Unset = MODEL_UNSET,
     vectors: str | Path | None = None,
     limit: int | None = None,
     batch_size: int = 256,
     dim: int | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Create ``collection`` if missing and add the corpus's documents; returns the collection stats.
 
     ``model``: a model name, or None for a vectors-only collection; left out, an existing
@@ -60,7 +70,7 @@ def ingest(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     docs = list(read_corpus(corpus, limit))  # FileNotFoundError / CorpusError before anything is created
     store = CollectionStore(data_dir, MergePolicy(min_docs=10**12, idle_s=1e12))
-    registry = None
+    registry: ModelRegistry | None = None
     created = False
     col = None
     try:
@@ -69,7 +79,7 @@ def ingest(
         if col is None:
             if collection in store.failed:  # a failed collection of this name: say so, never a new one
                 store.get(collection)
-            if model is MODEL_UNSET:
+            if isinstance(model, _Unset):
                 model = DEFAULT_MODEL
             registry = ModelRegistry(model)
             if model is not None:
@@ -77,8 +87,8 @@ def ingest(
             elif dim is None:
                 raise ValueError("a collection without a model needs --dim")
         else:
-            have = col.config.get("model")
-            if model is not MODEL_UNSET and model != have:
+            have: str | None = col.config.get("model")
+            if not isinstance(model, _Unset) and model != have:
                 raise ValueError(
                     f"collection {collection!r} exists with model {have!r}; --model {model!r} would mix encodings "
                     "(leave --model out, or ingest into a new collection)")
@@ -91,11 +101,15 @@ def ingest(
             batch, ids = load_vectors(vectors, vocab=vocab)
             if ids is None:
                 raise ValueError(f"{vectors}: the vectors file carries no ids to match the corpus")
-            batch.check_dim(col.dim if col is not None else dim, "vectors")
+            want_dim = col.dim if col is not None else dim
+            if want_dim is None:  # not reached: a new collection without a model has --dim (checked above)
+                raise ValueError("a collection without a model needs --dim")
+            batch.check_dim(want_dim, "vectors")
             for i, doc_id in enumerate(ids):
                 idx, val = batch.row(i)
                 given[str(doc_id)] = (idx.copy(), val.copy())
-        resolved = []  # vectors from the records are resolved before a new collection is created
+        # vectors from the records are resolved before a new collection is created
+        resolved: list[tuple[np.ndarray, np.ndarray] | None] = []
         for d in docs:
             if d.id in given:
                 resolved.append(given[d.id])
@@ -125,7 +139,8 @@ def ingest(
         for start in range(0, len(docs), batch_size):
             chunk = docs[start : start + batch_size]
             out: list[DocIn] = []
-            to_encode = []
+            to_encode: list[int] = []
+            encode_texts: list[str] = []
             for d, vec in zip(chunk, resolved[start : start + batch_size]):
                 meta = dict(d.metadata or {})
                 if d.title:
@@ -133,10 +148,11 @@ def ingest(
                 text = d.full_text
                 if vec is None:
                     to_encode.append(len(out))
+                    encode_texts.append(text)
                     vec = (np.zeros(0, np.int32), np.zeros(0, np.float32))
                 out.append(DocIn(d.id, vec[0], vec[1], text, meta or None))
             if to_encode:
-                enc = _encode_documents(registry, model, [out[i].text for i in to_encode])
+                enc = _encode_documents(registry, model, encode_texts)
                 for j, i in enumerate(to_encode):
                     idx, val = enc.row(j)
                     keep = val > 0

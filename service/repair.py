@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from lsr.index import fileio
 
@@ -34,10 +35,10 @@ class RepairError(RuntimeError):
     """The collection cannot be repaired here (no such collection, unreadable manifest, folder in use)."""
 
 
-def _salvage(data: bytes, file: str, dim: int, last: bool) -> tuple[list[bytes], list[dict]]:
+def _salvage(data: bytes, file: str, dim: int, last: bool) -> tuple[list[bytes], list[dict[str, Any]]]:
     """Good frames of one log and the dropped regions."""
     good: list[bytes] = []
-    dropped: list[dict] = []
+    dropped: list[dict[str, Any]] = []
     pos = 0
     while pos < len(data):
         rec, end, why = parse_frame(data, pos)
@@ -59,7 +60,7 @@ def _salvage(data: bytes, file: str, dim: int, last: bool) -> tuple[list[bytes],
     return good, dropped
 
 
-def repair(data_dir: str | Path, name: str, *, dry_run: bool = False) -> dict:
+def repair(data_dir: str | Path, name: str, *, dry_run: bool = False) -> dict[str, Any]:
     """Salvage collection ``name`` of ``data_dir`` (server stopped). Returns the report:
 
     ``{"collection", "dry_run", "logs_scanned", "records_kept", "dropped": [{"file", "offset",
@@ -82,7 +83,7 @@ def repair(data_dir: str | Path, name: str, *, dry_run: bool = False) -> dict:
         lock_fh.close()
 
 
-def _repair(cdir: Path, name: str, dry_run: bool) -> dict:
+def _repair(cdir: Path, name: str, dry_run: bool) -> dict[str, Any]:
     try:
         manifest = json.loads((cdir / "manifest.json").read_bytes())
         start = int(manifest["wal_start"])
@@ -90,7 +91,7 @@ def _repair(cdir: Path, name: str, dry_run: bool) -> dict:
     except (ValueError, KeyError, TypeError) as exc:
         raise RepairError(f"collection {name!r}: manifest.json is unreadable ({exc}); cannot repair") from None
     wal_dir = cdir / "wal"
-    report: dict = {"collection": name, "dry_run": dry_run, "logs_scanned": [], "records_kept": 0, "dropped": [],
+    report: dict[str, Any] = {"collection": name, "dry_run": dry_run, "logs_scanned": [], "records_kept": 0, "dropped": [],
                     "missing_logs": [], "segment_errors": []}
     numbers = [n for n in (log_numbers(wal_dir) if wal_dir.is_dir() else []) if n >= start]
     wanted = list(range(start, (numbers[-1] if numbers else start) + 1))

@@ -18,7 +18,7 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 
@@ -45,15 +45,15 @@ def _sha256(path: Path) -> str:
 class _Writer:
     """A file object whose writes go through :func:`fileio.write` (so a test double sees them)."""
 
-    def __init__(self, fh):
+    def __init__(self, fh: BinaryIO) -> None:
         self._fh = fh
 
-    def write(self, data) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         data = bytes(data)
         fileio.write(self._fh, data)
         return len(data)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._fh, name)
 
 
@@ -79,7 +79,8 @@ def _rel(path: Path) -> str:
 class Segment:
     """A loaded immutable segment: row -> external id, stored docs, vectors, and an index."""
 
-    def __init__(self, name: str, path: Path, meta: dict, ids: list[str], vectors: SparseBatch, index: Any):
+    def __init__(self, name: str, path: Path, meta: dict[str, Any], ids: list[str], vectors: SparseBatch,
+                 index: Any) -> None:
         self.name = name
         self.path = path
         self.meta = meta
@@ -105,8 +106,8 @@ class Segment:
         vectors: SparseBatch,
         ids: Sequence[str],
         texts: Sequence[str | None],
-        metadata: Sequence[dict | None],
-        index_params: dict | None = None,
+        metadata: Sequence[dict[str, Any] | None],
+        index_params: dict[str, Any] | None = None,
     ) -> "Segment":
         """Write a segment folder (every file and folder fsynced) and return it loaded.
 
@@ -125,12 +126,12 @@ class Segment:
             raise
 
     @classmethod
-    def _build(cls, path, vectors, ids, texts, metadata, params) -> "Segment":
+    def _build(cls, path: Path, vectors: SparseBatch, ids: list[str], texts: Sequence[str | None],
+               metadata: Sequence[dict[str, Any] | None], params: dict[str, Any]) -> "Segment":
         fileio.makedirs(path)
-        arrays = dict(indptr=vectors.indptr, indices=vectors.indices, values=vectors.values,
-                      dim=np.int64(vectors.dim), ids=np.asarray(ids, dtype=str))
         with fileio.open_new(path / "vectors.npz") as fh:
-            np.savez(_Writer(fh), **arrays)
+            np.savez(_Writer(fh), indptr=vectors.indptr, indices=vectors.indices, values=vectors.values,
+                     dim=np.int64(vectors.dim), ids=np.asarray(ids, dtype=str))
         offsets = np.zeros(len(ids) + 1, np.int64)
         meta_offsets = np.zeros(len(ids) + 1, np.int64)
         # docs.jsonl holds whole documents; meta.jsonl only id + metadata, so hits without text
@@ -217,19 +218,23 @@ class Segment:
                 except OSError:
                     pass
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.close()
 
     # ------------------------------------------------------------------ reads
-    def doc(self, row: int, *, text: bool = True) -> dict:
+    def doc(self, row: int, *, text: bool = True) -> dict[str, Any]:
         """The stored document of ``row``: id, metadata and (unless ``text=False``) text."""
+        out: dict[str, Any]
         if not text and self._meta_fd >= 0:
             s, e = int(self._meta_offsets[row]), int(self._meta_offsets[row + 1])
-            return json.loads(os.pread(self._meta_fd, e - s, s))
+            out = json.loads(os.pread(self._meta_fd, e - s, s))
+            return out
         s, e = int(self._offsets[row]), int(self._offsets[row + 1])
-        return json.loads(os.pread(self._fd, e - s, s))
+        out = json.loads(os.pread(self._fd, e - s, s))
+        return out
 
-    def search(self, queries: SparseBatch, k: int, knobs: dict, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: SparseBatch, k: int, knobs: dict[str, Any],
+               threads: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows and scores per query (missing: row -1, score -inf)."""
         k = max(1, min(k, len(self)))
         kwargs = {key: v for key, v in knobs.items() if v is not None}
@@ -244,7 +249,7 @@ class Segment:
                                         zip(bounds[:-1], bounds[1:])))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _search_one(self, queries: SparseBatch, k: int, kwargs: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _search_one(self, queries: SparseBatch, k: int, kwargs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         hits = self.index.search(queries, k=k, threads=1, **kwargs)
         return np.asarray(hits.rows, dtype=np.int64), np.asarray(hits.scores, dtype=np.float32)
 
@@ -252,7 +257,7 @@ class Segment:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
 
-def verify_segment(path: Path, meta: dict | None = None) -> None:
+def verify_segment(path: Path, meta: dict[str, Any] | None = None) -> None:
     """Check that every file listed in ``segment.json`` exists with its recorded sha256."""
     path = Path(path)
     if meta is None:

@@ -30,7 +30,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from lsr.index import fileio
 
@@ -40,6 +40,9 @@ _HEADER = struct.Struct("<II")  # payload length, crc32 of payload
 HEADER_SIZE = _HEADER.size
 MAX_RECORD = 1 << 30
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+#: A decoded log record: a JSON object (``seq``, ``op`` and the op's fields).
+Record = dict[str, Any]
 
 
 class WalCorruption(RuntimeError):
@@ -73,12 +76,12 @@ def log_numbers(folder: Path) -> list[int]:
     return sorted(out)
 
 
-def encode_record(record: dict) -> bytes:
+def encode_record(record: Record) -> bytes:
     payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def parse_frame(data: bytes | memoryview, pos: int) -> tuple[dict | None, int, str]:
+def parse_frame(data: bytes | memoryview, pos: int) -> tuple[Record | None, int, str]:
     """Parse the frame at ``pos``: ``(record, end, "")`` or ``(None, pos, why)``."""
     if pos + HEADER_SIZE > len(data):
         return None, pos, "incomplete header"
@@ -123,14 +126,14 @@ def next_valid_frame(data: bytes | memoryview, pos: int) -> int | None:
 
 @dataclass
 class LogScan:
-    records: list[dict]
+    records: list[Record]
     offsets: list[int]  # byte offset of each record's frame
     valid_bytes: int  # length of the whole-record prefix
     size: int  # file size
     torn_reason: str = ""  # why the tail (if any) was dropped
 
 
-def read_records(path: str | Path, *, last: bool = True) -> tuple[list[dict], int]:
+def read_records(path: str | Path, *, last: bool = True) -> tuple[list[Record], int]:
     """Read a log file: ``(records, valid_bytes)``. A torn tail of the last file is dropped (and
     logged); any other damage raises :class:`WalCorruption`."""
     scan = scan_log(path, last=last)
@@ -140,7 +143,7 @@ def read_records(path: str | Path, *, last: bool = True) -> tuple[list[dict], in
 def scan_log(path: str | Path, *, last: bool = True) -> LogScan:
     path = Path(path)
     data = path.read_bytes()
-    out: list[dict] = []
+    out: list[Record] = []
     offsets: list[int] = []
     pos = 0
     while pos < len(data):
@@ -203,7 +206,7 @@ class WriteAheadLog:
         fileio.fsync_dir(folder, site="wal.create")
         return cls(folder, number, valid_bytes=0)
 
-    def append(self, record: dict) -> int:
+    def append(self, record: Record) -> int:
         """Append and fsync one record; returns its size in bytes.
 
         On any I/O error the file is cut back to its last whole record (so later appends work once
@@ -248,7 +251,7 @@ class WriteAheadLog:
             pass
 
 
-def replay(folder: str | Path, start: int) -> Iterator[tuple[int, dict]]:
+def replay(folder: str | Path, start: int) -> Iterator[tuple[int, Record]]:
     """Yield ``(log_number, record)`` for every log file numbered ``>= start``, in order.
 
     Raises :class:`WalCorruption` on damage other than a torn tail of the last file, and

@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from lsr.index.cli import HelpFormatter
+
 from .metrics import DEFAULT_MEASURES
 
 SYSTEM_HELP = (
@@ -24,28 +26,30 @@ SYSTEM_HELP = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lsr-eval", description="Evaluate lsr systems on BEIR datasets.")
+    ap = argparse.ArgumentParser(prog="lsr-eval", description="Evaluate lsr systems on BEIR datasets.",
+                                 formatter_class=HelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run systems over one dataset and write a report")
+    r = sub.add_parser("run", help="run systems over one dataset and write a report", formatter_class=HelpFormatter)
     r.add_argument("--dataset", required=True, help="a BEIR folder or an ir-datasets id (beir/scifact/test)")
-    r.add_argument("--split", default="test", help="qrels split (default test)")
+    r.add_argument("--split", default="test", help="qrels split")
     r.add_argument("--system", action="append", required=True, help=SYSTEM_HELP)
     r.add_argument("--measure", action="append", default=None,
-                   help=f"an ir-measures string; repeatable (default {' '.join(DEFAULT_MEASURES)})")
-    r.add_argument("--k", type=int, default=1000, help="retrieval depth (default 1000)")
+                   help=f"an ir-measures string; repeatable (without it: {' '.join(DEFAULT_MEASURES)})")
+    r.add_argument("--k", type=int, default=1000,
+                   help="retrieval depth, >= 1; a depth beyond the corpus is cut to the corpus size")
     r.add_argument("--out", help="report JSON path (a .md table is written beside it)")
-    r.add_argument("--runs-dir", help="folder for TREC run files (default: <out stem>.runs/ beside --out)")
+    r.add_argument("--runs-dir", help="folder for TREC run files (without it: <out stem>.runs/ beside --out)")
     r.add_argument("--cache-dir", help="folder that caches encoded document vectors between invocations")
-    r.add_argument("--baseline", default="0", help="system index or name the p-values compare against (default: first)")
-    r.add_argument("--test", choices=["t", "wilcoxon"], default="t", help="paired significance test (default t)")
+    r.add_argument("--baseline", default="0", help="system index or name the p-values compare against (0: the first)")
+    r.add_argument("--test", choices=["t", "wilcoxon"], default="t", help="paired significance test")
     r.add_argument("--max-docs", type=int, help="use a subset: judged documents first, then corpus order")
     r.add_argument("--max-queries", type=int, help="use only the first N judged queries")
-    r.add_argument("--latency-queries", type=int, help="time at most N single queries (default all)")
+    r.add_argument("--latency-queries", type=int, help="time at most N single queries (without it: all)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("-v", "--verbose", action="store_true")
-    c = sub.add_parser("compare", help="print several reports side by side")
-    c.add_argument("reports", nargs="+")
-    c.add_argument("--test", choices=["t", "wilcoxon"], default="t")
+    c = sub.add_parser("compare", help="print several reports side by side", formatter_class=HelpFormatter)
+    c.add_argument("reports", nargs="+", help="report JSON files from lsr-eval run")
+    c.add_argument("--test", choices=["t", "wilcoxon"], default="t", help="paired significance test")
     return ap
 
 
@@ -62,12 +66,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args) -> int:
+def _check_run(args: argparse.Namespace) -> None:
+    """The arguments that need no data, checked before anything loads or starts (the JVM among them)."""
+    for flag, value, least in (("--k", args.k, 1), ("--max-docs", args.max_docs, 1),
+                               ("--max-queries", args.max_queries, 1), ("--latency-queries", args.latency_queries, 0)):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder; give a report file such as {out / 'report.json'}")
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"--out {out}: no folder {out.parent}")
+    for p in (args.runs_dir, args.cache_dir):
+        if p and Path(p).exists() and not Path(p).is_dir():
+            raise ValueError(f"{p} exists and is not a folder")
+
+
+def _run(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .metrics import parse_measures
     from .report import build_report, markdown, save_report
     from .run import parse_system, run_systems
 
+    _check_run(args)
     specs = [parse_system(s) for s in args.system]
     measures = [str(m) for m in parse_measures(args.measure or list(DEFAULT_MEASURES))]
     ds = load_dataset(args.dataset, args.split)
@@ -104,7 +126,7 @@ def _run(args) -> int:
     return 0 if ok else 1
 
 
-def _compare(args) -> int:
+def _compare(args: argparse.Namespace) -> int:
     from .report import compare, load_report
 
     reports = [load_report(p) for p in args.reports]

@@ -118,6 +118,12 @@ def parse_system(spec: str) -> SystemSpec:
             s.options[key] = v
         else:
             s.build_params[key] = v
+    if "k" in s.options and (not isinstance(s.options["k"], int) or isinstance(s.options["k"], bool)
+                             or s.options["k"] < 1):
+        raise ValueError(f"system {spec!r}: k must be an int >= 1, got {s.options['k']!r}")
+    if "batch_size" in s.options and (not isinstance(s.options["batch_size"], int)
+                                      or isinstance(s.options["batch_size"], bool) or s.options["batch_size"] < 1):
+        raise ValueError(f"system {spec!r}: batch_size must be an int >= 1, got {s.options['batch_size']!r}")
     if kind in ENCODER_KINDS and not s.model:
         raise ValueError(f"system {spec!r}: name the model, e.g. {kind}:splade-tiny or {kind}:/path/to/checkpoint")
     if kind == "vectors":
@@ -199,6 +205,8 @@ class Runner:
     def __init__(self, dataset: Dataset, *, k: int = 1000, measures=None, out_dir: str | Path | None = None,
                  cache_dir: str | Path | None = None, latency_queries: int | None = None,
                  show_progress: bool = True):
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         self.ds = dataset
         self.k = k
         self.measures = measures
@@ -356,7 +364,7 @@ class Runner:
     # ------------------------------------------------------------------ systems
     def run(self, spec: SystemSpec) -> SystemResult:
         res = SystemResult(spec)
-        k = int(spec.options.get("k", self.k))
+        k = res.efficiency["k"] = self._depth(spec)
         try:
             if spec.kind == "bm25":
                 run = self._run_bm25(spec, k, res.efficiency)
@@ -374,6 +382,19 @@ class Runner:
             write_trec_run(path, run, tag=slug[:40] or "lsr")
             res.run_file = str(path)
         return res
+
+    def _depth(self, spec: SystemSpec) -> int:
+        """The system's retrieval depth, cut to the corpus size: deeper than the corpus cannot be
+        filled, and Lucene refuses some depths that Python accepts. The cut is logged and the
+        depth used goes in the report (``efficiency["k"]``)."""
+        k = int(spec.options.get("k", self.k))
+        if k < 1:
+            raise ValueError(f"{spec.name}: k must be >= 1, got {k}")
+        n = len(self.ds.doc_ids)
+        if n and k > n:
+            log.warning("%s: k=%d is more than the %d documents of %s; retrieving %d", spec.name, k, n, self.ds.name, n)
+            k = n
+        return k
 
     def _run_bm25(self, spec: SystemSpec, k: int, e: dict) -> dict:
         from . import bm25

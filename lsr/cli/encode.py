@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from lsr.index.cli import HelpFormatter
 from lsr.index.corpus import read_corpus, read_queries
 
 __all__ = ["main"]
@@ -24,26 +25,46 @@ logger = logging.getLogger("lsr.encode")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lsr-encode", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="short name (splade-tiny, smollm2-135m) or a model folder")
     p.add_argument("--input", required=True, help="BEIR corpus.jsonl[.gz] or queries.jsonl")
     p.add_argument("--out", required=True, help="output vectors: .npz or .jsonl")
-    p.add_argument("--queries", action="store_true", help="encode as queries (default: documents)")
+    p.add_argument("--queries", action="store_true", help="encode as queries (without it: documents)")
     p.add_argument("--kind", choices=["splade", "inference-free", "decoder"], default=None,
                    help="override the detected model kind")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     p.add_argument("--max-length", type=int, default=None,
-                   help="max tokens per text (default: the model's max_doc_length / max_query_length)")
+                   help="max tokens per text (without it: the model's max_doc_length / max_query_length)")
     p.add_argument("--top-k", type=int, default=None, help="keep the top-k weights of each vector")
     p.add_argument("--min-weight", type=float, default=None, help="drop weights below this")
     p.add_argument("--limit", type=int, default=None, help="encode only the first N records")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (without it: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
 
-def main(argv=None) -> int:
+def _check_device(device: str) -> str | None:
+    """Why ``device`` cannot be used here, or None; checked before the model loads, so a missing
+    GPU is one line rather than a traceback from deep inside torch."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"--device {device!r} is not a device (expected cpu, cuda, cuda:N or mps)"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            return f"--device {device}: CUDA is not available on this machine ({why}); use --device cpu"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        return f"--device {device}: MPS is not available on this machine; use --device cpu"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,6 +77,11 @@ def main(argv=None) -> int:
         if val is not None and val <= 0:
             print(f"lsr-encode: {name} must be positive, got {val}", file=sys.stderr)
             return 2
+    if args.device is not None:
+        problem = _check_device(args.device)
+        if problem:
+            print(f"lsr-encode: {problem}", file=sys.stderr)
+            return 2
     try:
         if args.queries:
             pairs = list(read_queries(args.input).items())[: args.limit]
@@ -63,6 +89,14 @@ def main(argv=None) -> int:
             pairs = [(d.id, d.full_text) for d in read_corpus(args.input, args.limit)]
     except (FileNotFoundError, ValueError) as exc:
         print(f"lsr-encode: {exc}", file=sys.stderr)
+        return 2
+    if not pairs:
+        print(f"lsr-encode: {args.input}: no {'queries' if args.queries else 'documents'} to encode", file=sys.stderr)
+        return 2
+    try:  # before the encoding, not after it
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"lsr-encode: cannot create the folder of --out {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     ids, texts = [i for i, _ in pairs], [t for _, t in pairs]
     from lsr.models import SparseEncoder
@@ -83,8 +117,11 @@ def main(argv=None) -> int:
     batch = fn(texts, batch_size=args.batch_size, show_progress_bar=not args.no_progress, top_k=args.top_k,
                min_weight=args.min_weight)
     dt = time.perf_counter() - t0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_vectors(out, batch, ids)
+    try:
+        save_vectors(out, batch, ids)
+    except OSError as exc:
+        print(f"lsr-encode: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     n = len(batch)
     logger.info("encoded %d %s in %.1fs (%.1f/s), avg nnz %.1f -> %s", n, "queries" if args.queries else "documents",
                 dt, n / dt if dt else 0.0, batch.nnz / max(n, 1), out)

@@ -48,3 +48,48 @@ def test_build_search_info(tmp_path, synth):
 
     bad = run("info", tmp_path / "missing", ok=False)
     assert bad.returncode == 2 and "no such index folder" in bad.stderr
+
+
+def _one_line_error(proc, *needles):
+    """A user error: exit 2, one line on stderr naming what is wrong, no traceback."""
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("lsr-index: error: ")
+    for n in needles:
+        assert n in err, (n, err)
+
+
+def test_bad_arguments_fail_before_work(tmp_path, small_random):
+    docs, queries = small_random
+    save_vectors(tmp_path / "docs.npz", docs[:200])
+    save_vectors(tmp_path / "q.npz", queries[:3])
+    run("build", tmp_path / "docs.npz", tmp_path / "idx", "--kind", "exact", "-q")
+    search = ("search", tmp_path / "idx", tmp_path / "q.npz", "--out", tmp_path / "run.trec", "-q")
+    for extra, needles in [
+        (("--k", "0"), ("--k must be >= 1, got 0",)),
+        (("--batch-size", "-5"), ("--batch-size must be >= 1, got -5",)),
+        (("--query-cut", "0"), ("--query-cut", "got 0")),
+        (("--heap-factor", "1.5"), ("--heap-factor", "(0, 1]")),
+        (("--threads", "0"), ("--threads", "got 0")),
+    ]:
+        _one_line_error(run(*search, *extra, ok=False), *needles)
+    assert not (tmp_path / "run.trec").exists()  # nothing was started
+    _one_line_error(run("search", tmp_path / "idx", tmp_path / "nope.npz", "--out", tmp_path / "r", "-q", ok=False),
+                    "no such queries file", "nope.npz")
+    _one_line_error(run("search", tmp_path / "idx", tmp_path / "q.npz", "--out", tmp_path / "no" / "r", "-q", ok=False),
+                    "no folder", str(tmp_path / "no"))
+    _one_line_error(run("build", tmp_path / "nope.npz", tmp_path / "i2", "-q", ok=False), "no such vectors file")
+    (tmp_path / "afile").write_text("x")
+    _one_line_error(run("build", tmp_path / "docs.npz", tmp_path / "afile", "-q", ok=False), "not a folder")
+    for flag, value in [("--n-postings", "0"), ("--doc-cut", "0"), ("--nknn", "-1"), ("--summary-energy", "0"),
+                        ("--centroid-fraction", "2"), ("--max-fraction", "0.5"), ("--min-cluster-size", "0")]:
+        _one_line_error(run("build", tmp_path / "docs.npz", tmp_path / "i3", flag, value, "-q", ok=False), flag)
+    assert not (tmp_path / "i3").exists()
+
+
+def test_help_shows_defaults():
+    out = run("search", "--help").stdout
+    assert "(default: 10)" in out and "(default: 1000)" in out  # --k, --batch-size
+    assert "(default: None)" not in out
+    assert "(default: 3500)" in run("build", "--help").stdout

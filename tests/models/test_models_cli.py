@@ -68,3 +68,61 @@ def test_bad_arguments(corpus, tmp_path, capsys):
     bad.write_text('{"_id": "1", "text": "ok"}\nnot json\n')
     code, err = run("--model", "splade-tiny", "--input", bad, "--out", tmp_path / "x.npz")
     assert code == 2 and "bad.jsonl:2" in err
+
+
+def _one_line_error(proc, *needles):
+    """A user error: exit 2, one line on stderr naming what is wrong, no traceback."""
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+def test_unreadable_gzip_is_one_line(tmp_path):
+    (tmp_path / "plain.jsonl.gz").write_text('{"_id": "1", "text": "not compressed"}\n')
+    _one_line_error(_cli("--model", "splade-tiny", "--input", tmp_path / "plain.jsonl.gz", "--out", tmp_path / "x.npz"),
+                    "plain.jsonl.gz", "not a gzip file")
+    data = bytearray(gzip.compress(b'{"_id": "1", "text": "hello world"}\n' * 200))
+    for i in range(20, 40):  # a damaged deflate stream: zlib.error, not an OSError
+        data[i] ^= 0xFF
+    (tmp_path / "damaged.jsonl.gz").write_bytes(bytes(data))
+    _one_line_error(_cli("--model", "splade-tiny", "--input", tmp_path / "damaged.jsonl.gz", "--out", tmp_path / "x.npz",
+                         "--queries"), "damaged.jsonl.gz", "cannot read")
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_cuda_device_without_cuda(corpus, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _one_line_error(_cli("--model", "splade-tiny", "--input", corpus / "queries.jsonl", "--out", tmp_path / "x.npz",
+                         "--device", "cuda", "--queries"), "--device cuda", "CUDA is not available", "--device cpu")
+
+
+def test_more_bad_arguments(corpus, tmp_path, capsys):
+    def run(*args):
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err
+
+    code, err = run("--model", "splade-tiny", "--input", corpus / "queries.jsonl", "--out", tmp_path / "x.npz",
+                    "--device", "banana")
+    assert code == 2 and "--device 'banana' is not a device" in err
+    (tmp_path / "empty.jsonl").write_text("\n")
+    code, err = run("--model", "splade-tiny", "--input", tmp_path / "empty.jsonl", "--out", tmp_path / "x.npz")
+    assert code == 2 and "empty.jsonl: no documents to encode" in err
+    (tmp_path / "afile").write_text("x")
+    code, err = run("--model", "splade-tiny", "--input", corpus / "queries.jsonl", "--out", tmp_path / "afile" / "x.npz",
+                    "--queries")
+    assert code == 2 and "cannot create the folder of --out" in err
+    for flag in ("--top-k", "--limit", "--max-length"):
+        code, err = run("--model", "splade-tiny", "--input", corpus / "queries.jsonl", "--out", tmp_path / "x.npz",
+                        flag, -1)
+        assert code == 2 and f"{flag} must be positive, got -1" in err
+
+
+def test_help_shows_defaults():
+    r = subprocess.run([sys.executable, "-m", "lsr.cli.encode", "--help"], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert r.returncode == 0 and "(default: 32)" in r.stdout and "(default: None)" not in r.stdout

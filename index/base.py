@@ -8,14 +8,14 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Self, Sequence
 
 import numba
 import numpy as np
 
 from .sparse import SparseBatch, SparseBatchError
 
-from .ids import IdMap, as_id_list
+from .ids import IdMap, IdsLike, OneId, as_id_list
 from .storage import IndexFormatError, load_folder
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ _PARALLEL_LOCK = threading.Lock() if not _layer_is_threadsafe() else None
 
 
 @contextlib.contextmanager
-def parallel_section(threads: int):
+def parallel_section(threads: int) -> Iterator[None]:
     """Run a prange kernel on ``threads`` threads (thread-local setting, restored afterwards)."""
     old = numba.get_num_threads()
     lock = _PARALLEL_LOCK
@@ -73,14 +73,14 @@ class Hits:
     ids: np.ndarray
     scores: np.ndarray
     rows: np.ndarray
-    timings: dict | None = None
+    timings: dict[str, float] | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         yield self.ids
         yield self.scores
 
     def __len__(self) -> int:
-        return self.scores.shape[0]
+        return int(self.scores.shape[0])
 
     def __repr__(self) -> str:
         return f"Hits(n_queries={self.scores.shape[0]}, k={self.scores.shape[1]})"
@@ -110,7 +110,7 @@ class SearchParams:
     n_knn: int = 0
     sorted_blocks: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         qc, hf, nk = self.query_cut, self.heap_factor, self.n_knn
         if not isinstance(qc, (int, np.integer)) or isinstance(qc, bool) or qc < 1:
             raise ValueError(f"query_cut must be a positive int, got {qc!r}")
@@ -124,7 +124,7 @@ class SearchParams:
         object.__setattr__(self, "sorted_blocks", bool(self.sorted_blocks))
 
     @classmethod
-    def of(cls, **knobs) -> "SearchParams":
+    def of(cls, **knobs: Any) -> "SearchParams":
         """The parameters from keyword knobs (``None``: default); an unknown name raises TypeError."""
         unknown = [k for k in knobs if k not in _KNOBS]
         if unknown:
@@ -136,7 +136,8 @@ _KNOBS = tuple(SearchParams.__dataclass_fields__)
 DEFAULT_SEARCH = SearchParams()
 
 
-def search_params(query_cut=None, heap_factor=None, n_knn=None, sorted_blocks=None) -> SearchParams:
+def search_params(query_cut: int | None = None, heap_factor: float | None = None, n_knn: int | None = None,
+                  sorted_blocks: bool | None = None) -> SearchParams:
     """:class:`SearchParams` from an index's ``search`` arguments (``None``: default), cached so a
     single query pays a dict lookup rather than a validation."""
     try:
@@ -146,7 +147,8 @@ def search_params(query_cut=None, heap_factor=None, n_knn=None, sorted_blocks=No
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_params(query_cut, heap_factor, n_knn, sorted_blocks) -> SearchParams:
+def _cached_params(query_cut: int | None, heap_factor: float | None, n_knn: int | None,
+                   sorted_blocks: bool | None) -> SearchParams:
     d = DEFAULT_SEARCH
     return SearchParams(d.query_cut if query_cut is None else query_cut,
                         d.heap_factor if heap_factor is None else heap_factor,
@@ -154,7 +156,7 @@ def _cached_params(query_cut, heap_factor, n_knn, sorted_blocks) -> SearchParams
                         d.sorted_blocks if sorted_blocks is None else sorted_blocks)
 
 
-def coerce_queries(queries, dim: int) -> SparseBatch:
+def coerce_queries(queries: Any, dim: int) -> SparseBatch:
     """SparseBatch (or a scipy sparse matrix) with the index's dim; anything else is an error."""
     if isinstance(queries, SparseBatch):
         batch = queries
@@ -171,7 +173,7 @@ def coerce_queries(queries, dim: int) -> SparseBatch:
     return batch
 
 
-def check_k(k) -> int:
+def check_k(k: object) -> int:
     """``k`` as an int >= 1. A ``k`` beyond the collection is allowed: the rows are padded with
     missing hits (-1 / -inf), as for a query that matches fewer than ``k`` documents."""
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
@@ -181,7 +183,7 @@ def check_k(k) -> int:
     return int(k)
 
 
-def check_docs(docs, dim: int | None = None, what: str = "docs") -> SparseBatch:
+def check_docs(docs: Any, dim: int | None = None, what: str = "docs") -> SparseBatch:
     if not isinstance(docs, SparseBatch):
         try:
             import scipy.sparse as sp
@@ -208,7 +210,7 @@ class BaseIndex:
     _idmap: IdMap
     _deleted: np.ndarray  # uint8 per row
     _n_live: int | None = None
-    _kernel_args: tuple | None = None
+    _kernel_args: tuple[Any, ...] | None = None
 
     # ------------------------------------------------------------------ ids and size
     def __len__(self) -> int:
@@ -227,7 +229,7 @@ class BaseIndex:
         return int(self._deleted.shape[0])
 
     @property
-    def ids(self):
+    def ids(self) -> np.ndarray | list[Any]:
         """External ids of the live documents in row order (int64 array, or list of str)."""
         return self._idmap.live_ids(self._deleted == 0)
 
@@ -238,11 +240,11 @@ class BaseIndex:
         rows = np.zeros((0, k), np.int64)
         return self._make_hits(np.zeros((0, k), np.float32), rows)
 
-    def rows_of(self, ids) -> np.ndarray:
+    def rows_of(self, ids: OneId | Sequence[Any] | np.ndarray) -> np.ndarray:
         """Internal rows of live documents; unknown or deleted ids raise KeyError."""
         return self._idmap.rows_of(as_id_list(ids))
 
-    def delete(self, ids) -> int:
+    def delete(self, ids: OneId | Sequence[Any] | np.ndarray) -> int:
         """Tombstone documents by external id; they are never returned again. Returns the count."""
         rows = self._idmap.rows_of(as_id_list(ids))
         if not self._deleted.flags.writeable:
@@ -252,17 +254,17 @@ class BaseIndex:
         self._changed()
         return int(rows.size)
 
-    def _extend_ids(self, ids, n: int) -> None:
+    def _extend_ids(self, ids: IdsLike, n: int) -> None:
         self._idmap = self._idmap.extend(ids, n)
         self._deleted = np.concatenate([np.asarray(self._deleted), np.zeros(n, np.uint8)])
         self._idmap.set_live(self._deleted == 0)
         self._changed()
 
-    def _vocab_arrays(self) -> dict:
+    def _vocab_arrays(self) -> dict[str, np.ndarray]:
         return {"vocab": np.asarray(self.vocab, dtype=str)} if self.vocab is not None else {}
 
     @classmethod
-    def load(cls, path, mmap: bool = True, *, verify: bool = True):
+    def load(cls, path: str | Path, mmap: bool = True, *, verify: bool = True) -> Self:
         """Open a saved index of this kind. Arrays are memory-mapped unless ``mmap=False``;
         checksums are verified unless ``verify=False`` (see :func:`lsr.index.storage.load_folder`)."""
         manifest, a = load_folder(path, mmap=mmap, verify=verify)
@@ -271,7 +273,7 @@ class BaseIndex:
         return cls._from_arrays(path, manifest, a)
 
     @classmethod
-    def _from_arrays(cls, path, manifest: dict, a: dict):
+    def _from_arrays(cls, path: str | Path, manifest: dict[str, Any], a: dict[str, np.ndarray]) -> Self:
         raise NotImplementedError
 
     def __repr__(self) -> str:

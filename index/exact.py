@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, NoReturn, Sequence
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from .sparse import SparseBatch
 
 from . import kernels as K
 from .base import BaseIndex, Hits, search_params, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
-from .ids import IdMap
+from .ids import IdMap, IdsLike, OneId
 from .storage import IndexFormatError, save_folder
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,12 @@ class ExactIndex(BaseIndex):
     """
 
     kind = "exact"
+    _inv_ptr: np.ndarray  # the inverted copy: term -> (rows, values)
+    _inv_rows: np.ndarray
+    _inv_val: np.ndarray
 
-    def __init__(self, d_ptr, d_idx, d_val, dim, idmap: IdMap, deleted, inv=None):
+    def __init__(self, d_ptr: np.ndarray, d_idx: np.ndarray, d_val: np.ndarray, dim: int, idmap: IdMap,
+                 deleted: np.ndarray, inv: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
         self.dim = int(dim)
         self._d_ptr, self._d_idx, self._d_val = d_ptr, d_idx, d_val
         self._idmap = idmap
@@ -43,7 +48,7 @@ class ExactIndex(BaseIndex):
         self._idmap.set_live(np.asarray(self._deleted) == 0)
 
     @classmethod
-    def build(cls, docs: SparseBatch, ids=None) -> "ExactIndex":
+    def build(cls, docs: SparseBatch, ids: IdsLike = None) -> "ExactIndex":
         """Index ``docs``; ``ids`` are external ids (ints or strings), default 0..n-1."""
         docs = check_docs(docs)
         idmap = IdMap.build(ids, len(docs))
@@ -73,13 +78,13 @@ class ExactIndex(BaseIndex):
             scores, rows = K.exact_search(*args)
         return self._make_hits(scores, rows)
 
-    def get(self, ids) -> SparseBatch:
+    def get(self, ids: OneId | Sequence[Any] | np.ndarray) -> SparseBatch:
         """The stored vectors of these documents (a SparseBatch in the order asked)."""
         rows = self.rows_of(ids)
         full = SparseBatch(self._d_ptr, self._d_idx, self._d_val, self.dim)
         return full[rows]
 
-    def add(self, docs: SparseBatch, ids=None) -> None:
+    def add(self, docs: SparseBatch, ids: IdsLike = None) -> None:
         """Append documents (ids must be new); the inverted copy is rebuilt (O(nnz))."""
         docs = check_docs(docs, self.dim)
         self._extend_ids(ids, len(docs))
@@ -89,7 +94,7 @@ class ExactIndex(BaseIndex):
         self._d_val = np.concatenate([np.asarray(self._d_val), docs.values])
         self._inv_ptr, self._inv_rows, self._inv_val = K.csr_transpose(self._d_ptr, self._d_idx, self._d_val, self.dim)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         arrays = self._arrays()
         nbytes = {k: int(v.nbytes) for k, v in arrays.items()}
         nnz = int(self._d_ptr[-1])
@@ -106,20 +111,20 @@ class ExactIndex(BaseIndex):
             "bytes_per_component": total / max(nnz, 1),
         }
 
-    def _arrays(self) -> dict:
+    def _arrays(self) -> dict[str, np.ndarray]:
         return {
             "d_ptr": self._d_ptr, "d_idx": self._d_idx, "d_val": self._d_val,
             "inv_ptr": self._inv_ptr, "inv_rows": self._inv_rows, "inv_val": self._inv_val,
             "deleted": np.asarray(self._deleted), "ids": self._idmap.to_array(), **self._vocab_arrays(),
         }
 
-    def save(self, path) -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write the index folder (manifest + arrays with checksums)."""
         counts = {"rows": self.n_rows, "docs": len(self), "nnz": int(self._d_ptr[-1]), "dim": self.dim}
         return save_folder(path, self.kind, {}, counts, self._arrays(), {"id_kind": self._idmap.kind})
 
     @classmethod
-    def _from_arrays(cls, path, manifest, a) -> "ExactIndex":
+    def _from_arrays(cls, path: str | Path, manifest: dict[str, Any], a: dict[str, np.ndarray]) -> "ExactIndex":
         dim = int(manifest["counts"]["dim"])
         n = a["d_ptr"].shape[0] - 1
         _check_structure(path, a, dim, n)
@@ -130,7 +135,7 @@ class ExactIndex(BaseIndex):
         return index
 
 
-def _load_vocab(path, a, dim):
+def _load_vocab(path: str | Path, a: dict[str, np.ndarray], dim: int) -> tuple[str, ...] | None:
     if "vocab" not in a:
         return None
     if a["vocab"].shape[0] != dim:
@@ -138,11 +143,11 @@ def _load_vocab(path, a, dim):
     return tuple(str(t) for t in a["vocab"].tolist())
 
 
-def _check_structure(path, a, dim, n):
+def _check_structure(path: str | Path, a: dict[str, np.ndarray], dim: int, n: int) -> None:
     """Cheap consistency checks so a bad folder fails with a message, never an out-of-bounds read."""
     folder = Path(path)
 
-    def bad(name, why):
+    def bad(name: str, why: str) -> NoReturn:
         raise IndexFormatError(f"{folder / (name + '.npy')}: {why}")
 
     if a["deleted"].shape[0] != n:

@@ -7,9 +7,15 @@ deleted document keeps its row (tombstoned) and a re-added id gets a new row.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from typing import Any, Sequence, Union
 
 import numpy as np
+
+
+# What callers pass as document ids: a sequence of ints or of strings, an integer array, or None
+# (rows 0..n-1); one id alone is accepted where noted.
+IdsLike = Union[Sequence[Any], np.ndarray, None]
+OneId = Union[str, int, np.integer[Any]]
 
 
 class IdMap:
@@ -18,13 +24,13 @@ class IdMap:
     def __init__(self, ext: np.ndarray, kind: str, live: np.ndarray | None = None):
         self.kind = kind  # "int" or "str"
         self.ext = ext  # int64 array or object array of str, one per row
-        self._row_of: dict | None = None
+        self._row_of: dict[Any, int] | None = None
         self._live = live
-        self._pad = None  # lookup table: ext plus a missing marker at [-1] (True: ext is 0..n-1)
+        self._pad: np.ndarray | bool | None = None  # lookup table: ext plus a missing marker at [-1] (True: ext is 0..n-1)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
-    def coerce(ids, n: int, *, start: int = 0, what: str = "ids") -> tuple[np.ndarray, str]:
+    def coerce(ids: IdsLike, n: int, *, start: int = 0, what: str = "ids") -> tuple[np.ndarray, str]:
         """Validate ``ids`` for ``n`` new rows; None gives ``start .. start+n-1``."""
         if ids is None:
             return np.arange(start, start + n, dtype=np.int64), "int"
@@ -57,12 +63,12 @@ class IdMap:
         return arr, kind
 
     @classmethod
-    def build(cls, ids, n: int) -> "IdMap":
+    def build(cls, ids: IdsLike, n: int) -> "IdMap":
         arr, kind = cls.coerce(ids, n)
         return cls(arr, kind)
 
     # ------------------------------------------------------------------ lookups
-    def _index(self) -> dict:
+    def _index(self) -> dict[Any, int]:
         if self._row_of is None:
             live = self._live if self._live is not None else np.ones(len(self.ext), bool)
             rows = np.nonzero(live)[0]
@@ -73,7 +79,7 @@ class IdMap:
         self._live = live
         self._row_of = None
 
-    def rows_of(self, ids, *, missing: str = "raise") -> np.ndarray:
+    def rows_of(self, ids: OneId | Sequence[Any] | np.ndarray, *, missing: str = "raise") -> np.ndarray:
         """Rows of live documents with these external ids; unknown ids raise KeyError (or give -1)."""
         if isinstance(ids, (str, int, np.integer)):
             ids = [ids]
@@ -97,9 +103,9 @@ class IdMap:
             pad = self._pad = self._lookup_table()
         if pad is True:  # ids are the rows themselves
             return rows.copy()
-        return pad.take(rows)  # row -1 reads the marker at the end
+        return np.asarray(pad).take(rows)  # row -1 reads the marker at the end
 
-    def _lookup_table(self):
+    def _lookup_table(self) -> np.ndarray | bool:
         n = len(self.ext)
         if self.kind == "int":
             ext = np.asarray(self.ext)
@@ -111,7 +117,7 @@ class IdMap:
         pad[n] = None
         return pad
 
-    def extend(self, ids, n: int) -> "IdMap":
+    def extend(self, ids: IdsLike, n: int) -> "IdMap":
         """A new map with ``n`` more rows (the same id kind); ids must not collide with live ones."""
         start = int(self.ext.max()) + 1 if (self.kind == "int" and len(self.ext)) else len(self.ext)
         arr, kind = self.coerce(ids, n, start=start)
@@ -142,10 +148,10 @@ class IdMap:
         ext[:] = arr.tolist()
         return cls(ext, "str")
 
-    def live_ids(self, live: np.ndarray):
+    def live_ids(self, live: np.ndarray) -> np.ndarray | list[Any]:
         ext = self.ext[live]
-        return ext if self.kind == "int" else ext.tolist()
+        return ext if self.kind == "int" else list(ext.tolist())
 
 
-def as_id_list(ids: Sequence) -> list:
+def as_id_list(ids: OneId | Sequence[Any] | np.ndarray) -> list[Any]:
     return list(ids) if not isinstance(ids, (str, int, np.integer)) else [ids]

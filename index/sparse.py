@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from .jsonl import iter_jsonl
 
@@ -60,9 +61,9 @@ class SparseBatch:
     @classmethod
     def from_csr(
         cls,
-        indptr,
-        indices,
-        values,
+        indptr: npt.ArrayLike,
+        indices: npt.ArrayLike,
+        values: npt.ArrayLike,
         dim: int,
         *,
         vocab: Sequence[str] | None = None,
@@ -142,7 +143,7 @@ class SparseBatch:
         return cls(np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), int(dim))
 
     @classmethod
-    def from_scipy(cls, matrix, *, vocab: Sequence[str] | None = None) -> "SparseBatch":
+    def from_scipy(cls, matrix: Any, *, vocab: Sequence[str] | None = None) -> "SparseBatch":
         """From any scipy sparse matrix or array (converted to CSR once)."""
         import scipy.sparse as sp
 
@@ -152,7 +153,7 @@ class SparseBatch:
         return cls.from_csr(m.indptr, m.indices, m.data, m.shape[1], vocab=vocab)
 
     @classmethod
-    def from_dense(cls, array, *, vocab: Sequence[str] | None = None) -> "SparseBatch":
+    def from_dense(cls, array: npt.ArrayLike, *, vocab: Sequence[str] | None = None) -> "SparseBatch":
         """From a dense (n, dim) array; zeros are dropped."""
         a = np.asarray(array)
         if a.ndim != 2:
@@ -164,7 +165,7 @@ class SparseBatch:
     @classmethod
     def from_dicts(
         cls,
-        rows: Iterable[Mapping],
+        rows: Iterable[Mapping[Any, Any]],
         *,
         dim: int | None = None,
         vocab: Mapping[str, int] | Sequence[str] | None = None,
@@ -247,7 +248,7 @@ class SparseBatch:
     def row_nnz(self) -> np.ndarray:
         return np.diff(self.indptr)
 
-    def __getitem__(self, key) -> "SparseBatch":
+    def __getitem__(self, key: int | np.integer[Any] | slice | Sequence[int] | np.ndarray) -> "SparseBatch":
         """Row selection: an int, a slice or an index array gives a new SparseBatch."""
         if isinstance(key, (int, np.integer)):
             n = len(self)
@@ -274,7 +275,7 @@ class SparseBatch:
         gather = np.arange(indptr[-1], dtype=np.int64) + np.repeat(self.indptr[sel] - indptr[:-1], lens)
         return SparseBatch(indptr, self.indices[gather], self.values[gather], self.dim, self.vocab)
 
-    def to_scipy(self):
+    def to_scipy(self) -> Any:  # scipy.sparse.csr_matrix (scipy is imported only here)
         import scipy.sparse as sp
 
         return sp.csr_matrix((self.values, self.indices, self.indptr), shape=self.shape)
@@ -285,11 +286,11 @@ class SparseBatch:
         out[rows, self.indices] = self.values
         return out
 
-    def to_dicts(self, *, tokens: bool = False) -> list[dict]:
+    def to_dicts(self, *, tokens: bool = False) -> list[dict[Any, float]]:
         """``[{term_id: weight}]``, or ``[{token: weight}]`` with ``tokens=True`` (needs vocab)."""
         if tokens and self.vocab is None:
             raise SparseBatchError("to_dicts(tokens=True) needs a batch that carries its vocab")
-        out: list[dict] = []
+        out: list[dict[Any, float]] = []
         vocab = self.vocab or ()
         for idx, val in self:
             if tokens:
@@ -303,7 +304,7 @@ class SparseBatch:
             raise SparseBatchError(f"vocab has {len(vocab)} tokens but dim is {self.dim}")
         return SparseBatch(self.indptr, self.indices, self.values, self.dim, None if vocab is None else tuple(vocab))
 
-    def astype(self, dtype) -> "SparseBatch":
+    def astype(self, dtype: npt.DTypeLike) -> "SparseBatch":
         """Round the values through ``dtype`` (e.g. float16) and back to float32."""
         v = self.values.astype(dtype).astype(np.float32)
         return SparseBatch(self.indptr, self.indices, v, self.dim, self.vocab)
@@ -419,7 +420,7 @@ class SparseBatch:
             log.warning("%s: dropped %d tokens outside the vocabulary", path, dropped)
         return batch, ids
 
-    def to_jsonl(self, path: str | Path, ids: Sequence | None = None, contents: Sequence[str] | None = None) -> None:
+    def to_jsonl(self, path: str | Path, ids: Sequence[Any] | None = None, contents: Sequence[str] | None = None) -> None:
         """Write Seismic's JSONL (token strings need a vocab; else ids are written as strings)."""
         path = Path(path)
         with open(path, "w", encoding="utf-8") as fh:
@@ -433,7 +434,7 @@ class SparseBatch:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def save_vectors(path: str | Path, batch: SparseBatch, ids: Sequence | None = None) -> None:
+def save_vectors(path: str | Path, batch: SparseBatch, ids: Sequence[Any] | None = None) -> None:
     """Save a batch as ``.npz`` (CSR arrays, dim, optional ids and vocab) or Seismic ``.jsonl``."""
     path = Path(path)
     if path.suffix == ".jsonl":

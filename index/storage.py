@@ -13,6 +13,7 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_array(folder: Path, name: str, arr: np.ndarray) -> dict:
+def _write_array(folder: Path, name: str, arr: np.ndarray) -> dict[str, Any]:
     arr = np.ascontiguousarray(arr)
     if arr.dtype == object:
         raise TypeError(f"array {name!r} has dtype object; store ids as int64 or fixed-width str")
@@ -57,7 +58,8 @@ def _write_array(folder: Path, name: str, arr: np.ndarray) -> dict:
     return {"file": fname, "dtype": arr.dtype.str, "shape": list(arr.shape), "bytes": size, "sha256": digest}
 
 
-def save_folder(path, kind: str, params: dict, counts: dict, arrays: dict[str, np.ndarray], extra: dict | None = None) -> Path:
+def save_folder(path: str | Path, kind: str, params: dict[str, Any], counts: dict[str, Any], arrays: dict[str, np.ndarray],
+                extra: dict[str, Any] | None = None) -> Path:
     """Write ``arrays`` and a manifest into folder ``path`` (created if needed). Returns the path."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
@@ -84,7 +86,7 @@ def save_folder(path, kind: str, params: dict, counts: dict, arrays: dict[str, n
     return folder
 
 
-def read_manifest(path) -> dict:
+def read_manifest(path: str | Path) -> dict[str, Any]:
     folder = Path(path)
     mpath = folder / MANIFEST
     if not folder.exists():
@@ -110,7 +112,7 @@ def read_manifest(path) -> dict:
     return manifest
 
 
-def _check_file(folder: Path, name: str, entry: dict, verify: bool) -> None:
+def _check_file(folder: Path, name: str, entry: dict[str, Any], verify: bool) -> None:
     fpath = folder / entry["file"]
     if not fpath.is_file():
         raise IndexFormatError(f"{fpath}: array file {name!r} is missing")
@@ -121,7 +123,7 @@ def _check_file(folder: Path, name: str, entry: dict, verify: bool) -> None:
         raise IndexFormatError(f"{fpath}: sha256 does not match the manifest (file altered or corrupt)")
 
 
-def load_folder(path, *, mmap: bool = True, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+def load_folder(path: str | Path, *, mmap: bool = True, verify: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and check an index folder. Returns ``(manifest, arrays)``.
 
     ``verify=True`` (the default) hashes every file against the manifest before use: a corrupt

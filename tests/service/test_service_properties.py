@@ -17,7 +17,14 @@ Crashes:
   write was never acknowledged: the process crash keeps it, as the OS has it; a power cut keeps it
   only with writeback). The model then takes what the reopened collection must show;
 * **crash during a merge**: at its n-th fsync (any site: segment files, index, manifest, folder
-  syncs, cleanup); a merge changes no document, so the state is exactly the model.
+  syncs, cleanup); a merge changes no document, so the state is exactly the model;
+* **crash during the restart**: the reopen after a crash dies too, at its n-th fsync (cutting a
+  torn tail, syncing the replayed log, quarantining a segment folder), then a process crash or a
+  power cut; the next restart still shows exactly the model.
+
+Every crash must reopen to exactly the model: a failed collection is a test failure there. (This
+found a bug: a frame written whole by a process that died before its fsync was replayed and served
+by the restart, then lost at a power cut; the restart now fsyncs the log it replays, ``wal.open``.)
 
 Damage to a log at rest (after a clean close), asserted precisely:
 
@@ -26,7 +33,9 @@ Damage to a log at rest (after a clean close), asserted precisely:
 * a bit flip in **any other record** fails the collection (``store.failed``, ``CollectionFailed``
   naming the file and the record's byte offset). No byte of a record is irrelevant: the length and
   crc32 header fields and every payload byte are checked, so "exactly the acknowledged state" is
-  never the outcome there, and the test does not accept it;
+  never the outcome there, and the test does not accept it. ``lsr repair`` then drops exactly that
+  record (one dropped region, at its offset) and the collection opens with every other record, as
+  a reference replay of the log's records says; one test flips a bit at every byte of every record;
 * truncation at **every offset of the last record** of the last log: that record is dropped;
 * truncation inside a record of a log that is **not the last**: failed;
 * truncation inside an **earlier record of the last log** drops that record *and every later one*
@@ -52,7 +61,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsr.index import fileio
-from lsr.service.collection import Collection, CollectionFailed, CollectionStore, DocIn, MergePolicy
+from lsr.service.collection import (Collection, CollectionFailed, CollectionStore, DocIn, MergeFailed, MergePolicy,
+                                    StorageFull)
 from lsr.service.repair import repair
 from lsr.service.wal import WalCorruption, log_name, log_numbers, scan_log
 
@@ -138,11 +148,15 @@ _crash = st.tuples(st.just("crash"), _mode)
 _crash_in_write = st.tuples(st.just("crash_in_write"), _mode, _write, st.integers(0, 400))
 _crash_in_merge = st.tuples(st.just("crash_in_merge"), _mode, _compact, st.integers(0, 60))
 _crash_in_reopen = st.tuples(st.just("crash_in_reopen"), _mode, st.integers(0, 4), _mode)
+_disk_full = st.tuples(st.just("disk_full"), st.one_of(_write, _compact.map(lambda c: ("merge", c))),
+                       st.integers(0, 3000))
 
 # writes dominate; merges (a Seismic build each) are rare
 WRITES = st.one_of(_upsert, _upsert, _upsert, _delete, _delete, _merge)
 WITH_CRASHES = st.one_of(_upsert, _upsert, _upsert, _upsert, _delete, _delete, _crash, _crash_in_write,
-                         _crash_in_write, _merge, _crash_in_merge, _crash_in_reopen)
+                         _crash_in_write, _merge, _crash_in_merge, _crash_in_reopen, _disk_full)
+# for damage at rest: crashed or failed merges leave more than one current log
+AT_REST = st.one_of(WRITES, _crash_in_merge, _disk_full)
 
 
 def _after(model: Model, op: tuple) -> tuple[Model, bool]:
@@ -262,6 +276,29 @@ class Harness:
             self.fs.disarm()
         self._crash(mode, self.model)
 
+    def op_disk_full(self, op: tuple, left: int) -> None:
+        """The disk fills after ``left`` more bytes: a write fails with StorageFull and changes
+        nothing, a merge fails (StorageFull or MergeFailed) and changes no document."""
+        self.fs.fail_writes(after_bytes=left, match=".log" if op[0] != "merge" else "")
+        try:
+            if op[0] == "merge":
+                try:
+                    self.col.merge(force=True, compact=op[1])
+                except (StorageFull, MergeFailed):
+                    pass
+            else:
+                new, appends = _after(self.model, op)
+                try:
+                    self._write(op)
+                except StorageFull:
+                    assert appends
+                else:
+                    self.model = new
+                    if appends:
+                        self.history.append(new)
+        finally:
+            self.fs.clear_faults()
+
     def op_crash_in_reopen(self, mode: str, nth: int, mode2: str) -> None:
         self._crash(mode, self.model, reopen_crash=(nth, mode2))
 
@@ -365,7 +402,7 @@ FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, Heal
 
 
 # ---------------------------------------------------------------------------- crashes
-@settings(FAST, max_examples=60)
+@settings(FAST, max_examples=50)
 @given(ops=st.lists(WITH_CRASHES, max_size=14), writeback=st.booleans())
 def test_crashes_replay_exactly_the_acknowledged_state(ops, writeback, caplog):
     caplog.set_level(logging.CRITICAL)
@@ -387,8 +424,8 @@ def test_replayed_records_are_synced_at_open():
 
 
 # ---------------------------------------------------------------------------- bit flips
-@settings(FAST, max_examples=50)
-@given(ops=st.lists(st.one_of(WRITES, _crash_in_merge), min_size=1, max_size=10), data=st.data())
+@settings(FAST, max_examples=40)
+@given(ops=st.lists(AT_REST, min_size=1, max_size=10), data=st.data())
 def test_bit_flip_in_a_log_record(ops, data, caplog):
     caplog.set_level(logging.CRITICAL)
     h, tmp = _run(ops)
@@ -432,8 +469,8 @@ def test_bit_flip_in_a_log_record(ops, data, caplog):
 
 
 # ---------------------------------------------------------------------------- truncation
-@settings(FAST, max_examples=50)
-@given(ops=st.lists(st.one_of(WRITES, _crash_in_merge), min_size=1, max_size=10), data=st.data())
+@settings(FAST, max_examples=40)
+@given(ops=st.lists(AT_REST, min_size=1, max_size=10), data=st.data())
 def test_truncation_inside_a_log_record(ops, data, caplog):
     caplog.set_level(logging.CRITICAL)
     h, tmp = _run(ops)

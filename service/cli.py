@@ -52,6 +52,8 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
     g.add_argument("--keep-alive", type=float, default=Limits.keep_alive_s, help="idle keep-alive seconds")
     g.add_argument("--query-batch", type=int, default=Limits.query_batch_max,
                    help="texts per forward pass when batching model-encoded queries (1: no batching)")
+    g.add_argument("--encoder-threads", type=int, default=Limits.encoder_threads,
+                   help="torch threads of a model's forward pass (the search threads need the other cores)")
     g.add_argument("--query-batch-wait-ms", type=float, default=Limits.query_batch_wait_ms,
                    help="how long a query batch waits for more queries")
     p.add_argument("--log-level", default="info")
@@ -61,7 +63,8 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
 def settings_from_args(args) -> Settings:
     data = Path(args.data)
     for flag, value in [("--max-connections", args.max_connections), ("--max-in-flight", args.max_in_flight),
-                        ("--query-batch", args.query_batch), ("--max-header-kb", args.max_header_kb)]:
+                        ("--query-batch", args.query_batch), ("--max-header-kb", args.max_header_kb),
+                        ("--encoder-threads", args.encoder_threads)]:
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     for flag, value in [("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout),
@@ -72,8 +75,10 @@ def settings_from_args(args) -> Settings:
         max_k=args.max_k, max_batch_documents=args.max_batch, max_batch_queries=args.max_queries,
         max_text_chars=args.max_text_chars, max_body_bytes=int(args.max_body_mb * 2**20),
         max_connections=args.max_connections, max_in_flight=args.max_in_flight,
-        header_timeout_s=args.header_timeout, max_header_bytes=args.max_header_kb * 1024, body_timeout_s=args.body_timeout, keep_alive_s=args.keep_alive,
-        query_batch_max=args.query_batch, query_batch_wait_ms=max(0.0, args.query_batch_wait_ms),
+        header_timeout_s=args.header_timeout, max_header_bytes=args.max_header_kb * 1024,
+        body_timeout_s=args.body_timeout, keep_alive_s=args.keep_alive,
+        query_batch_max=args.query_batch, encoder_threads=args.encoder_threads,
+        query_batch_wait_ms=max(0.0, args.query_batch_wait_ms),
     )
     return Settings(
         data_dir=data, model=args.model, threads=max(1, args.threads),

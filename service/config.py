@@ -33,6 +33,10 @@ class Limits:
     query_batch_max: int = 32  # texts per forward pass of a model's query batcher
     query_batch_wait_ms: float = 2.0  # how long the batcher waits for more queries
     query_queue: int = 1024  # queued query-encode requests per model; past it 503
+    # torch threads per forward pass. Two OpenMP teams (torch's, the Numba search kernels') on the
+    # same cores make each wait on the other: SPLADE text search measured 240-480 ms a query with
+    # torch on 2 threads, 30 ms on 1, on a 2-core machine.
+    encoder_threads: int = 1
 
 
 @dataclass

@@ -34,7 +34,8 @@ class Service:
         self.limits = settings.limits
         lim = settings.limits
         self.models = ModelRegistry(settings.model, allow_load=settings.load_models, batch_max=lim.query_batch_max,
-                                    batch_wait_ms=lim.query_batch_wait_ms, batch_queue=lim.query_queue)
+                                    batch_wait_ms=lim.query_batch_wait_ms, batch_queue=lim.query_queue,
+                                    threads=lim.encoder_threads)
         self.store: CollectionStore | None = store
         self.phase = "loading collections"
         self.load_error: str | None = None

@@ -164,9 +164,10 @@ class ModelRegistry:
     """
 
     def __init__(self, default: str | None = "splade-tiny", *, allow_load: bool = True, batch_max: int = 32,
-                 batch_wait_ms: float = 2.0, batch_queue: int = 256):
+                 batch_wait_ms: float = 2.0, batch_queue: int = 256, threads: int | None = None):
         self.default = default
         self.allow_load = allow_load
+        self.threads = threads  # torch intra-op threads once a torch model is loaded (None: torch's default)
         self.batch_opts: dict[str, Any] = {"max_batch": batch_max, "max_wait_ms": batch_wait_ms, "max_queue": batch_queue}
         self._encoders: dict[str, Any] = {}  # torch encoders
         self._tables: dict[str, Any] = {}  # torch-free query encoders (inference-free)
@@ -257,6 +258,10 @@ class ModelRegistry:
 
                     log.info("loading encoder %s", name)
                     enc = SparseEncoder.load(folder)
+                    if self.threads:
+                        import torch  # noqa: PLC0415 - loaded by now
+
+                        torch.set_num_threads(self.threads)
                 except Exception as exc:  # noqa: BLE001 - any load failure is this model's, said in the log
                     log.warning("model %r cannot be loaded: %s", name, exc, exc_info=True)
                     raise ModelUnavailable(f"model {name!r} cannot be loaded ({type(exc).__name__}); "

@@ -54,6 +54,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pytest
@@ -98,7 +99,7 @@ class CrashFS(FaultFS):
                 raise Crash(site)
             self.fsyncs_left -= 1
 
-    def fsync(self, fh, site: str) -> None:  # type: ignore[no-untyped-def]
+    def fsync(self, fh: BinaryIO | int | Path, site: str) -> None:
         self._tick(site)
         super().fsync(fh, site)
 
@@ -106,7 +107,7 @@ class CrashFS(FaultFS):
         self._tick(site)
         super().fsync_dir(path, site)
 
-    def write(self, fh, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    def write(self, fh: BinaryIO, data: bytes) -> None:
         cut = self.log_write_cut
         if cut is not None and os.readlink(f"/proc/self/fd/{fh.fileno()}").endswith(".log"):
             self.log_write_cut = None
@@ -126,7 +127,7 @@ class CrashFS(FaultFS):
 class NoSync(fileio.FileSystem):
     """Real files without fsyncs: for the exhaustive loops, which test parsing, not durability."""
 
-    def fsync(self, fh, site: str) -> None:  # type: ignore[no-untyped-def]
+    def fsync(self, fh: BinaryIO | int | Path, site: str) -> None:
         pass
 
     def fsync_dir(self, path: Path, site: str) -> None:

@@ -264,9 +264,11 @@ class BaseIndex:
         return {"vocab": np.asarray(self.vocab, dtype=str)} if self.vocab is not None else {}
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = True, *, verify: bool = True) -> Self:
+    def load(cls, path: str | Path, mmap: bool = True, *, verify: bool = True) -> Any:
         """Open a saved index of this kind. Arrays are memory-mapped unless ``mmap=False``;
         checksums are verified unless ``verify=False`` (see :func:`lsr.index.storage.load_folder`)."""
+        # Any rather than Self for now: lsr.service.segment infers a SeismicIndex variable from
+        # SeismicIndex.load and assigns an ExactIndex to it in another branch; Self once it annotates it.
         manifest, a = load_folder(path, mmap=mmap, verify=verify)
         if manifest["kind"] != cls.kind:
             raise IndexFormatError(f"{Path(path) / 'manifest.json'}: holds a {manifest['kind']!r} index, not {cls.kind!r}")

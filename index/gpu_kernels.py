@@ -11,13 +11,17 @@ sums and is what runs on the CPU; the two agree to float32 rounding.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["available", "score_pairs"]
 
-_KERNEL = None
+_KERNEL: tuple[Any, Any] | None = None  # (the triton module, the compiled kernel)
 
 
-def available(device) -> bool:
+def available(device: object) -> bool:
     """True where the Triton path can run: a CUDA device, Triton importable, and not switched off
     with ``LSR_GPU_TRITON=0``."""
     if getattr(device, "type", str(device)) != "cuda" or os.environ.get("LSR_GPU_TRITON", "1") == "0":
@@ -30,15 +34,20 @@ def available(device) -> bool:
     return True
 
 
-def _kernel():
+def _kernel() -> tuple[Any, Any]:
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL
     import triton
     import triton.language as tl
 
-    @triton.jit(do_not_specialize=["n_cand", "q_stride"])  # one compiled kernel for any batch
-    def score_pairs_kernel(cand_q, cand_doc, n_cand, fwd_ptr, fwd_idx, fwd_val, qdense, q_stride, out,
+    # Triton ships no type information (the decorator is untyped), and it reads parameter
+    # annotations as its own hints (tl.constexpr, pointer dtypes), so the kernel's parameters stay
+    # unannotated: the two ignores below are for that and nothing else ("unused-ignore" because
+    # they are needed only where the module is held to the strict flags).
+    # do_not_specialize: one compiled kernel for any batch
+    @triton.jit(do_not_specialize=["n_cand", "q_stride"])  # type: ignore[untyped-decorator, unused-ignore]
+    def score_pairs_kernel(cand_q, cand_doc, n_cand, fwd_ptr, fwd_idx, fwd_val, qdense, q_stride, out,  # type: ignore[no-untyped-def, unused-ignore]
                            BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
         pid = tl.program_id(0)
         offs_c = pid.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -64,7 +73,8 @@ def _kernel():
     return _KERNEL
 
 
-def score_pairs(cand_q, cand_doc, fwd_ptr, fwd_idx32, fwd_val16, qdense, *, block_c: int = 32, block_n: int = 64):
+def score_pairs(cand_q: torch.Tensor, cand_doc: torch.Tensor, fwd_ptr: torch.Tensor, fwd_idx32: torch.Tensor,
+                fwd_val16: torch.Tensor, qdense: torch.Tensor, *, block_c: int = 32, block_n: int = 64) -> torch.Tensor:
     """Scores of pairs ``(cand_q[i], cand_doc[i])``: ``sum_j qdense[q, idx[j]] * val[j]`` over the
     document's row ``fwd_ptr[d]:fwd_ptr[d+1]``. ``qdense`` is a contiguous float32 ``(n, dim)``."""
     import torch

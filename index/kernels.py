@@ -12,7 +12,7 @@ Conventions shared by every kernel:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar, cast
 
 import numpy as np
 from llvmlite import ir
@@ -24,6 +24,19 @@ from numba.extending import intrinsic
 F16_TABLE = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 _NJ: dict[str, Any] = dict(cache=True, nogil=True)
+_F = TypeVar("_F", bound=Callable[..., Any])
+# Scalar arguments as the kernels receive them: Python numbers or NumPy scalars (Numba takes both).
+Int = int | np.integer[Any]
+Float = float | np.floating[Any]
+Bool = bool | np.bool_
+
+
+def _njit(**options: Any) -> Callable[[_F], _F]:
+    """``numba.njit`` with lsr's options (``cache``, ``nogil``), typed: Numba's decorator is
+    unannotated, so mypy would otherwise see every kernel as untyped. The dispatcher Numba returns
+    is called with the kernel's own arguments, which is what the kernel's signature says."""
+    jit: Callable[..., Any] = njit
+    return cast(Callable[[_F], _F], jit(**_NJ, **options))
 
 
 def to_f16_bits(values: np.ndarray) -> np.ndarray:
@@ -36,13 +49,13 @@ def to_f16_bits(values: np.ndarray) -> np.ndarray:
 # equal score and larger row. Arrays hs (float32) / hr (int64) of length k.
 
 
-@njit(inline="always", **_NJ)
-def _worse(s1, r1, s2, r2):
+@_njit(inline="always")
+def _worse(s1: Float, r1: Int, s2: Float, r2: Int) -> Bool:
     return s1 < s2 or (s1 == s2 and r1 > r2)
 
 
-@njit(inline="always", **_NJ)
-def _swap(hs, hr, i, j):
+@_njit(inline="always")
+def _swap(hs: np.ndarray, hr: np.ndarray, i: Int, j: Int) -> None:
     ts = hs[i]
     tr = hr[i]
     hs[i] = hs[j]
@@ -51,8 +64,8 @@ def _swap(hs, hr, i, j):
     hr[j] = tr
 
 
-@njit(**_NJ)
-def heap_push(hs, hr, size, k, s, r):
+@_njit()
+def heap_push(hs: np.ndarray, hr: np.ndarray, size: Int, k: Int, s: Float, r: Int) -> Int:
     """Offer (s, r); returns the new size. Keeps the k best by (score desc, row asc)."""
     if size < k:
         i = size
@@ -74,8 +87,8 @@ def heap_push(hs, hr, size, k, s, r):
     return size
 
 
-@njit(inline="always", cache=True, nogil=True)
-def _sift_down(hs, hr, size):
+@_njit(inline="always")
+def _sift_down(hs: np.ndarray, hr: np.ndarray, size: Int) -> None:
     """Restore the heap (worst at the root) after its root was replaced."""
     i = 0
     while True:
@@ -93,8 +106,8 @@ def _sift_down(hs, hr, size):
             break
 
 
-@njit(**_NJ)
-def heap_pop(hs, hr, size):
+@_njit()
+def heap_pop(hs: np.ndarray, hr: np.ndarray, size: Int) -> Int:
     """Remove the root (worst); returns the new size (the removed pair is left at hs[size])."""
     last = size - 1
     _swap(hs, hr, 0, last)
@@ -103,8 +116,8 @@ def heap_pop(hs, hr, size):
     return size
 
 
-@njit(**_NJ)
-def heap_drain(hs, hr, size, out_s, out_r):
+@_njit()
+def heap_drain(hs: np.ndarray, hr: np.ndarray, size: Int, out_s: np.ndarray, out_r: np.ndarray) -> None:
     """Write the heap's hits best-first into out_s/out_r (rest: -inf / -1)."""
     k = out_s.shape[0]
     for i in range(k):
@@ -117,7 +130,7 @@ def heap_drain(hs, hr, size, out_s, out_r):
         out_r[n] = hr[n]
 
 
-def topk_ref(scores: np.ndarray, k: int, deleted: np.ndarray | None = None):
+def topk_ref(scores: np.ndarray, k: int, deleted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """NumPy reference: top-k of a dense score vector (hits need score > 0), ties by row asc."""
     scores = np.asarray(scores, np.float32)
     ok = scores > 0
@@ -133,8 +146,10 @@ def topk_ref(scores: np.ndarray, k: int, deleted: np.ndarray | None = None):
 
 
 # ---------------------------------------------------------------------------------------- exact
-@njit(**_NJ)
-def _exact_one(q_idx, q_val, k, inv_ptr, inv_rows, inv_vals, deleted, acc, seen, touched, hs, hr, out_s, out_r):
+@_njit()
+def _exact_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, inv_ptr: np.ndarray, inv_rows: np.ndarray,
+               inv_vals: np.ndarray, deleted: np.ndarray, acc: np.ndarray, seen: np.ndarray, touched: np.ndarray,
+               hs: np.ndarray, hr: np.ndarray, out_s: np.ndarray, out_r: np.ndarray) -> None:
     nt = 0
     for j in range(q_idx.shape[0]):
         t = q_idx[j]
@@ -146,7 +161,7 @@ def _exact_one(q_idx, q_val, k, inv_ptr, inv_rows, inv_vals, deleted, acc, seen,
                 touched[nt] = d
                 nt += 1
             acc[d] += qv * inv_vals[p]
-    size = 0
+    size: Int = 0
     for i in range(nt):
         d = touched[i]
         s = acc[d]
@@ -157,8 +172,10 @@ def _exact_one(q_idx, q_val, k, inv_ptr, inv_rows, inv_vals, deleted, acc, seen,
     heap_drain(hs, hr, size, out_s, out_r)
 
 
-@njit(parallel=True, **_NJ)
-def exact_search(q_ptr, q_idx, q_val, k, inv_ptr, inv_rows, inv_vals, deleted, n_chunks):
+@_njit(parallel=True)
+def exact_search(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, inv_ptr: np.ndarray,
+                 inv_rows: np.ndarray, inv_vals: np.ndarray, deleted: np.ndarray, n_chunks: Int
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k for a batch of CSR queries against a term-major (inverted) copy of the docs.
 
     Term-at-a-time accumulation in query-term order (ascending term id), so the float32 sums
@@ -182,8 +199,9 @@ def exact_search(q_ptr, q_idx, q_val, k, inv_ptr, inv_rows, inv_vals, deleted, n
     return out_s, out_r
 
 
-@njit(**_NJ)
-def csr_transpose(indptr, indices, values, dim):
+@_njit()
+def csr_transpose(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, dim: Int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR (rows x dim) -> term-major CSR (dim x rows); rows ascending inside each term."""
     n = indptr.shape[0] - 1
     nnz = indices.shape[0]
@@ -206,7 +224,9 @@ def csr_transpose(indptr, indices, values, dim):
     return ptr, rows, vals
 
 
-def exact_search_ref(q_ptr, q_idx, q_val, k, d_ptr, d_idx, d_val, dim, deleted=None):
+def exact_search_ref(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: int, d_ptr: np.ndarray,
+                     d_idx: np.ndarray, d_val: np.ndarray, dim: int, deleted: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """NumPy reference for exact_search: dense scores via scipy-free matrix product."""
     nq = q_ptr.shape[0] - 1
     n = d_ptr.shape[0] - 1
@@ -223,8 +243,8 @@ def exact_search_ref(q_ptr, q_idx, q_val, k, d_ptr, d_idx, d_val, dim, deleted=N
 
 
 # ---------------------------------------------------------------------------------------- build
-@njit(inline="always", **_NJ)
-def _splitmix(x):
+@_njit(inline="always")
+def _splitmix(x: np.uint64) -> tuple[np.uint64, np.uint64]:
     x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
     z = x
     z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -232,8 +252,9 @@ def _splitmix(x):
     return x, z ^ (z >> np.uint64(31))
 
 
-@njit(parallel=True, **_NJ)
-def invert_pruned(fwd_ptr, fwd_comp, fwd_val, dim, lam, cap, n_chunks):
+@_njit(parallel=True)
+def invert_pruned(fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, dim: Int, lam: Float, cap: Int,
+                  n_chunks: Int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverted lists of the entries with value >= lam, each sorted by value desc (row asc on
     ties) and cut to its ``cap`` largest. Returns (term_ptr, rows int32, values float32)."""
     n = fwd_ptr.shape[0] - 1
@@ -279,8 +300,9 @@ def invert_pruned(fwd_ptr, fwd_comp, fwd_val, dim, lam, cap, n_chunks):
     return keep, out_rows, out_vals
 
 
-@njit(parallel=True, **_NJ)
-def top_components(fwd_ptr, fwd_comp, fwd_val, doc_cut):
+@_njit(parallel=True)
+def top_components(fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, doc_cut: Int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's ``doc_cut`` largest entries (sorted by term id): the rows as clustering sees them."""
     n = fwd_ptr.shape[0] - 1
     ptr = np.zeros(n + 1, np.int64)
@@ -304,9 +326,10 @@ def top_components(fwd_ptr, fwd_comp, fwd_val, doc_cut):
     return ptr, comp, val
 
 
-@njit(inline="always", **_NJ)
-def _best_centroid(d, t, cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score, touched, sizes,
-                   min_size):
+@_njit(inline="always")
+def _best_centroid(d: Int, t: Int, cut_ptr: np.ndarray, cut_comp: np.ndarray, cut_val: np.ndarray, head: np.ndarray,
+                   cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray, score: np.ndarray,
+                   touched: np.ndarray, sizes: np.ndarray, min_size: Int) -> int:
     """The centroid (of size >= min_size) with the largest dot product with document d's top
     entries (ties: lowest id), or -1 when it shares nothing beyond t with any; scratch left zeroed."""
     nt = 0
@@ -336,9 +359,11 @@ def _best_centroid(d, t, cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_
     return best
 
 
-@njit(**_NJ)
-def _cluster_list(t, rows, n_cent, min_size, seed, fwd_ptr, fwd_comp, fwd_val, cut_ptr, cut_comp, cut_val,
-                  head, cnt_c, cent_of, cent_val, score, touched, assign, sizes):
+@_njit()
+def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: Int, fwd_ptr: np.ndarray,
+                  fwd_comp: np.ndarray, fwd_val: np.ndarray, cut_ptr: np.ndarray, cut_comp: np.ndarray,
+                  cut_val: np.ndarray, head: np.ndarray, cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray,
+                  score: np.ndarray, touched: np.ndarray, assign: np.ndarray, sizes: np.ndarray) -> None:
     """Random-centroid clustering of one posting list (one pass, no centroid update).
 
     Centroids are ``n_cent`` random documents of the list; every document joins the centroid with
@@ -430,9 +455,11 @@ def _cluster_list(t, rows, n_cent, min_size, seed, fwd_ptr, fwd_comp, fwd_val, c
             cnt_c[c] = 0
 
 
-@njit(parallel=True, **_NJ)
-def cluster_lists(term_ptr, rows, values, centroid_fraction, min_cluster_size, seed,
-                  fwd_ptr, fwd_comp, fwd_val, cut_ptr, cut_comp, cut_val, dim, n_chunks):
+@_njit(parallel=True)
+def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, centroid_fraction: Float,
+                  min_cluster_size: Int, seed: Int, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
+                  cut_ptr: np.ndarray, cut_comp: np.ndarray, cut_val: np.ndarray, dim: Int, n_chunks: Int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block every posting list by clustering. Reorders rows/values in place (blocks contiguous,
     value-desc order kept inside a block) and returns (n_blocks per term, block sizes in a
     per-term capacity layout, capacity offsets)."""
@@ -504,8 +531,9 @@ def cluster_lists(term_ptr, rows, values, centroid_fraction, min_cluster_size, s
 GROUP = 256  # blocks per summary group: a block id inside a group fits a uint8
 
 
-@njit(**_NJ)
-def _block_union(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, maxv, comps_buf):
+@_njit()
+def _block_union(rows: np.ndarray, b0: Int, b1: Int, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
+                 maxv: np.ndarray, comps_buf: np.ndarray) -> int:
     """Coordinate-wise max of the rows[b0:b1] documents into maxv (which starts at -1);
     the distinct terms, in order of first appearance, go to comps_buf. Returns their count."""
     nu = 0
@@ -524,8 +552,9 @@ def _block_union(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, maxv, comps_buf):
     return nu
 
 
-@njit(**_NJ)
-def _energy_threshold(comps_buf, nu, maxv, energy, tmp):
+@_njit()
+def _energy_threshold(comps_buf: np.ndarray, nu: Int, maxv: np.ndarray, energy: Float, tmp: np.ndarray
+                      ) -> tuple[int, Any, int, Any]:
     """Energy cut of one summary: the largest entries until their sum reaches ``energy`` of the
     total (the crossing entry included). Returns (n_kept, threshold value, ties to keep at the
     threshold, max value); ties at the threshold are kept in order of first appearance."""
@@ -539,7 +568,7 @@ def _energy_threshold(comps_buf, nu, maxv, energy, tmp):
     # them; fall back to a full sort when they do not hold enough of the mass
     m = nu
     if nu > 64:
-        m = max(32, np.int64(nu * (energy * 0.5 + 0.05)))
+        m = max(32, int(nu * (energy * 0.5 + 0.05)))
         part = np.partition(tmp[:nu], nu - m)[nu - m:]
         top = np.float32(0.0)
         for i in range(m):
@@ -568,9 +597,11 @@ def _energy_threshold(comps_buf, nu, maxv, energy, tmp):
     return n, thr, n - above, s[m - 1]
 
 
-@njit(parallel=True, **_NJ)
-def summaries_count(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, fwd_ptr, fwd_comp, fwd_val,
-                    energy, dim, n_chunks, blk_thr, blk_ties, blk_min, blk_quant):
+@_njit(parallel=True)
+def summaries_count(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray, blk_size: np.ndarray,
+                    cap_ptr: np.ndarray, term_blk_ptr: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray,
+                    fwd_val: np.ndarray, energy: Float, dim: Int, n_chunks: Int, blk_thr: np.ndarray,
+                    blk_ties: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray) -> np.ndarray:
     """First pass over the blocks: per block the energy-cut threshold, the ties kept at it and
     the 8-bit dequantisation (min, step); returns the summary entries per block."""
     nterms = term_ptr.shape[0] - 1
@@ -601,10 +632,12 @@ def summaries_count(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, f
     return n_kept
 
 
-@njit(parallel=True, **_NJ)
-def summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, term_grp_ptr, grp_ptr,
-                   fwd_ptr, fwd_comp, fwd_val, dim, n_chunks, blk_thr, blk_ties, blk_min, blk_quant,
-                   sum_comp, sum_blk, sum_code):
+@_njit(parallel=True)
+def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray, blk_size: np.ndarray,
+                   cap_ptr: np.ndarray, term_blk_ptr: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
+                   fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, dim: Int, n_chunks: Int,
+                   blk_thr: np.ndarray, blk_ties: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray,
+                   sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray) -> None:
     """Second pass: the kept entries of each group of <= 256 blocks, sorted by (term, block):
     sum_comp (term id), sum_blk (block inside the group, uint8), sum_code (8-bit value)."""
     nterms = term_ptr.shape[0] - 1
@@ -675,7 +708,7 @@ def summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, te
                     cnt[uniq[i]] = 0
 
 
-def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: float):
+def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: float) -> tuple[np.ndarray, np.ndarray]:
     """NumPy reference of one block's summary: (terms sorted asc, dequantised values)."""
     mx: dict[int, float] = {}
     for comp, val in doc_vectors:
@@ -703,39 +736,47 @@ def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: 
 
 
 # ---------------------------------------------------------------------------------------- search
+# Numba's code-generation helpers carry no annotations; typed aliases keep the calls below checked.
+_item_pointer: Callable[..., Any] = cgutils.get_item_pointer
+_insert_function: Callable[..., Any] = cgutils.get_or_insert_function
+
+
 @intrinsic
-def _prefetch(typingctx, arr, idx):
+def _prefetch(typingctx: Any, arr: Any, idx: Any) -> tuple[Any, Callable[..., Any]]:
     """Hint the CPU to pull arr[idx]'s cache line (no fault, no effect on results)."""
     sig = types.void(arr, idx)
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         aryty = signature.args[0]
         ary, i = args
         arystruct = context.make_array(aryty)(context, builder, ary)
-        ptr = cgutils.get_item_pointer(context, builder, aryty, arystruct, [i], wraparound=False)
+        ptr = _item_pointer(context, builder, aryty, arystruct, [i], wraparound=False)
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        fn = _insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
         builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-@njit(inline="always", **_NJ)
-def _prefetch_row(fwd_ptr, fwd_comp, fwd_val, d):
+@_njit(inline="always")
+def _prefetch_row(fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, d: Int) -> None:
     s = fwd_ptr[d]
     n = fwd_ptr[d + 1] - s
     off = 0
     while off < n:
-        _prefetch(fwd_comp, s + off)
+        # Numba supplies an intrinsic's typing context itself; mypy sees the declared three parameters
+        _prefetch(fwd_comp, s + off)  # type: ignore[call-arg]
         _prefetch(fwd_val, s + off)
         off += 32
 
 
-@njit(**_NJ)
-def _score_block(p0, p1, post_rows, stamp, sv, deleted, qdense, fwd_ptr, fwd_comp, fwd_val, tab, hs, hr, size, k):
+@_njit()
+def _score_block(p0: Int, p1: Int, post_rows: np.ndarray, stamp: np.ndarray, sv: Int, deleted: np.ndarray,
+                 qdense: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray,
+                 hs: np.ndarray, hr: np.ndarray, size: Int, k: Int) -> Int:
     """Score the not-yet-seen documents of postings p0..p1 into the heap; returns the heap size.
     The next document's row is prefetched while the current one is scored. The visit (stamp,
     deleted, dot, push) is written out again in the kNN loop of _seismic_one on purpose: one
@@ -747,7 +788,7 @@ def _score_block(p0, p1, post_rows, stamp, sv, deleted, qdense, fwd_ptr, fwd_com
         if p + 1 < p1:
             _prefetch_row(fwd_ptr, fwd_comp, fwd_val, post_rows[p + 1])
             if p + 2 < p1:
-                _prefetch(fwd_ptr, post_rows[p + 2])
+                _prefetch(fwd_ptr, post_rows[p + 2])  # type: ignore[call-arg]  # see _prefetch_row
         if stamp[d] == sv:
             continue
         stamp[d] = sv
@@ -759,8 +800,9 @@ def _score_block(p0, p1, post_rows, stamp, sv, deleted, qdense, fwd_ptr, fwd_com
     return size
 
 
-@njit(inline="always", **_NJ)
-def _dot_f16(qdense, fwd_comp, fwd_val, s, e, tab):
+@_njit(inline="always")
+def _dot_f16(qdense: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, s: Int, e: Int, tab: np.ndarray
+             ) -> np.float32:
     """Dot product of the dense query with one stored row. A normal non-negative half is widened
     by shifting its bits (exponent rebias 127-15); subnormals (rare) go through the table."""
     acc = np.float32(0.0)
@@ -774,13 +816,13 @@ def _dot_f16(qdense, fwd_comp, fwd_val, s, e, tab):
     return acc
 
 
-@njit(inline="always", **_NJ)
-def _blk_better(acc, a, b):
+@_njit(inline="always")
+def _blk_better(acc: np.ndarray, a: Int, b: Int) -> Bool:
     return acc[a] > acc[b] or (acc[a] == acc[b] and a < b)
 
 
-@njit(**_NJ)
-def _blk_sift(cand, n, i, acc):
+@_njit()
+def _blk_sift(cand: np.ndarray, n: Int, i: Int, acc: np.ndarray) -> None:
     """Sift cand[i] down in a max-heap of block ids keyed by (acc desc, id asc)."""
     while True:
         left = 2 * i + 1
@@ -798,8 +840,8 @@ def _blk_sift(cand, n, i, acc):
             break
 
 
-@njit(inline="always", **_NJ)
-def _lower_bound(a, lo, hi, x):
+@_njit(inline="always")
+def _lower_bound(a: np.ndarray, lo: Int, hi: Int, x: Float) -> Int:
     """First i in [lo, hi) with a[i] >= x (hi if none). Branch-free halving: the comparison
     feeds a select, so the loop costs no mispredictions."""
     n = hi - lo
@@ -813,12 +855,13 @@ def _lower_bound(a, lo, hi, x):
     return base + 1 if a[base] < x else base
 
 
-@njit(**_NJ)
-def _summary_scores(t, q_idx, q_val, term_blk_ptr, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
-                    blk_min, blk_quant, blk_acc):
+@_njit()
+def _summary_scores(t: Int, q_idx: np.ndarray, q_val: np.ndarray, term_blk_ptr: np.ndarray, term_grp_ptr: np.ndarray,
+                    grp_ptr: np.ndarray, sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray,
+                    blk_min: np.ndarray, blk_quant: np.ndarray, blk_acc: np.ndarray) -> int:
     """Dot products of the query with every block summary of term t's list, into blk_acc[:nb]."""
     gb0 = term_blk_ptr[t]
-    nb = term_blk_ptr[t + 1] - gb0
+    nb: int = term_blk_ptr[t + 1] - gb0
     for b in range(nb):
         blk_acc[b] = 0.0
     nq = q_idx.shape[0]
@@ -841,15 +884,19 @@ def _summary_scores(t, q_idx, q_val, term_blk_ptr, term_grp_ptr, grp_ptr, sum_co
     return nb
 
 
-@njit(**_NJ)
-def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                 term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
-                 blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                 tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv, blk_acc, blk_idx, hs, hr, out_s, out_r):
+@_njit()
+def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, heap_factor: Float, sort_blocks: bool,
+                 n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray, post_rows: np.ndarray,
+                 term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_comp: np.ndarray, sum_blk: np.ndarray,
+                 sum_code: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray, fwd_ptr: np.ndarray,
+                 fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray, deleted: np.ndarray,
+                 tail_ptr: np.ndarray, tail_comp: np.ndarray, tail_val: np.ndarray, n_main: Int, knn: np.ndarray,
+                 qdense: np.ndarray, stamp: np.ndarray, sv: Int, blk_acc: np.ndarray, blk_idx: np.ndarray,
+                 hs: np.ndarray, hr: np.ndarray, out_s: np.ndarray, out_r: np.ndarray) -> None:
     nq = q_idx.shape[0]
     for j in range(nq):
         qdense[q_idx[j]] = q_val[j]
-    size = 0
+    size: Int = 0
     # query terms by weight desc (ties: term asc), the first query_cut of them
     order = np.argsort(-q_val, kind="mergesort")
     ncut = min(query_cut, nq)
@@ -925,11 +972,15 @@ def _seismic_one(q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
     heap_drain(hs, hr, size, out_s, out_r)
 
 
-@njit(**_NJ)
-def _seismic_range(q0, q1, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                   term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
-                   blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                   tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, blk_idx, out_s, out_r):
+@_njit()
+def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
+                   heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray,
+                   post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_comp: np.ndarray,
+                   sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray,
+                   fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray,
+                   deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray, tail_val: np.ndarray,
+                   n_main: Int, knn: np.ndarray, qdense: np.ndarray, stamp: np.ndarray, sv0: Int, blk_acc: np.ndarray,
+                   blk_idx: np.ndarray, out_s: np.ndarray, out_r: np.ndarray) -> None:
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     for qi in range(q0, q1):
@@ -941,11 +992,15 @@ def _seismic_range(q0, q1, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_
                      blk_acc, blk_idx, hs, hr, out_s[qi], out_r[qi])
 
 
-@njit(**_NJ)
-def seismic_search_serial(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                          term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
-                          blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                          tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, blk_idx):
+@_njit()
+def seismic_search_serial(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
+                          heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray,
+                          blk_ptr: np.ndarray, post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
+                          sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
+                          blk_quant: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
+                          tab: np.ndarray, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
+                          tail_val: np.ndarray, n_main: Int, knn: np.ndarray, qdense: np.ndarray, stamp: np.ndarray,
+                          sv0: Int, blk_acc: np.ndarray, blk_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Seismic search on the calling thread (the low-latency path; releases the GIL).
 
     Scratch comes from the caller: qdense (dim, zeros), stamp (rows, int32; values below sv0
@@ -961,11 +1016,15 @@ def seismic_search_serial(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_b
     return out_s, out_r
 
 
-@njit(parallel=True, **_NJ)
-def seismic_search_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                            term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
-                            blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
-                            tail_ptr, tail_comp, tail_val, n_main, knn, dim, max_blocks, n_chunks):
+@_njit(parallel=True)
+def seismic_search_parallel(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
+                            heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray,
+                            blk_ptr: np.ndarray, post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
+                            sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
+                            blk_quant: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
+                            tab: np.ndarray, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
+                            tail_val: np.ndarray, n_main: Int, knn: np.ndarray, dim: Int, max_blocks: Int,
+                            n_chunks: Int) -> tuple[np.ndarray, np.ndarray]:
     """Seismic search over a batch on all threads (queries split into n_chunks ranges)."""
     nq = q_ptr.shape[0] - 1
     out_s = np.empty((nq, k), np.float32)
@@ -986,7 +1045,8 @@ def seismic_search_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort
     return out_s, out_r
 
 
-def seismic_one_ref(q_idx, q_val, k, query_cut, heap_factor, arrays: dict, n_knn: int = 0):
+def seismic_one_ref(q_idx: np.ndarray, q_val: np.ndarray, k: int, query_cut: int, heap_factor: float,
+                    arrays: dict[str, np.ndarray], n_knn: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pure-Python/NumPy reference of the Seismic query algorithm (sorted block visiting).
 
     ``arrays`` holds the index arrays by their SeismicIndex names. Slow; for tests on tiny data.
@@ -996,7 +1056,7 @@ def seismic_one_ref(q_idx, q_val, k, query_cut, heap_factor, arrays: dict, n_knn
     q = dict(zip(q_idx.tolist(), q_val.tolist()))
     n_main = a["fwd_ptr"].shape[0] - 1
 
-    def score(d):
+    def score(d: int) -> np.float32:
         if d < n_main:
             s, e = a["fwd_ptr"][d], a["fwd_ptr"][d + 1]
             comp, val = a["fwd_comp"][s:e], tab[a["fwd_val"][s:e]]
@@ -1012,7 +1072,7 @@ def seismic_one_ref(q_idx, q_val, k, query_cut, heap_factor, arrays: dict, n_knn
     best: list[tuple[float, int]] = []  # kept sorted by (score desc, row asc)
     visited = set()
 
-    def offer(d):
+    def offer(d: int) -> None:
         if d in visited:
             return
         visited.add(d)

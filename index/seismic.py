@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from .sparse import SparseBatch
 
 from . import kernels as K
 from .base import BaseIndex, Hits, search_params, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
-from .ids import IdMap
+from .ids import IdMap, IdsLike, OneId
 from .exact import _load_vocab
 from .storage import IndexFormatError, save_folder
 
@@ -33,7 +34,7 @@ _MAIN_ARRAYS = (
 _TAIL_ARRAYS = ("tail_ptr", "tail_comp", "tail_val")
 
 
-def _plain(x):
+def _plain(x: Any) -> Any:
     """An exact-ndarray view of a memory-mapped (ndarray subclass) array; anything else as is."""
     return x.view(np.ndarray) if isinstance(x, np.ndarray) and type(x) is not np.ndarray else x
 
@@ -93,7 +94,8 @@ class SeismicIndex(BaseIndex):
 
     kind = "seismic"
 
-    def __init__(self, arrays: dict, dim: int, params: SeismicParams, idmap: IdMap, deleted: np.ndarray):
+    def __init__(self, arrays: dict[str, np.ndarray], dim: int, params: SeismicParams, idmap: IdMap,
+                 deleted: np.ndarray):
         self.dim = int(dim)
         self.params = params
         self._a = arrays
@@ -108,7 +110,7 @@ class SeismicIndex(BaseIndex):
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def build(cls, docs: SparseBatch, ids=None, *, n_postings: int | None = 3500, pruning: str = "global",
+    def build(cls, docs: SparseBatch, ids: IdsLike = None, *, n_postings: int | None = 3500, pruning: str = "global",
               max_fraction: float = 1.5, centroid_fraction: float = 0.1, min_cluster_size: int = 2,
               summary_energy: float = 0.4, doc_cut: int | None = 15, nknn: int = 0, knn_query_cut: int = 10,
               knn_heap_factor: float = 0.9, seed: int = 42, threads: int | None = None,
@@ -257,7 +259,8 @@ class SeismicIndex(BaseIndex):
                                  p.sorted_blocks, p.n_knn, resolve_threads(threads))
         return Hits(self._idmap.lookup(rows), scores, rows)
 
-    def _run(self, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn, nthreads):
+    def _run(self, q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: int, query_cut: int, heap_factor: float,
+             sort_blocks: bool, n_knn: int, nthreads: int) -> tuple[np.ndarray, np.ndarray]:
         if q_idx.dtype != np.int32 or not q_idx.flags.c_contiguous:
             q_idx = np.ascontiguousarray(q_idx, np.int32)
         if q_val.dtype != np.float32 or not q_val.flags.c_contiguous:
@@ -279,16 +282,21 @@ class SeismicIndex(BaseIndex):
                 sc[3] = 1
             sv0 = sc[3]
             sc[3] += nq
-            out = K.seismic_search_serial(q_ptr, q_idx, q_val, k, query_cut, np.float32(heap_factor), sort_blocks,
-                                          n_knn, *arrays, sc[0], sc[1], np.int32(sv0), sc[2], sc[4])
+            # mypy maps a *tuple of unknown length onto every remaining parameter, so a call with
+            # arguments after *arrays goes through an untyped alias (the kernels' own bodies are typed)
+            serial: Callable[..., tuple[np.ndarray, np.ndarray]] = K.seismic_search_serial
+            scores, rows = serial(q_ptr, q_idx, q_val, k, query_cut, np.float32(heap_factor), sort_blocks, n_knn,
+                                  *arrays, sc[0], sc[1], np.int32(sv0), sc[2], sc[4])
             self._local.scratch = sc
-            return out
+            return scores, rows
         n_chunks = min(nq, 4 * nthreads)
         with parallel_section(nthreads):
-            return K.seismic_search_parallel(q_ptr, q_idx, q_val, k, query_cut, np.float32(heap_factor), sort_blocks,
-                                             n_knn, *arrays, self.dim, self._max_blocks, n_chunks)
+            parallel: Callable[..., tuple[np.ndarray, np.ndarray]] = K.seismic_search_parallel  # as above
+            scores, rows = parallel(q_ptr, q_idx, q_val, k, query_cut, np.float32(heap_factor), sort_blocks, n_knn,
+                                    *arrays, self.dim, self._max_blocks, n_chunks)
+        return scores, rows
 
-    def _take_scratch(self) -> list:
+    def _take_scratch(self) -> list[Any]:
         """This thread's search scratch [dense query, visited stamps, block scores, next stamp],
         reused between calls so a single query pays no O(collection) allocation."""
         sc = getattr(self._local, "scratch", None)
@@ -299,12 +307,12 @@ class SeismicIndex(BaseIndex):
                   np.empty(nb, np.int64)]
         return sc
 
-    def _knn_arg(self):
+    def _knn_arg(self) -> np.ndarray:
         knn = self._a["knn"]
         return knn if knn.shape[0] else np.full((1, 1), -1, np.int32)
 
     # ------------------------------------------------------------------ documents
-    def get(self, ids) -> SparseBatch:
+    def get(self, ids: OneId | Sequence[Any] | np.ndarray) -> SparseBatch:
         """Stored vectors (float16-rounded, as scored) of live documents, in the order asked."""
         rows = self.rows_of(ids)
         a = self._a
@@ -325,7 +333,7 @@ class SeismicIndex(BaseIndex):
             return SparseBatch.empty(0, self.dim)
         return SparseBatch(np.asarray(ptr, np.int64), np.concatenate(comp), np.concatenate(val), self.dim)
 
-    def add(self, docs: SparseBatch, ids=None) -> None:
+    def add(self, docs: SparseBatch, ids: IdsLike = None) -> None:
         """Add documents without a rebuild: they are scored exhaustively at query time until the
         index is rebuilt (see :meth:`rebuild`), so results equal a rebuild's up to pruning."""
         docs = check_docs(docs, self.dim)
@@ -343,7 +351,7 @@ class SeismicIndex(BaseIndex):
         a["tail_val"] = np.concatenate([np.asarray(a["tail_val"]), bits[keep]])
         self._changed()
 
-    def rebuild(self, **overrides) -> "SeismicIndex":
+    def rebuild(self, **overrides: Any) -> "SeismicIndex":
         """A new index over the live documents (same ids and parameters unless overridden)."""
         live = np.nonzero(np.asarray(self._deleted) == 0)[0]
         ids = self._idmap.ext[live]
@@ -353,7 +361,7 @@ class SeismicIndex(BaseIndex):
         new = type(self).build(docs.with_vocab(self.vocab), ids.tolist() if self._idmap.kind == "str" else ids, **params)
         return new
 
-    def summary_entries(self) -> dict:
+    def summary_entries(self) -> dict[str, np.ndarray]:
         """The block summaries as flat arrays, independent of the packed layout (for the GPU path
         and analysis): ``term_blk_ptr`` (dim+1), ``blk_ptr`` (blocks+1, into ``post_rows``),
         ``post_rows``, ``term_ent_ptr`` (dim+1, into the entry arrays), and per entry ``comp``
@@ -375,7 +383,7 @@ class SeismicIndex(BaseIndex):
         }
 
     # ------------------------------------------------------------------ info
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         a = self._a
         nbytes = {name: int(np.asarray(arr).nbytes) for name, arr in a.items()}
         nbytes["deleted"] = int(np.asarray(self._deleted).nbytes)
@@ -401,7 +409,7 @@ class SeismicIndex(BaseIndex):
         }
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write the index folder (manifest + arrays with checksums); load with :meth:`load`."""
         arrays = {name: np.asarray(arr) for name, arr in self._a.items()}
         arrays["deleted"] = np.asarray(self._deleted)
@@ -412,7 +420,7 @@ class SeismicIndex(BaseIndex):
         return save_folder(path, self.kind, asdict(self.params), counts, arrays, {"id_kind": self._idmap.kind})
 
     @classmethod
-    def _from_arrays(cls, path, manifest, a) -> "SeismicIndex":
+    def _from_arrays(cls, path: str | Path, manifest: dict[str, Any], a: dict[str, np.ndarray]) -> "SeismicIndex":
         missing = [n for n in _MAIN_ARRAYS + _TAIL_ARRAYS + ("deleted", "ids") if n not in a]
         if missing:
             raise IndexFormatError(f"{Path(path) / 'manifest.json'}: lists no array {missing[0]!r}")
@@ -431,10 +439,10 @@ class SeismicIndex(BaseIndex):
         return index
 
 
-def _check_structure(folder: Path, a: dict, dim: int) -> None:
+def _check_structure(folder: Path, a: dict[str, np.ndarray], dim: int) -> None:
     """Cheap consistency checks: a folder that passes cannot make a kernel read out of bounds."""
 
-    def bad(name, why):
+    def bad(name: str, why: str) -> NoReturn:
         raise IndexFormatError(f"{folder / (name + '.npy')}: {why}")
 
     n_main = a["fwd_ptr"].shape[0] - 1
@@ -484,22 +492,22 @@ def _check_structure(folder: Path, a: dict, dim: int) -> None:
 class _Stages:
     """A tqdm bar over named build stages (silent unless asked)."""
 
-    def __init__(self, names, enabled):
+    def __init__(self, names: list[str], enabled: bool):
         self.names = names
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar
         if enabled:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=len(names), desc=f"seismic: {names[0]}", unit="stage")
         self.i = 0
 
-    def next(self):
+    def next(self) -> None:
         self.i += 1
         if self.bar is not None:
             self.bar.update(1)
             if self.i < len(self.names):
                 self.bar.set_description(f"seismic: {self.names[self.i]}")
 
-    def close(self):
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

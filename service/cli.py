@@ -35,7 +35,6 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=Limits.max_body_bytes / 2**20)
     p.add_argument("--merge-min-docs", type=int, default=1000, help="merge the fresh segment at this many docs")
     p.add_argument("--merge-idle", type=float, default=10.0, help="or after this many quiet seconds")
-    p.add_argument("--verify", action="store_true", help="verify segment checksums when loading")
     p.add_argument("--no-preload", action="store_true", help="load encoders on the first text request, not at start")
     g = p.add_argument_group("connections and load (service/README.md, 'Limits')")
     g.add_argument("--max-connections", type=int, default=Limits.max_connections,
@@ -83,7 +82,7 @@ def settings_from_args(args) -> Settings:
     return Settings(
         data_dir=data, model=args.model, threads=max(1, args.threads),
         api_keys=resolve_api_keys(args.api_keys_file, data), read_requires_key=args.read_requires_key,
-        limits=limits, merge_min_docs=args.merge_min_docs, merge_idle_s=args.merge_idle, verify_on_load=args.verify,
+        limits=limits, merge_min_docs=args.merge_min_docs, merge_idle_s=args.merge_idle,
         preload_models=not args.no_preload,
     )
 
@@ -140,7 +139,9 @@ def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
     p.add_argument("corpus", help="corpus.jsonl[.gz]")
     p.add_argument("--collection", "-c", required=True)
     p.add_argument("--data", default=os.environ.get("LSR_DATA", "./lsr-data"))
-    p.add_argument("--model", type=_model_arg, default="splade-tiny", help="'none' with --dim for vectors only")
+    p.add_argument("--model", type=_model_arg, default=argparse.SUPPRESS,
+                   help="encoder of a new collection (default splade-tiny); 'none' with --dim for vectors only; "
+                        "an existing collection keeps its own and refuses another")
     p.add_argument("--dim", type=int, default=None)
     p.add_argument("--vectors", default=None, help="precomputed vectors with ids (.npz or .jsonl) to skip encoding")
     p.add_argument("--limit", type=int, default=None, help="only the first N documents")
@@ -153,8 +154,9 @@ def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
     from .ingest import ingest
 
     try:
-        stats = ingest(args.corpus, args.collection, data_dir=args.data, model=args.model, vectors=args.vectors,
-                       limit=args.limit, batch_size=args.batch_size, dim=args.dim)
+        model = {"model": args.model} if "model" in args else {}
+        stats = ingest(args.corpus, args.collection, data_dir=args.data, vectors=args.vectors,
+                       limit=args.limit, batch_size=args.batch_size, dim=args.dim, **model)
     except (OSError, ValueError, RuntimeError) as exc:
         msg = str(exc)
         if isinstance(exc, RuntimeError) and "in use" in msg:

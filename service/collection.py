@@ -903,9 +903,9 @@ class CollectionStore:
         return {"collections": out, "failed": dict(self.failed)}
 
     # ------------------------------------------------------------------ open / lookup
-    def load_all(self, verify: bool = True, *, mark_ready: bool = True) -> None:
-        """Open every collection. Segment checksums are always verified (``verify`` is kept for
-        callers of the old signature). One that cannot open goes to ``failed``, not away."""
+    def load_all(self, *, mark_ready: bool = True) -> None:
+        """Open every collection, verifying segment checksums. One that cannot open goes to
+        ``failed``, not away."""
         for p in sorted(self.root.iterdir()):
             if p.name.startswith(".tmp-") or p.name.startswith(".trash-"):
                 # an unfinished create (never acknowledged) or a deleted collection

@@ -52,7 +52,6 @@ class Settings:
     merge_min_docs: int = 1000
     merge_idle_s: float = 10.0
     merge_interval_s: float = 1.0
-    verify_on_load: bool = False
 
     def describe(self) -> dict:
         d = asdict(self)

@@ -66,7 +66,7 @@ class Service:
         try:
             if self.store is None:
                 self.store = CollectionStore(s.data_dir, MergePolicy(min_docs=s.merge_min_docs, idle_s=s.merge_idle_s))
-            self.store.load_all(verify=s.verify_on_load, mark_ready=False)
+            self.store.load_all(mark_ready=False)
             self.phase = "compiling search kernels (first start after install: a minute or two)"
             self._warm_up()  # /ready waits for it: a ready server answers its first query at full speed
             self.store.ready = True

@@ -34,16 +34,6 @@ MODEL_UNSET: Final = _Unset.UNSET
 DEFAULT_MODEL = "splade-tiny"
 
 
-def _encode_documents(registry: Any, model: str | None, texts: list[str]) -> SparseBatch:
-    """Document vectors from a :class:`ModelRegistry` (or a stand-in with only ``encode``)."""
-    out: SparseBatch
-    if hasattr(registry, "encode_documents"):
-        out = registry.encode_documents(model, texts)
-    else:
-        out = registry.encode(model, texts, queries=False)
-    return out
-
-
 def ingest(
     corpus: str | Path,
     collection: str,
@@ -152,7 +142,8 @@ def ingest(
                     vec = (np.zeros(0, np.int32), np.zeros(0, np.float32))
                 out.append(DocIn(d.id, vec[0], vec[1], text, meta or None))
             if to_encode:
-                enc = _encode_documents(registry, model, encode_texts)
+                assert registry is not None and model is not None  # resolved above: no vector means a model
+                enc = registry.encode_documents(model, encode_texts)
                 for j, i in enumerate(to_encode):
                     idx, val = enc.row(j)
                     keep = val > 0
@@ -169,6 +160,6 @@ def ingest(
             store.delete(collection)  # created here and nothing went in: leave nothing behind
         raise
     finally:
-        if registry is not None and hasattr(registry, "close"):
+        if registry is not None:
             registry.close()
         store.close()

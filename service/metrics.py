@@ -33,8 +33,8 @@ class CollectionMetrics:
         failures = {}
         failed_map = {}
         if store is not None:
-            failures = dict(getattr(store, "merge_failures", None) or {})
-            failed_map = dict(getattr(store, "failed", None) or {})
+            failures = dict(store.merge_failures)
+            failed_map = dict(store.failed)
             for name, col in list(store.collections.items()):
                 st = col.stats()
                 docs.add_metric([name], st["documents"])

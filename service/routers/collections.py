@@ -27,7 +27,7 @@ def info(col: Collection) -> S.CollectionInfo:
 async def list_collections(store: Store):
     """Every collection; one that failed to open is listed with `status: "failed"` and its `reason`."""
     out = [info(c) for c in list(store.collections.values())]
-    failed = getattr(store, "failed", None) or {}
+    failed = dict(store.failed)
     out += [S.CollectionInfo(name=n, status="failed", reason=r) for n, r in sorted(failed.items())]
     return S.CollectionList(collections=out)
 

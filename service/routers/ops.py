@@ -28,7 +28,7 @@ async def ready(svc: Svc):
         return JSONResponse({"status": "failed", "phase": svc.load_error}, status_code=503)
     if st is None or not st.ready:
         return JSONResponse({"status": "loading", "phase": svc.phase}, status_code=503)
-    failed = dict(getattr(st, "failed", None) or {})
+    failed = dict(st.failed)
     if failed:
         return S.Health(status="degraded", collections=len(st.collections), failed=failed)
     return S.Health(status="ready", collections=len(st.collections))

@@ -18,10 +18,11 @@ __all__ = ["SparseBatch", "SparseBatchError", "load_vectors", "save_vectors", "E
 _KINDS: dict[str, type[ExactIndex] | type[SeismicIndex]] = {"exact": ExactIndex, "seismic": SeismicIndex}
 
 
-def load_index(path: str | Path, mmap: bool = True, *, verify: bool = True):
+def load_index(path: str | Path, mmap: bool = True, *, verify: bool = True) -> ExactIndex | SeismicIndex:
     """Open any saved lsr index; the manifest's ``kind`` picks the class."""
     manifest = read_manifest(path)
     cls = _KINDS.get(manifest["kind"])
     if cls is None:
         raise IndexFormatError(f"{Path(path) / 'manifest.json'}: unknown index kind {manifest['kind']!r}")
-    return cls.load(path, mmap=mmap, verify=verify)
+    index: ExactIndex | SeismicIndex = cls.load(path, mmap=mmap, verify=verify)
+    return index

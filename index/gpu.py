@@ -12,21 +12,35 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ContextManager, Sequence, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import gpu_kernels
 from .base import Hits, check_k, search_params
 from .ids import IdMap
 from .sparse import SparseBatch
 
+if TYPE_CHECKING:  # torch stays a lazy import at run time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from torch import Tensor
+
+    from .exact import ExactIndex
+    from .seismic import SeismicIndex
+
+# "cpu", "cuda", "cuda:1", "cuda:all", a torch.device, or a list of them (one shard each)
+DeviceLike = Union[str, "torch.device", Sequence[Union[str, "torch.device"]]]
+
 log = logging.getLogger(__name__)
 
 __all__ = ["GpuIndex", "BlockLayout", "cuda_available"]
 
 
-def _torch():
+def _torch() -> ModuleType:
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -43,7 +57,7 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _resolve_devices(device) -> list:
+def _resolve_devices(device: DeviceLike) -> list[torch.device]:
     torch = _torch()
     if isinstance(device, (list, tuple)):
         names = list(device)
@@ -132,7 +146,10 @@ class BlockLayout:
                 s_val.append(v.astype(np.float32))
                 s_ptr.append(s_ptr[-1] + nz.size)
             term_ptr.append(len(block_ptr) - 1)
-        cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
+
+        def cat(xs: list[np.ndarray], dt: npt.DTypeLike) -> np.ndarray:
+            return np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+
         term_ptr_a = np.asarray(term_ptr, np.int64)
         s_ptr_a = np.asarray(s_ptr, np.int64)
         # a term's blocks are consecutive, so their CSR rows are too: term-major for free
@@ -186,16 +203,16 @@ class GpuIndex:
         self._idmap = idmap
         self.has_blocks = layout is not None
         self.upload_seconds = 0.0
-        self._pool = None  # shard threads, made on the first multi-shard search
+        self._pool: ThreadPoolExecutor | None = None  # shard threads, made on the first multi-shard search
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(
         cls,
         docs: SparseBatch,
-        ids: Sequence | IdMap | None = None,
+        ids: Sequence[Any] | np.ndarray | IdMap | None = None,
         *,
-        device="cuda",
+        device: DeviceLike = "cuda",
         layout: BlockLayout | None = None,
         deleted: np.ndarray | None = None,
         always: np.ndarray | None = None,
@@ -244,7 +261,7 @@ class GpuIndex:
         return gi
 
     @classmethod
-    def from_index(cls, index, *, device="cuda") -> "GpuIndex":
+    def from_index(cls, index: SeismicIndex | ExactIndex, *, device: DeviceLike = "cuda") -> "GpuIndex":
         """Upload a built or loaded SeismicIndex (its clustered blocks and 8-bit summaries are
         reused as they are) or an ExactIndex (exact mode only). Tombstoned documents are never
         returned; documents added after the build are scored for every query."""
@@ -306,7 +323,7 @@ class GpuIndex:
         t_compute = 0.0
         t_all = time.perf_counter()
 
-        def run_shard(sh, qb):
+        def run_shard(sh: _Shard, qb: SparseBatch) -> tuple[Tensor, Tensor, float, float]:
             with _on_device(sh.device, torch):
                 tc = time.perf_counter()
                 qdense = _dense_queries(qb, sh.device, torch)
@@ -345,7 +362,7 @@ class GpuIndex:
         timings = {"total_s": total, "compute_s": t_compute, "copy_s": t_copy}
         return Hits(self._idmap.lookup(out_rows), out_scores, out_rows, timings)
 
-    def _executor(self):
+    def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -353,14 +370,14 @@ class GpuIndex:
         return self._pool
 
 
-def _on_device(device, torch):
+def _on_device(device: torch.device, torch: ModuleType) -> ContextManager[Any]:
     """The device's context (kernels such as Triton's launch on the current CUDA device)."""
     import contextlib
 
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _sync(device, torch) -> None:
+def _sync(device: torch.device, torch: ModuleType) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -377,10 +394,10 @@ def _order_ties(scores: np.ndarray, rows: np.ndarray) -> None:
         rows[i] = r[order]
 
 
-def _dense_queries(qb: SparseBatch, device, torch):
+def _dense_queries(qb: SparseBatch, device: torch.device, torch: ModuleType) -> Tensor:
     """(n, dim) dense float32 query block built on ``device`` from the CSR arrays (only the
     non-zeros cross the bus)."""
-    q = torch.zeros((len(qb), qb.dim), dtype=torch.float32, device=device)
+    q: Tensor = torch.zeros((len(qb), qb.dim), dtype=torch.float32, device=device)
     if qb.nnz:
         rows = torch.from_numpy(np.repeat(np.arange(len(qb), dtype=np.int64), qb.row_nnz())).to(device, non_blocking=True)
         cols = torch.from_numpy(qb.indices.astype(np.int64)).to(device, non_blocking=True)
@@ -389,7 +406,7 @@ def _dense_queries(qb: SparseBatch, device, torch):
     return q
 
 
-def _exact_shard(sh: _Shard, qdense, k: int, doc_tile: int, torch):
+def _exact_shard(sh: _Shard, qdense: Tensor, k: int, doc_tile: int, torch: ModuleType) -> tuple[Tensor, Tensor]:
     """Top-k over one shard: (docs × dim) CSR @ (dim × tile) dense, tiled over documents."""
     nq = qdense.shape[0]
     best_s = torch.full((nq, 0), -float("inf"), device=sh.device)
@@ -420,7 +437,7 @@ def _exact_shard(sh: _Shard, qdense, k: int, doc_tile: int, torch):
     return best_s, best_r
 
 
-def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch) -> None:
+def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch: ModuleType) -> None:
     """Keep, for this shard, each block's documents that fall in rows [lo, hi)."""
     dev = sh.device
     docs = layout.block_docs
@@ -448,13 +465,13 @@ def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch) -> 
         sh.term_ptr, sh.block_ptr, sh.block_docs, sh.ent_key, sh.ent_blk, sh.ent_val))
 
 
-def _expand(ptr, sel, torch):
+def _expand(ptr: Tensor, sel: Tensor, torch: ModuleType) -> tuple[Tensor, Tensor]:
     """For ranges ptr[sel]:ptr[sel+1], return (owner position, flat element index)."""
     starts = ptr[sel]
     return _ranges(starts, ptr[sel + 1] - starts, torch)
 
 
-def _ranges(starts, lens, torch):
+def _ranges(starts: Tensor, lens: Tensor, torch: ModuleType) -> tuple[Tensor, Tensor]:
     """Flatten ranges [starts[i], starts[i] + lens[i]): (owner i, element index) per element."""
     total = int(lens.sum())
     owner = torch.repeat_interleave(torch.arange(starts.numel(), device=starts.device), lens, output_size=total)
@@ -463,13 +480,13 @@ def _ranges(starts, lens, torch):
     return owner, flat
 
 
-def _score_pairs(pair_q, pair_doc, sh: _Shard, qdense, torch):
+def _score_pairs(pair_q: Tensor, pair_doc: Tensor, sh: _Shard, qdense: Tensor, torch: ModuleType) -> Tensor:
     """Exact scores of (query, document) pairs on the forward index."""
     if sh.fwd_idx32 is not None:
         return gpu_kernels.score_pairs(pair_q, pair_doc, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_val, qdense)
     owner, flat = _expand(sh.fwd_ptr, pair_doc, torch)
     contrib = qdense[pair_q[owner], sh.fwd_idx[flat]] * sh.fwd_val[flat]
-    out = torch.zeros(pair_q.numel(), dtype=torch.float32, device=qdense.device)
+    out: Tensor = torch.zeros(pair_q.numel(), dtype=torch.float32, device=qdense.device)
     out.index_add_(0, owner, contrib)
     return out
 
@@ -477,21 +494,22 @@ def _score_pairs(pair_q, pair_doc, sh: _Shard, qdense, torch):
 class _Profile:
     """Per-stage device time and sizes of the approximate path, on when LSR_GPU_PROFILE=1."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         import os
 
         self.on = os.environ.get("LSR_GPU_PROFILE") == "1"
-        self.times: dict = {}
-        self.sizes: dict = {}
-        self._t = None
+        self.times: dict[str, float] = {}
+        self.sizes: dict[str, int] = {}
+        self._t: float | None = None
 
-    def start(self, device, torch):
+    def start(self, device: torch.device, torch: ModuleType) -> None:
         if self.on:
             _sync(device, torch)
             self._t = time.perf_counter()
 
-    def mark(self, name, device, torch, **sizes):
+    def mark(self, name: str, device: torch.device, torch: ModuleType, **sizes: int) -> None:
         if self.on:
+            assert self._t is not None, "start() comes before mark()"
             _sync(device, torch)
             now = time.perf_counter()
             self.times[name] = self.times.get(name, 0.0) + now - self._t
@@ -503,7 +521,8 @@ class _Profile:
 PROFILE = _Profile()
 
 
-def _approx_shard(sh: _Shard, qb: SparseBatch, qdense, k, query_cut, heap_factor, probe_blocks, torch):
+def _approx_shard(sh: _Shard, qb: SparseBatch, qdense: Tensor, k: int, query_cut: int, heap_factor: float,
+                  probe_blocks: int, torch: ModuleType) -> tuple[Tensor, Tensor]:
     dev = sh.device
     nq = len(qb)
     prof = PROFILE
@@ -565,7 +584,7 @@ def _approx_shard(sh: _Shard, qb: SparseBatch, qdense, k, query_cut, heap_factor
     return out
 
 
-def _block_docs(pair_q, blk, sh, torch):
+def _block_docs(pair_q: Tensor, blk: Tensor, sh: _Shard, torch: ModuleType) -> tuple[Tensor, Tensor]:
     owner, flat = _expand(sh.block_ptr, blk, torch)
     q = pair_q[owner]
     d = sh.block_docs[flat]
@@ -573,14 +592,17 @@ def _block_docs(pair_q, blk, sh, torch):
     return key // sh.n_rows, key % sh.n_rows
 
 
-def _kth_scores(pair_q, blk, sh, qdense, k, nq, torch):
+def _kth_scores(pair_q: Tensor, blk: Tensor, sh: _Shard, qdense: Tensor, k: int, nq: int,
+                torch: ModuleType) -> Tensor:
     cq, cd = _block_docs(pair_q, blk, sh, torch)
     s, _ = _topk_pairs(cq, cd, sh, qdense, k, nq, torch)
     kth = s[:, -1]
-    return torch.where(torch.isfinite(kth), kth, torch.zeros_like(kth))
+    theta: Tensor = torch.where(torch.isfinite(kth), kth, torch.zeros_like(kth))
+    return theta
 
 
-def _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch):
+def _topk_pairs(cand_q: Tensor, cand_doc: Tensor, sh: _Shard, qdense: Tensor, k: int, nq: int,
+                torch: ModuleType) -> tuple[Tensor, Tensor]:
     """Per-query top-k over a flat list of (query, doc) candidates (sorted by query)."""
     dev = qdense.device
     if cand_q.numel() == 0:
@@ -601,7 +623,7 @@ def _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch):
     return s, torch.gather(rows, 1, pos)
 
 
-def _forward_batch(index) -> SparseBatch:
+def _forward_batch(index: SeismicIndex | ExactIndex) -> SparseBatch:
     """All rows (built and added) of an lsr index as one SparseBatch, values as scored."""
     from . import kernels as K
     from .seismic import SeismicIndex
@@ -617,7 +639,7 @@ def _forward_batch(index) -> SparseBatch:
                        np.asarray(index._d_val, np.float32), index.dim)
 
 
-def _seismic_layout(index) -> BlockLayout:
+def _seismic_layout(index: SeismicIndex) -> BlockLayout:
     """The Seismic index's own blocks and dequantised summaries, term-major as it stores them."""
     e = index.summary_entries()
     return BlockLayout(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 from fastapi import FastAPI
 
@@ -25,7 +26,7 @@ def create_app(settings: Settings | None = None, *, store: CollectionStore | Non
     svc = Service(settings or Settings(), store)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc.start()
         yield
         svc.stop()

@@ -8,8 +8,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Limits, Settings, resolve_api_keys
+
+if TYPE_CHECKING:
+    from .collection import CollectionStore
 
 
 def _model_arg(value: str) -> str | None:
@@ -59,7 +63,7 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
     return p
 
 
-def settings_from_args(args) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> Settings:
     data = Path(args.data)
     for flag, value in [("--max-connections", args.max_connections), ("--max-in-flight", args.max_in_flight),
                         ("--query-batch", args.query_batch), ("--max-header-kb", args.max_header_kb),
@@ -95,7 +99,7 @@ def _lock_owner(data: Path) -> str:
     return f"PID {pid}" if pid.isdigit() else "another process"
 
 
-def open_store(settings):
+def open_store(settings: Settings) -> CollectionStore:
     """Take the data folder's lock now, so a second server fails at once instead of never getting ready."""
     from .collection import CollectionStore, MergePolicy
 

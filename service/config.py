@@ -7,6 +7,7 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Settings:
     merge_idle_s: float = 10.0
     merge_interval_s: float = 1.0
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         d = asdict(self)
         d["data_dir"] = str(self.data_dir)
         d["api_keys"] = f"<{len(self.api_keys)} keys>"

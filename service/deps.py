@@ -10,7 +10,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable, ParamSpec, TypeVar
 
 import numpy as np
 from fastapi import Depends, Path as PathParam, Request
@@ -24,6 +24,9 @@ from .errors import ApiError
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Service:
@@ -102,7 +105,7 @@ class Service:
                            {"retry-after": "1"})
         return st
 
-    async def run(self, pool: ThreadPoolExecutor, fn, *args, **kwargs):
+    async def run(self, pool: ThreadPoolExecutor, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(pool, lambda: fn(*args, **kwargs))
 
@@ -112,7 +115,7 @@ class Service:
             return hit
         model = col.config.get("model")
         if model is None:
-            out: tuple = (None, None)
+            out: tuple[list[str] | None, dict[str, int] | None] = (None, None)
         else:
             vocab = self.models.vocab(model)
             out = (vocab, {t: i for i, t in enumerate(vocab)})
@@ -140,7 +143,8 @@ class Service:
 
 # ---------------------------------------------------------------------------- dependencies
 def get_service(request: Request) -> Service:
-    return request.app.state.service
+    svc: Service = request.app.state.service
+    return svc
 
 
 Svc = Annotated[Service, Depends(get_service)]

@@ -15,9 +15,13 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lsr.index.sparse import SparseBatch
+
+if TYPE_CHECKING:
+    from lsr.models.base import SparseEncoder
+    from lsr.models.inference_free import IdfQueryEncoder
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,8 @@ def model_kind(folder: Path) -> str | None:
     if not cfg.exists():
         return None
     try:
-        return json.loads(cfg.read_text(encoding="utf-8")).get("kind")
+        kind: str | None = json.loads(cfg.read_text(encoding="utf-8")).get("kind")
+        return kind
     except (OSError, ValueError):
         return None
 
@@ -86,6 +91,9 @@ def _vocab_from_folder(folder: Path) -> list[str] | None:
     return None
 
 
+_Job = tuple[list[str], Future[SparseBatch]]  # a request's texts and the Future of their vectors
+
+
 class QueryBatcher:
     """One thread per model that encodes queued query texts in batches.
 
@@ -100,14 +108,14 @@ class QueryBatcher:
         self.encode_fn = encode_fn
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(max_queue)))
+        self._queue: queue.Queue[_Job | tuple[None, None]] = queue.Queue(maxsize=max(1, int(max_queue)))
         self.batches = 0
         self.texts = 0
         self._thread = threading.Thread(target=self._loop, name=f"lsr-batch-{name}"[:40], daemon=True)
         self._thread.start()
 
-    def submit(self, texts: list[str]) -> Future:
-        fut: Future = Future()
+    def submit(self, texts: list[str]) -> Future[SparseBatch]:
+        fut: Future[SparseBatch] = Future()
         try:
             self._queue.put_nowait((list(texts), fut))
         except queue.Full:
@@ -120,7 +128,7 @@ class QueryBatcher:
     def _loop(self) -> None:
         while True:
             texts, fut = self._queue.get()
-            if fut is None:
+            if texts is None or fut is None:  # close()'s (None, None)
                 return
             jobs = [(texts, fut)]
             n = len(texts)
@@ -138,7 +146,7 @@ class QueryBatcher:
                 n += len(item[0])
             self._run(jobs)
 
-    def _run(self, jobs: list[tuple[list[str], Future]]) -> None:
+    def _run(self, jobs: list[_Job]) -> None:
         jobs = [(t, f) for t, f in jobs if f.set_running_or_notify_cancel()]
         if not jobs:
             return
@@ -169,8 +177,8 @@ class ModelRegistry:
         self.allow_load = allow_load
         self.threads = threads  # torch intra-op threads once a torch model is loaded (None: torch's default)
         self.batch_opts: dict[str, Any] = {"max_batch": batch_max, "max_wait_ms": batch_wait_ms, "max_queue": batch_queue}
-        self._encoders: dict[str, Any] = {}  # torch encoders
-        self._tables: dict[str, Any] = {}  # torch-free query encoders (inference-free)
+        self._encoders: dict[str, SparseEncoder] = {}  # torch encoders
+        self._tables: dict[str, IdfQueryEncoder] = {}  # torch-free query encoders (inference-free)
         self._batchers: dict[str, QueryBatcher] = {}
         self._vocabs: dict[str, list[str]] = {}
         self._folders: dict[str, Path | None] = {}
@@ -220,7 +228,7 @@ class ModelRegistry:
     def loaded(self) -> list[str]:
         return sorted({*self._encoders, *self._tables})
 
-    def table(self, name: str):
+    def table(self, name: str) -> IdfQueryEncoder:
         """The torch-free query encoder of an inference-free model."""
         enc = self._tables.get(name)
         if enc is not None:
@@ -240,7 +248,7 @@ class ModelRegistry:
                 self._tables[name] = enc
         return enc
 
-    def encoder(self, name: str):
+    def encoder(self, name: str) -> SparseEncoder:
         """The torch encoder (documents of every model; queries of SPLADE and decoder models)."""
         enc = self._encoders.get(name)
         if enc is not None:
@@ -296,10 +304,10 @@ class ModelRegistry:
     def _with_vocab(self, name: str, batch: SparseBatch) -> SparseBatch:
         return batch if batch.vocab is not None else batch.with_vocab(self.vocab(name))
 
-    def submit_queries(self, name: str, texts: list[str]) -> Future:
+    def submit_queries(self, name: str, texts: list[str]) -> Future[SparseBatch]:
         """A Future of the queries' vectors: computed now for a table, else by the model's batcher."""
         if self.is_table(name):
-            fut: Future = Future()
+            fut: Future[SparseBatch] = Future()
             try:
                 fut.set_result(self._with_vocab(name, self.table(name).encode_queries(texts)))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller through the Future

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Callable
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import Request
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lsr.index.sparse import SparseBatchError
 
@@ -31,24 +34,24 @@ UNSHED = frozenset({"/health", "/ready", "/metrics"})
 class ApiError(Exception):
     """A request error with its status, a machine-readable kind and a message for the client."""
 
-    def __init__(self, status: int, error: str, detail: str, headers: dict | None = None):
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail, self.headers = status, error, detail, headers
 
 
-def error_response(status: int, error: str, detail: str, headers: dict | None = None) -> JSONResponse:
+def error_response(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI, redact=lambda s: s) -> None:
+def install_error_handlers(app: FastAPI, redact: Callable[[str], str] = lambda s: s) -> None:
     """Map exceptions to JSON errors; ``redact`` strips server paths from messages."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(request, exc: ApiError):
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.error, redact(exc.detail), exc.headers)
 
     @app.exception_handler(CollectionError)
-    async def _col_error(request, exc: CollectionError):
+    async def _col_error(request: Request, exc: CollectionError) -> JSONResponse:
         if isinstance(exc, CollectionFailed):
             return error_response(503, "collection_failed", redact(str(exc)))
         if isinstance(exc, StorageFull):
@@ -57,20 +60,20 @@ def install_error_handlers(app: FastAPI, redact=lambda s: s) -> None:
         return error_response(exc.status, kind, redact(str(exc)))
 
     @app.exception_handler(SparseBatchError)
-    async def _sparse_error(request, exc):
+    async def _sparse_error(request: Request, exc: SparseBatchError) -> JSONResponse:
         return error_response(422, "invalid_vector", redact(str(exc)))
 
     @app.exception_handler(ModelUnavailable)
-    async def _model_error(request, exc):
+    async def _model_error(request: Request, exc: ModelUnavailable) -> JSONResponse:
         return error_response(422, "model_unavailable", redact(str(exc)))
 
     @app.exception_handler(EncoderBusy)
-    async def _busy(request, exc):
+    async def _busy(request: Request, exc: EncoderBusy) -> JSONResponse:
         return error_response(503, "overloaded", str(exc), {"retry-after": "1"})
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request, exc: RequestValidationError):
-        parts = []
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts: list[str] = []
         for e in exc.errors()[:10]:
             loc = ".".join(str(x) for x in e.get("loc", ()))
             msg = str(e.get("msg")).encode("utf-8", "backslashreplace").decode()
@@ -78,12 +81,12 @@ def install_error_handlers(app: FastAPI, redact=lambda s: s) -> None:
         return error_response(422, "validation_error", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, kind, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def _crash(request, exc):
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s (status 500)", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal", f"internal error ({type(exc).__name__}); this is a bug")
 
@@ -91,8 +94,8 @@ def install_error_handlers(app: FastAPI, redact=lambda s: s) -> None:
 class GuardMiddleware:
     """Body-size limit, load shedding and per-route metrics, as plain ASGI (cheaper than BaseHTTPMiddleware)."""
 
-    def __init__(self, app, *, max_body: int, max_in_flight: int, retry_after: int, requests: Counter,
-                 latency: Histogram, in_flight: Gauge, shed: Counter):
+    def __init__(self, app: ASGIApp, *, max_body: int, max_in_flight: int, retry_after: int, requests: Counter,
+                 latency: Histogram, in_flight: Gauge, shed: Counter) -> None:
         self.app = app
         self.max_body = max_body
         self.max_in_flight = max_in_flight
@@ -100,19 +103,19 @@ class GuardMiddleware:
         self.requests, self.latency, self.in_flight_gauge, self.shed = requests, latency, in_flight, shed
         self.in_flight = 0
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         status_box = [0]
         hung_up = [False]
 
-        async def send_wrapper(message):
+        async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
             await send(message)
 
-        async def receive_wrapper():
+        async def receive_wrapper() -> Message:
             message = await receive()
             if message["type"] == "http.disconnect":
                 hung_up[0] = True
@@ -142,7 +145,7 @@ class GuardMiddleware:
             self.requests.labels(scope["method"], label, str(status)).inc()
             self.latency.labels(scope["method"], label).observe(time.perf_counter() - t0)
 
-    async def _handle(self, scope, receive, send):
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -153,7 +156,8 @@ class GuardMiddleware:
                     return await self._too_big(send)
         if scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
             return await self.app(scope, receive, send)
-        chunks, total, more = [], 0, True
+        chunks: list[bytes] = []
+        total, more = 0, True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -167,7 +171,7 @@ class GuardMiddleware:
         whole = b"".join(chunks)
         sent = [False]
 
-        async def replay():
+        async def replay() -> Message:
             if not sent[0]:
                 sent[0] = True
                 return {"type": "http.request", "body": whole, "more_body": False}
@@ -175,11 +179,12 @@ class GuardMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_big(self, send):
+    async def _too_big(self, send: Send) -> None:
         await self._reply(send, 413, "body_too_large", f"request body exceeds {self.max_body} bytes")
 
     @staticmethod
-    async def _reply(send, status: int, error: str, detail: str, headers: list | None = None):
+    async def _reply(send: Send, status: int, error: str, detail: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
         body = json.dumps({"error": error, "detail": detail}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -5,15 +5,16 @@ server's settings, vectors against the collection's vocabulary, texts that encod
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 
 from lsr.index.sparse import SparseBatch
 
-from .collection import Collection
+from .collection import MAX_WEIGHT, Collection
 from .config import Limits
 from .errors import ApiError
-from .schemas import MAX_TERM_ID, MAX_WEIGHT
+from .schemas import MAX_TERM_ID, _VectorFields
 
 
 def check_batch(n: int, limit: int, what: str) -> None:
@@ -32,7 +33,7 @@ def check_query_text(text: str, what: str, limits: Limits) -> None:
         raise ApiError(422, "empty_query", f"{what}: the text is empty or only whitespace")
 
 
-def check_metadata(metadata: dict | None, what: str, limits: Limits) -> None:
+def check_metadata(metadata: dict[str, Any] | None, what: str, limits: Limits) -> None:
     if metadata is None:
         return
     size = len(json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode("utf-8"))
@@ -41,7 +42,7 @@ def check_metadata(metadata: dict | None, what: str, limits: Limits) -> None:
 
 
 def need_model(col: Collection, what: str) -> str:
-    model = col.config.get("model")
+    model: str | None = col.config.get("model")
     if model is None:
         raise ApiError(422, "no_model", f"{what}: collection {col.name!r} has no model; send vector or vector_ids")
     return model
@@ -55,14 +56,14 @@ def check_encoded(batch: SparseBatch, what: list[str]) -> None:
                                         "(empty, punctuation or emoji only?)")
 
 
-def to_vector(item, col: Collection, lookup: dict[str, int] | None, what: str,
+def to_vector(item: _VectorFields, col: Collection, lookup: dict[str, int] | None, what: str,
               limits: Limits) -> tuple[np.ndarray, np.ndarray] | None:
     """``vector`` / ``vector_ids`` of a request item as sorted ``(int32 ids, float32 weights)``; None if neither."""
     if item.vector is not None and item.vector_ids is not None:
         raise ApiError(422, "invalid", f"{what}: give either vector or vector_ids, not both")
     pairs: dict[int, float] = {}
     if item.vector is not None:
-        for tok, w in item.vector.items():
+        for tok, weight in item.vector.items():
             if lookup is not None:
                 tid = lookup.get(tok)
                 if tid is None:
@@ -75,7 +76,7 @@ def to_vector(item, col: Collection, lookup: dict[str, int] | None, what: str,
                         f"{what}: token {tok[:40]!r} given but collection {col.name!r} has no model vocabulary; "
                         "use term ids (0 to dim - 1)",
                     )
-            pairs[tid] = pairs.get(tid, 0.0) + float(w)
+            pairs[tid] = pairs.get(tid, 0.0) + float(weight)
     elif item.vector_ids is not None:
         pairs = item.vector_ids  # pydantic gave int keys in [0, 2^31) and finite weights in (0, cap]
     else:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+if TYPE_CHECKING:
+    from .collection import CollectionStore
 
 
 class CollectionMetrics:
     """Documents, bytes, log bytes, segments and merge failures per collection; failed collections."""
 
-    def __init__(self, store_ref: Callable[[], object | None]):
+    def __init__(self, store_ref: Callable[[], CollectionStore | None]) -> None:
         self.store_ref = store_ref
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         labels = ["collection"]
         docs = GaugeMetricFamily("lsr_collection_documents", "live documents per collection", labels=labels)
         fresh = GaugeMetricFamily("lsr_collection_fresh_documents", "documents not yet merged", labels=labels)
@@ -30,8 +34,8 @@ class CollectionMetrics:
         torch = GaugeMetricFamily("lsr_torch_loaded", "1 once torch is imported (model-based encoding in use)")
         torch.add_metric([], float("torch" in sys.modules))
         store = self.store_ref()
-        failures = {}
-        failed_map = {}
+        failures: dict[str, int] = {}
+        failed_map: dict[str, str] = {}
         if store is not None:
             failures = dict(store.merge_failures)
             failed_map = dict(store.failed)
@@ -52,7 +56,7 @@ class CollectionMetrics:
 class Metrics:
     """The service's own registry (not the process-global one: several apps may live in one test process)."""
 
-    def __init__(self, store_ref: Callable[[], object | None]):
+    def __init__(self, store_ref: Callable[[], CollectionStore | None]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("lsr_requests", "HTTP requests (status 499: the client hung up)",

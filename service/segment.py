@@ -80,7 +80,7 @@ class Segment:
     """A loaded immutable segment: row -> external id, stored docs, vectors, and an index."""
 
     def __init__(self, name: str, path: Path, meta: dict[str, Any], ids: list[str], vectors: SparseBatch,
-                 index: Any) -> None:
+                 index: SeismicIndex | ExactIndex) -> None:
         self.name = name
         self.path = path
         self.meta = meta
@@ -198,6 +198,7 @@ class Segment:
             verify_segment(path, meta)
         vectors, ids = load_vectors(path / "vectors.npz")
         ids = list(ids or [])
+        index: SeismicIndex | ExactIndex
         if meta["kind"] == "seismic":
             index = SeismicIndex.load(path / "index", mmap=True, verify=False)  # checked just above
         elif meta["kind"] == "exact":  # segments written before Seismic was required

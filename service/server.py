@@ -9,9 +9,11 @@ a connection past ``max_connections`` with 503 and closes it at once. Requests i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import resource
 
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import Limits
@@ -38,13 +40,14 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     too_long = _raw_response("431 Request Header Fields Too Large", f"request line and headers exceed {max_head} bytes")
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _deadline = None
+        _deadline: asyncio.TimerHandle | None = None
         _refused = False
         _head_bytes = 0
         _head_open = True
         _completed = False
 
-        def connection_made(self, transport):
+        # the base narrows BaseTransport to Transport too (uvicorn ignores [override] the same way)
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.server_state.connections) >= cap:
                 self._refused = True
                 transport.write(full)
@@ -68,7 +71,7 @@ def guarded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
                     self.transport.write(too_long)
                     self.transport.close()
 
-        def connection_lost(self, exc):
+        def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             if not self._refused:
                 super().connection_lost(exc)
@@ -120,7 +123,7 @@ def raise_fd_limit(want: int) -> int:
     return soft
 
 
-def run(app, *, host: str, port: int, limits: Limits, log_level: str = "info") -> None:
+def run(app: ASGIApp, *, host: str, port: int, limits: Limits, log_level: str = "info") -> None:
     """Serve ``app`` on uvicorn with ``limits``: the connection cap must fit in the process's fd limit."""
     import uvicorn
 

@@ -24,7 +24,7 @@ def info(col: Collection) -> S.CollectionInfo:
 
 
 @router.get("", response_model=S.CollectionList, dependencies=[Depends(read_key)])
-async def list_collections(store: Store):
+async def list_collections(store: Store) -> S.CollectionList:
     """Every collection; one that failed to open is listed with `status: "failed"` and its `reason`."""
     out = [info(c) for c in list(store.collections.values())]
     failed = dict(store.failed)
@@ -34,7 +34,7 @@ async def list_collections(store: Store):
 
 @router.post("", response_model=S.CollectionInfo, status_code=201, dependencies=[Depends(write_key)],
              responses={409: {"model": S.Error, "description": "exists"}})
-async def create_collection(req: S.CollectionCreate, store: Store, svc: Svc):
+async def create_collection(req: S.CollectionCreate, store: Store, svc: Svc) -> S.CollectionInfo:
     """Create a collection. `model` omitted: the server's default model; `model: null`: vectors only."""
     model = req.model if "model" in req.model_fields_set else svc.settings.model
     dim = req.dim
@@ -52,12 +52,12 @@ async def create_collection(req: S.CollectionCreate, store: Store, svc: Svc):
 
 
 @router.get("/{name}", response_model=S.CollectionInfo, dependencies=[Depends(read_key)])
-async def describe_collection(col: Col):
+async def describe_collection(col: Col) -> S.CollectionInfo:
     return info(col)
 
 
 @router.delete("/{name}", response_model=S.Deleted, dependencies=[Depends(write_key)])
-async def delete_collection(store: Store, svc: Svc, name: str = NamePath):
+async def delete_collection(store: Store, svc: Svc, name: str = NamePath) -> S.Deleted:
     store.get(name)
     await svc.run(svc.write_pool, store.delete, name)
     svc.vocab_cache.pop(name, None)
@@ -65,7 +65,7 @@ async def delete_collection(store: Store, svc: Svc, name: str = NamePath):
 
 
 @router.post("/{name}/merge", response_model=S.MergeResult, dependencies=[Depends(write_key)])
-async def merge_collection(col: Col, svc: Svc, compact: bool = Query(False)):
+async def merge_collection(col: Col, svc: Svc, compact: bool = Query(False)) -> S.MergeResult:
     """Fold fresh documents into a new Seismic segment now (and all segments into one with compact)."""
     merged = await svc.run(svc.write_pool, col.merge, force=True, compact=compact or None)
     return S.MergeResult(merged=merged, collection=info(col))

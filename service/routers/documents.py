@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Query
 
@@ -18,7 +20,7 @@ DocIdPath = Path(..., max_length=512, description="document id, percent-encoded"
 
 
 @router.post("", response_model=S.UpsertResult, dependencies=[Depends(write_key)])
-async def upsert_documents(req: S.DocumentsUpsert, col: Col, svc: Svc):
+async def upsert_documents(req: S.DocumentsUpsert, col: Col, svc: Svc) -> S.UpsertResult:
     """Add or replace documents (by id). Acknowledged once the write is fsynced in the log."""
     limits = svc.limits
     check_batch(len(req.documents), limits.max_batch_documents, "documents")
@@ -44,7 +46,7 @@ async def upsert_documents(req: S.DocumentsUpsert, col: Col, svc: Svc):
     if to_encode:
         model = need_model(col, "documents")
         enc = await svc.run(svc.search_pool, svc.models.encode_documents, model,
-                            [req.documents[i].text for i in to_encode])
+                            cast("list[str]", [req.documents[i].text for i in to_encode]))  # texts checked above
         enc.check_dim(col.dim, "encoded documents")
         for j, i in enumerate(to_encode):
             idx, val = enc.row(j)
@@ -54,7 +56,7 @@ async def upsert_documents(req: S.DocumentsUpsert, col: Col, svc: Svc):
 
 
 @router.post("/delete", response_model=S.DeleteResult, dependencies=[Depends(write_key)])
-async def delete_documents(req: S.DeleteRequest, col: Col, svc: Svc):
+async def delete_documents(req: S.DeleteRequest, col: Col, svc: Svc) -> S.DeleteResult:
     """Delete a batch of documents by id; ids not present are listed in not_found."""
     deleted, missing = await svc.run(svc.write_pool, col.delete, [str(i) for i in req.ids])
     return S.DeleteResult(deleted=deleted, not_found=missing)
@@ -62,7 +64,7 @@ async def delete_documents(req: S.DeleteRequest, col: Col, svc: Svc):
 
 @router.get("/{doc_id:path}", response_model=S.Document, dependencies=[Depends(read_key)])
 async def get_document(col: Col, svc: Svc, doc_id: str = DocIdPath,
-                       vector: bool = Query(False, description="include the stored sparse vector")):
+                       vector: bool = Query(False, description="include the stored sparse vector")) -> S.Document:
     doc = col.get(doc_id, with_vector=vector)
     if doc is None:
         raise ApiError(404, "not_found", f"document {doc_id!r} not found in collection {col.name!r}")
@@ -73,7 +75,7 @@ async def get_document(col: Col, svc: Svc, doc_id: str = DocIdPath,
 
 
 @router.delete("/{doc_id:path}", response_model=S.DeleteResult, dependencies=[Depends(write_key)])
-async def delete_document(col: Col, svc: Svc, doc_id: str = DocIdPath):
+async def delete_document(col: Col, svc: Svc, doc_id: str = DocIdPath) -> S.DeleteResult:
     deleted, missing = await svc.run(svc.write_pool, col.delete, [doc_id])
     if not deleted:
         raise ApiError(404, "not_found", f"document {doc_id!r} not found in collection {col.name!r}")

@@ -16,7 +16,7 @@ router = APIRouter(tags=["encode"], responses=ERRORS, dependencies=[Depends(read
 
 
 @router.post("/v1/encode", response_model=S.EncodeResponse)
-async def encode(req: S.EncodeRequest, svc: Svc):
+async def encode(req: S.EncodeRequest, svc: Svc) -> S.EncodeResponse:
     """Encode texts into {token: weight}; queries go through the same encoder (and batcher) as text searches."""
     model = req.model or svc.settings.model
     if model is None:

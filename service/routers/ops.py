@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import schemas as S
@@ -14,13 +14,13 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=S.Health, response_model_exclude_none=True)
-async def health():
+async def health() -> S.Health:
     """Liveness: the process answers."""
     return S.Health(status="ok")
 
 
 @router.get("/ready", response_model=S.Health, response_model_exclude_none=True, responses={503: {"model": S.Health}})
-async def ready(svc: Svc):
+async def ready(svc: Svc) -> S.Health | JSONResponse:
     """Readiness: 503 while loading; 200 `ready` once every collection is open, or 200 `degraded`
     with the `failed` collections and why (the others serve)."""
     st = svc.store
@@ -35,7 +35,7 @@ async def ready(svc: Svc):
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(read_key)])
-async def metrics(svc: Svc):
+async def metrics(svc: Svc) -> Response:
     """Prometheus metrics: requests (499: client hung up), latency, shed requests; per collection documents,
     bytes, log bytes, segments, merge failures; failed collections; whether torch is loaded."""
     data = await svc.run(svc.search_pool, generate_latest, svc.metrics.registry)
@@ -43,12 +43,12 @@ async def metrics(svc: Svc):
 
 
 @router.get("/openapi.json", include_in_schema=False, dependencies=[Depends(read_key)])
-async def openapi(request: Request):
+async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
 @router.get("/docs", include_in_schema=False, dependencies=[Depends(read_key)])
-async def docs(request: Request):
+async def docs(request: Request) -> HTMLResponse:
     return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title + " - docs")
 
 
@@ -57,6 +57,6 @@ test_router = APIRouter(tags=["test"])
 
 
 @test_router.post("/v1/test/crash")
-async def crash(req: S.EncodeRequest):
+async def crash(req: S.EncodeRequest) -> None:
     """Always fails with a 500 (test servers only)."""
     raise RuntimeError("test route: deliberate crash")

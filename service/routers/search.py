@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any, cast
 
 import numpy as np
 from fastapi import APIRouter, Depends
@@ -13,7 +14,7 @@ from fastapi.responses import Response
 from lsr.index.sparse import SparseBatch
 
 from .. import schemas as S
-from ..collection import Collection
+from ..collection import Candidate, Collection, View
 from ..deps import Col, Service, Svc, read_key
 from ..errors import ApiError
 from ..inputs import check_batch, check_encoded, check_query_text, need_model, to_vector
@@ -23,13 +24,13 @@ router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=E
                    dependencies=[Depends(read_key)])
 
 
-def _json(content) -> Response:
+def _json(content: Any) -> Response:
     # plain dicts serialised once, not re-validated through the response model (latency)
     return Response(json.dumps(content, ensure_ascii=False, allow_nan=False), media_type="application/json")
 
 
 @router.post("/search", response_model=S.SearchResponse)
-async def search(req: S.SearchRequest, col: Col, svc: Svc):
+async def search(req: S.SearchRequest, col: Col, svc: Svc) -> Response:
     """Search by text (encoded with the collection's model) or by a sparse vector."""
     q = S.QueryIn(text=req.text, vector=req.vector, vector_ids=req.vector_ids)
     res = await _search(svc, col, [q], req, 1)
@@ -37,7 +38,7 @@ async def search(req: S.SearchRequest, col: Col, svc: Svc):
 
 
 @router.post("/search/batch", response_model=S.BatchSearchResponse)
-async def search_batch(req: S.BatchSearchRequest, col: Col, svc: Svc):
+async def search_batch(req: S.BatchSearchRequest, col: Col, svc: Svc) -> Response:
     """Several queries in one call, searched on all of the server's search threads."""
     check_batch(len(req.queries), svc.limits.max_batch_queries, "queries")
     t0 = time.perf_counter()
@@ -45,14 +46,17 @@ async def search_batch(req: S.BatchSearchRequest, col: Col, svc: Svc):
     return _json({"results": res, "took_ms": (time.perf_counter() - t0) * 1000})
 
 
-async def _search(svc: Service, col: Collection, queries: list[S.QueryIn], knobs: S.Knobs, threads: int):
+async def _search(svc: Service, col: Collection, queries: list[S.QueryIn], knobs: S.Knobs,
+                  threads: int) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if knobs.k > svc.limits.max_k:
         raise ApiError(422, "invalid", f"k={knobs.k} exceeds the limit of {svc.limits.max_k}")
     many = len(queries) > 1
     lookup = svc.col_vocab(col)[1] if any(q.vector is not None for q in queries) else None
-    vecs: list = [None] * len(queries)
-    texts, where, names = [], [], []
+    vecs: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(queries)
+    texts: list[str] = []
+    where: list[int] = []
+    names: list[str] = []
     for i, q in enumerate(queries):
         what = f"queries[{i}]" if many else "query"
         v = to_vector(q, col, lookup, what, svc.limits)
@@ -72,7 +76,7 @@ async def _search(svc: Service, col: Collection, queries: list[S.QueryIn], knobs
         # a model forward pass: the model's batcher joins this with other requests' queries
         encoded = await asyncio.wrap_future(svc.models.submit_queries(model, texts))
 
-    def work():
+    def work() -> list[dict[str, Any]]:
         enc = encoded
         if texts and enc is None:  # a weight table: tokenise here, on the search thread
             enc = svc.models.encode_queries(model, texts)
@@ -81,12 +85,13 @@ async def _search(svc: Service, col: Collection, queries: list[S.QueryIn], knobs
             check_encoded(enc, names)
             for j, i in enumerate(where):
                 vecs[i] = enc.row(j)
-        return _run(svc, col, _batch(vecs, col.dim), knobs, threads, t0)
+        filled = cast("list[tuple[np.ndarray, np.ndarray]]", vecs)  # every query has its vector by now
+        return _run(svc, col, _batch(filled, col.dim), knobs, threads, t0)
 
     return await svc.run(svc.search_pool, work)
 
 
-def _batch(vecs: list, dim: int) -> SparseBatch:
+def _batch(vecs: list[tuple[np.ndarray, np.ndarray]], dim: int) -> SparseBatch:
     lens = [v[0].size for v in vecs]
     indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     if sum(lens):
@@ -97,7 +102,7 @@ def _batch(vecs: list, dim: int) -> SparseBatch:
     return SparseBatch(indptr, ind, val, dim)
 
 
-def _run(svc: Service, col: Collection, qb: SparseBatch, knobs: S.Knobs, threads: int, t0: float) -> list[dict]:
+def _run(svc: Service, col: Collection, qb: SparseBatch, knobs: S.Knobs, threads: int, t0: float) -> list[dict[str, Any]]:
     view, results = col.search(qb, knobs.k, {"query_cut": knobs.query_cut, "heap_factor": knobs.heap_factor},
                                threads)
     vocab = svc.col_vocab(col)[0] if knobs.explain else None
@@ -120,7 +125,8 @@ def _run(svc: Service, col: Collection, qb: SparseBatch, knobs: S.Knobs, threads
     return out
 
 
-def _explain(view, cand, q_idx: np.ndarray, q_val: np.ndarray, vocab) -> dict:
+def _explain(view: View, cand: Candidate, q_idx: np.ndarray, q_val: np.ndarray,
+             vocab: list[str] | None) -> dict[str, Any]:
     d_idx, d_val = view.vector(cand)
     common, qi_pos, di_pos = np.intersect1d(q_idx, d_idx, assume_unique=True, return_indices=True)
     contrib = q_val[qi_pos].astype(np.float64) * d_val[di_pos].astype(np.float64)

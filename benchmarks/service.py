@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from serving import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "inference-free-splade-tiny-scifact-nfcorpus"
@@ -95,31 +95,12 @@ def build_data(data: Path, ids: list[str], doc_vecs) -> None:
     store.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(data: Path, port: int, threads: int, *extra: str) -> subprocess.Popen:
-    import httpx
-
     env = {**os.environ, "LSR_API_KEYS": "bench"}
     cmd = [sys.executable, "-m", "lsr.service.cli", "--data", str(data), "--port", str(port), "--threads",
            str(threads), "--log-level", "warning", "--model", str(MODEL), *extra]
     proc = subprocess.Popen(cmd, env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit("server exited early")
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server not ready")
+    return wait_ready(proc, port)
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -22,7 +22,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from serving import free_port, wait_ready
 
 DIM = 1000
 PLAIN = """
@@ -75,15 +75,7 @@ def build_data(data: Path, n: int) -> None:
     store.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(data: Path, port: int, stock: str | None, extra: list[str]) -> subprocess.Popen:
-    import httpx
-
     env = {**os.environ, "LSR_API_KEYS": "bench"}
     if stock is not None:
         kwargs, nofile = STOCK[stock]
@@ -98,18 +90,7 @@ def start_server(data: Path, port: int, stock: str | None, extra: list[str]) -> 
         cmd = [sys.executable, "-m", "lsr.service.cli", "--data", str(data), "--port", str(port), "--model", "none",
                "--log-level", "warning", *extra]
         proc = subprocess.Popen(cmd, env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit("server exited early")
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server not ready")
+    return wait_ready(proc, port)
 
 
 # ---------------------------------------------------------------------------- slow clients (child process)

@@ -176,90 +176,87 @@ def test_each_fsync_matters(tmp_path, site, caplog):
     assert broken, f"with fsync site {site!r} removed, every power cut still reopened to the acknowledged state"
 
 
-def test_power_cut_in_place_then_write_on(tmp_path):
-    """power_cut() rebuilds the data folder itself; the collection reopens, takes writes, survives again."""
+@pytest.fixture
+def faulty(tmp_path):
+    """``(data, fs)``: a data folder behind a FaultFS that every storage call in the test goes through."""
     data = tmp_path / "data"
     fs = FaultFS(data)
     try:
         with fileio.use(fs):
-            st = _store(data)
-            col = st.create("c", {"model": None, "dim": DIM})
-            col.upsert([_doc(i) for i in range(5)])
-            col.merge(force=True)
-            col.upsert([_doc(5)])
-            st.close()
-            fs.power_cut()
-            st = _store(data)
-            col = st.get("c")
-            assert sorted(col.loc) == [f"d{i}" for i in range(6)]
-            col.delete(["d0"])
-            col.upsert([_doc(6)])
-            st.close()
-            fs.power_cut()
-            st = _store(data)
-            assert sorted(st.get("c").loc) == [f"d{i}" for i in range(1, 7)]
-            st.close()
+            yield data, fs
     finally:
         fs.close()
+
+
+def test_power_cut_in_place_then_write_on(faulty):
+    """power_cut() rebuilds the data folder itself; the collection reopens, takes writes, survives again."""
+    data, fs = faulty
+    st = _store(data)
+    col = st.create("c", {"model": None, "dim": DIM})
+    col.upsert([_doc(i) for i in range(5)])
+    col.merge(force=True)
+    col.upsert([_doc(5)])
+    st.close()
+    fs.power_cut()
+    st = _store(data)
+    col = st.get("c")
+    assert sorted(col.loc) == [f"d{i}" for i in range(6)]
+    col.delete(["d0"])
+    col.upsert([_doc(6)])
+    st.close()
+    fs.power_cut()
+    st = _store(data)
+    assert sorted(st.get("c").loc) == [f"d{i}" for i in range(1, 7)]
+    st.close()
 
 
 # ---------------------------------------------------------------------------- disk full
-def test_enospc_on_log_append_rolls_back(tmp_path):
-    data = tmp_path / "data"
-    fs = FaultFS(data)
-    try:
-        with fileio.use(fs):
-            st = _store(data)
-            col = st.create("c", {"model": None, "dim": DIM})
-            col.upsert([_doc(0)])
-            size, view, seq = col._wal.size(), col.view, col.seq
-            fs.fail_writes(after_bytes=10, match=".log")
-            with pytest.raises(StorageFull) as err:
-                col.upsert([_doc(1)])
-            assert err.value.status == 507 and "no space" in str(err.value)
-            with pytest.raises(StorageFull):
-                col.delete(["d0"])
-            assert col.view is view and col.seq == seq and sorted(col.loc) == ["d0"]
-            log = col.path / "wal" / "000001.log"
-            assert log.stat().st_size == size  # the partial frame was cut
-            fs.clear_faults()  # space freed: writes work again
-            col.upsert([_doc(2)])
-            st.close()
-            fs.power_cut()
-            st = _store(data)
-            assert sorted(st.get("c").loc) == ["d0", "d2"]
-            st.close()
-    finally:
-        fs.close()
+def test_enospc_on_log_append_rolls_back(faulty):
+    data, fs = faulty
+    st = _store(data)
+    col = st.create("c", {"model": None, "dim": DIM})
+    col.upsert([_doc(0)])
+    size, view, seq = col._wal.size(), col.view, col.seq
+    fs.fail_writes(after_bytes=10, match=".log")
+    with pytest.raises(StorageFull) as err:
+        col.upsert([_doc(1)])
+    assert err.value.status == 507 and "no space" in str(err.value)
+    with pytest.raises(StorageFull):
+        col.delete(["d0"])
+    assert col.view is view and col.seq == seq and sorted(col.loc) == ["d0"]
+    log = col.path / "wal" / "000001.log"
+    assert log.stat().st_size == size  # the partial frame was cut
+    fs.clear_faults()  # space freed: writes work again
+    col.upsert([_doc(2)])
+    st.close()
+    fs.power_cut()
+    st = _store(data)
+    assert sorted(st.get("c").loc) == ["d0", "d2"]
+    st.close()
 
 
-def test_enospc_in_merge_fails_loudly_and_retries(tmp_path):
-    data = tmp_path / "data"
-    fs = FaultFS(data)
-    try:
-        with fileio.use(fs):
-            st = _store(data)
-            col = st.create("c", {"model": None, "dim": DIM})
-            col.upsert([_doc(i) for i in range(10)])
-            fs.fail_writes(after_bytes=100, match="docs.jsonl")
-            with pytest.raises(StorageFull):
-                col.merge(force=True)
-            assert col.merge_failures == 1 and st.merge_failures == {"c": 1}
-            assert "no space" in col.stats()["last_merge_error"].lower() or "ENOSPC" in col.stats()["last_merge_error"] \
-                or "28" in col.stats()["last_merge_error"]
-            assert len(col.view.fresh) == 10 and not col.segments
-            assert not list((col.path / "segments").iterdir())  # the partial segment is gone
-            _, res = col.search(SparseBatch.from_dicts([{4: 1.0}], dim=DIM), 1, {})
-            assert res[0][0].id == "d3"  # still searchable from the fresh segment
-            fs.clear_faults()
-            assert col.merge(force=True) and len(col.segments) == 1 and not col.fresh
-            st.close()
-            fs.power_cut()
-            st = _store(data)
-            assert sorted(st.get("c").loc) == sorted(f"d{i}" for i in range(10))
-            st.close()
-    finally:
-        fs.close()
+def test_enospc_in_merge_fails_loudly_and_retries(faulty):
+    data, fs = faulty
+    st = _store(data)
+    col = st.create("c", {"model": None, "dim": DIM})
+    col.upsert([_doc(i) for i in range(10)])
+    fs.fail_writes(after_bytes=100, match="docs.jsonl")
+    with pytest.raises(StorageFull):
+        col.merge(force=True)
+    assert col.merge_failures == 1 and st.merge_failures == {"c": 1}
+    assert "no space" in col.stats()["last_merge_error"].lower() or "ENOSPC" in col.stats()["last_merge_error"] \
+        or "28" in col.stats()["last_merge_error"]
+    assert len(col.view.fresh) == 10 and not col.segments
+    assert not list((col.path / "segments").iterdir())  # the partial segment is gone
+    _, res = col.search(SparseBatch.from_dicts([{4: 1.0}], dim=DIM), 1, {})
+    assert res[0][0].id == "d3"  # still searchable from the fresh segment
+    fs.clear_faults()
+    assert col.merge(force=True) and len(col.segments) == 1 and not col.fresh
+    st.close()
+    fs.power_cut()
+    st = _store(data)
+    assert sorted(st.get("c").loc) == sorted(f"d{i}" for i in range(10))
+    st.close()
 
 
 def test_failing_seismic_build_fails_the_merge(tmp_path, monkeypatch):
@@ -590,35 +587,29 @@ def test_background_merger_backs_off_after_a_failure(tmp_path, monkeypatch):
         st.close()
 
 
-def test_a_failed_log_roll_does_not_block_later_merges(tmp_path):
-    data = tmp_path / "data"
-    fs = FaultFS(data)
+def test_a_failed_log_roll_does_not_block_later_merges(faulty):
+    data, fs = faulty
+    st = _store(data)
+    col = st.create("c", {"model": None, "dim": DIM})
+    col.upsert([_doc(0)])
+    real = fs.fsync_dir
 
-    try:
-        with fileio.use(fs):
-            st = _store(data)
-            col = st.create("c", {"model": None, "dim": DIM})
-            col.upsert([_doc(0)])
-            real = fs.fsync_dir
+    def failing(path, site):
+        if site == "wal.create":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, site)
 
-            def failing(path, site):
-                if site == "wal.create":
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                return real(path, site)
-
-            fs.fsync_dir = failing
-            with pytest.raises(StorageFull):
-                col.merge(force=True)
-            del fs.fsync_dir
-            col.upsert([_doc(1)])  # still written to the old log
-            assert col.merge(force=True) and len(col) == 2
-            st.close()
-            fs.power_cut()
-            st = _store(data)
-            assert sorted(st.get("c").loc) == ["d0", "d1"]
-            st.close()
-    finally:
-        fs.close()
+    fs.fsync_dir = failing
+    with pytest.raises(StorageFull):
+        col.merge(force=True)
+    del fs.fsync_dir
+    col.upsert([_doc(1)])  # still written to the old log
+    assert col.merge(force=True) and len(col) == 2
+    st.close()
+    fs.power_cut()
+    st = _store(data)
+    assert sorted(st.get("c").loc) == ["d0", "d1"]
+    st.close()
 
 
 # Cutting a partial record off the log must itself be durable: the kernel may have written the

@@ -368,6 +368,12 @@ def _records(h: Harness) -> list[tuple[Path, int, int, bool]]:
     return out
 
 
+def _draw_record(recs: list[tuple[Path, int, int, bool]], data: st.DataObject) -> tuple[int, tuple[Path, int, int, bool]]:
+    """One of ``_records``' records, drawn: (its index, the record)."""
+    k = data.draw(st.integers(0, len(recs) - 1), label="record")
+    return k, recs[k]
+
+
 def _bodies(h: Harness) -> list[dict]:
     """The decoded records of the current logs, in the order of :func:`_records`."""
     return [rec for p in _current_logs(h) for rec in scan_log(p, last=True).records]
@@ -434,11 +440,10 @@ def test_bit_flip_in_a_log_record(ops, data, caplog):
         recs = _records(h)
         if not recs:
             return
+        k, (log, start, end, in_last) = _draw_record(recs, data)
         bodies = _bodies(h)
         base = h.history[-len(recs) - 1]  # the state the current logs start from (the segments')
         assert _replay(base, bodies) == h.history[-1]
-        k = data.draw(st.integers(0, len(recs) - 1), label="record")
-        log, start, end, in_last = recs[k]
         offset = data.draw(st.integers(start, end - 1), label="offset")
         bit = data.draw(st.integers(0, 7), label="bit")
         raw = bytearray(log.read_bytes())
@@ -479,8 +484,7 @@ def test_truncation_inside_a_log_record(ops, data, caplog):
         recs = _records(h)
         if not recs:
             return
-        k = data.draw(st.integers(0, len(recs) - 1), label="record")
-        log, start, end, in_last = recs[k]
+        k, (log, start, end, in_last) = _draw_record(recs, data)
         # inside the record: a cut at its first byte would leave whole records (in a log that is not
         # the last, a silent loss the log format cannot see either)
         offset = data.draw(st.integers(start if in_last else start + 1, end - 1), label="offset")

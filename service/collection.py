@@ -37,8 +37,8 @@ from lsr.index import ExactIndex, fileio
 from lsr.index.sparse import SparseBatch
 
 from .segment import Segment, SegmentError, verify_segment
-from .wal import (DISK_FULL_ERRNOS, LogScan, Record, WalCorruption, WalDiskFull, WriteAheadLog, log_name, log_numbers,
-                  scan_log)
+from .wal import (DISK_FULL_ERRNOS, LogScan, Record, WalCorruption, WalDiskFull, WriteAheadLog, current_logs, log_name,
+                  log_numbers, scan_log)
 
 log = logging.getLogger(__name__)
 
@@ -436,13 +436,10 @@ class Collection:
         wal_dir = path / "wal"
         start = int(manifest["wal_start"])
         numbers = log_numbers(wal_dir) if wal_dir.is_dir() else []
-        current = [n for n in numbers if n >= start]
-        if not current or current[0] != start:
-            later = f" while later logs exist ({', '.join(log_name(n) for n in current)})" if current else ""
-            raise CollectionCorrupt(f"wal/{log_name(start)}, the current log named by the manifest, is missing{later}")
-        for a, b in zip(current, current[1:]):
-            if b != a + 1:
-                raise CollectionCorrupt(f"wal/{log_name(a + 1)} is missing (the log files are not contiguous)")
+        try:
+            current = current_logs(numbers, start)
+        except FileNotFoundError as exc:
+            raise CollectionCorrupt(str(exc)) from None
         n_replayed = 0
         last_scan: LogScan | None = None
         for i, n in enumerate(current):

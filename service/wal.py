@@ -259,14 +259,21 @@ def replay(folder: str | Path, start: int) -> Iterator[tuple[int, Record]]:
     created before a manifest names it).
     """
     folder = Path(folder)
-    numbers = [n for n in log_numbers(folder)] if folder.exists() else []
-    numbers = [n for n in numbers if n >= start]
-    if not numbers or numbers[0] != start:
-        later = f"; later logs exist ({', '.join(log_name(n) for n in numbers)})" if numbers else ""
-        raise FileNotFoundError(f"wal/{log_name(start)} (the current log named by the manifest) is missing{later}")
+    numbers = current_logs(log_numbers(folder) if folder.is_dir() else [], start)
     for i, n in enumerate(numbers):
-        if i and n != numbers[i - 1] + 1:
-            raise FileNotFoundError(f"wal/{log_name(numbers[i - 1] + 1)} is missing (logs are not contiguous)")
         scan = scan_log(folder / log_name(n), last=(i == len(numbers) - 1))
         for rec in scan.records:
             yield n, rec
+
+
+def current_logs(numbers: list[int], start: int) -> list[int]:
+    """The log numbers ``>= start`` of the sorted ``numbers``; FileNotFoundError unless they are
+    ``start, start + 1, ...`` (the log a manifest names is created before the manifest)."""
+    current = [n for n in numbers if n >= start]
+    if not current or current[0] != start:
+        later = f" while later logs exist ({', '.join(log_name(n) for n in current)})" if current else ""
+        raise FileNotFoundError(f"wal/{log_name(start)}, the current log named by the manifest, is missing{later}")
+    for a, b in zip(current, current[1:]):
+        if b != a + 1:
+            raise FileNotFoundError(f"wal/{log_name(a + 1)} is missing (the log files are not contiguous)")
+    return current

@@ -166,12 +166,20 @@ class BM25Searcher:
 
 
 def start_jvm() -> None:
-    """Import pyserini and start the JVM (8-13 s), so timings that follow exclude it."""
+    """Import pyserini and start the JVM (8-13 s), so timings that follow exclude it. A JVM that
+    will not start, or a Pyserini without Anserini's indexer class, is :class:`PyseriniUnavailable`."""
     prepare_java()
-    import pyserini.search.lucene  # noqa: F401
+    try:
+        import pyserini.search.lucene  # noqa: F401  (imports jnius, which starts the JVM)
+    except SystemError as exc:  # jnius: "JVM failed to start: <code>"
+        raise PyseriniUnavailable(f"Java/Pyserini failed: {exc}") from None
+    from jnius import JavaException
     from pyserini.pyclass import autoclass
 
-    autoclass("io.anserini.index.IndexCollection")
+    try:
+        autoclass("io.anserini.index.IndexCollection")
+    except JavaException as exc:
+        raise PyseriniUnavailable(f"Java/Pyserini failed: {exc}") from None
 
 
 def bm25_run(ids, texts, queries, *, k: int = 1000, k1: float = 0.9, b: float = 0.4, threads: int = 1):

@@ -7,6 +7,8 @@ tombstone), and after the merge policy rewrote the segment. Also times opening t
 segment checksums verified (the default) and without.
 
     python benchmarks/deletes.py --n-docs 20000 --n-queries 300
+    python benchmarks/deletes.py --vectors DIR    # DIR/docs.npz + DIR/queries.npz from any source
+                                                  # (lsr-encode output, synthetic.py --out, ...)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import generate  # noqa: E402
 
+from lsr.index import load_vectors  # noqa: E402
 from lsr.service.collection import Collection, CollectionStore, DocIn, MergePolicy  # noqa: E402
 
 
@@ -63,9 +66,18 @@ def main(argv=None) -> dict:
     p.add_argument("--n-queries", type=int, default=300)
     p.add_argument("--delete-share", type=float, default=0.25)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--vectors", type=Path, default=None,
+                   help="folder with docs.npz and queries.npz to use instead of the synthetic generator")
     args = p.parse_args(argv)
-    docs, queries = generate(args.n_docs, args.n_queries)
-    out: dict = {"n_docs": args.n_docs, "n_queries": args.n_queries, "delete_share": args.delete_share}
+    if args.vectors is not None:
+        docs, _ = load_vectors(args.vectors / "docs.npz")
+        queries, _ = load_vectors(args.vectors / "queries.npz")
+        queries = queries[: args.n_queries]
+        data = str(args.vectors)
+    else:
+        docs, queries = generate(args.n_docs, args.n_queries)
+        data = "benchmarks/synthetic.py"
+    out: dict = {"data": data, "n_docs": len(docs), "n_queries": len(queries), "delete_share": args.delete_share}
     with tempfile.TemporaryDirectory() as tmp:
         store = CollectionStore(tmp, MergePolicy(min_docs=10**12, idle_s=1e12))
         store.load_all()

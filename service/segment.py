@@ -11,7 +11,6 @@ A failing Seismic build raises: the merge fails loudly and the documents stay in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import numpy as np
 
 from lsr.index import ExactIndex, SeismicIndex, fileio
 from lsr.index.sparse import SparseBatch, load_vectors
+from lsr.index.storage import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,6 @@ SEGMENT_FORMAT = 1
 
 class SegmentError(RuntimeError):
     """A segment on disk is missing files or fails its checksums (message: collection-relative)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)  # hashlib releases the GIL: files hash in parallel threads
-    return h.hexdigest()
 
 
 class _Writer:
@@ -163,7 +155,7 @@ class Segment:
         del idx
         # lsr.index fsyncs its own folder (sites index.array, index.manifest:*); ours are below
         files = sorted(p for p in path.rglob("*") if p.is_file())
-        digests = dict(zip(files, _pool(4).map(_sha256, files)))
+        digests = dict(zip(files, _pool(4).map(sha256_file, files)))
         for p in files:
             if p.parent == path:
                 fileio.fsync(p, site="segment.file")
@@ -271,7 +263,7 @@ def verify_segment(path: Path, meta: dict[str, Any] | None = None) -> None:
         if not (path / rel).is_file():
             raise SegmentError(f"{_rel(path)}: file {rel} is missing")
     rels = list(files)
-    digests = list(_pool(4).map(lambda r: _sha256(path / r), rels)) if len(rels) > 1 else [_sha256(path / r) for r in rels]
+    digests = list(_pool(4).map(lambda r: sha256_file(path / r), rels)) if len(rels) > 1 else [sha256_file(path / r) for r in rels]
     for rel, digest in zip(rels, digests):
         if digest != files[rel]:
             raise SegmentError(f"{_rel(path)}: file {rel} fails its sha256 checksum")

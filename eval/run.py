@@ -118,12 +118,10 @@ def parse_system(spec: str) -> SystemSpec:
             s.options[key] = v
         else:
             s.build_params[key] = v
-    if "k" in s.options and (not isinstance(s.options["k"], int) or isinstance(s.options["k"], bool)
-                             or s.options["k"] < 1):
-        raise ValueError(f"system {spec!r}: k must be an int >= 1, got {s.options['k']!r}")
-    if "batch_size" in s.options and (not isinstance(s.options["batch_size"], int)
-                                      or isinstance(s.options["batch_size"], bool) or s.options["batch_size"] < 1):
-        raise ValueError(f"system {spec!r}: batch_size must be an int >= 1, got {s.options['batch_size']!r}")
+    for key in ("k", "batch_size"):
+        v = s.options.get(key, 1)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"system {spec!r}: {key} must be an int >= 1, got {v!r}")
     if kind in ENCODER_KINDS and not s.model:
         raise ValueError(f"system {spec!r}: name the model, e.g. {kind}:splade-tiny or {kind}:/path/to/checkpoint")
     if kind == "vectors":

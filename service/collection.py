@@ -28,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -357,7 +357,6 @@ class Collection:
         self.next_merge_at = 0.0  # monotonic time before which the background merger waits
         self.dropped_tail_bytes = 0  # torn log tail dropped at open
         self.quarantined: list[str] = []  # segment folders moved to quarantine/ at open
-        self._manifest_durable = False
 
     # ------------------------------------------------------------------ create / open
     @classmethod
@@ -768,9 +767,7 @@ class Collection:
                     wal_start=old_wal + 1,
                     seq=self.seq,
                 )
-                committed = self._write_manifest(manifest, new_seg)
-                if committed is not True:
-                    raise committed
+                durable = self._write_manifest(manifest, new_seg)
                 if new_seg is not None:  # else there are no moves
                     for doc_id, r, from_fresh in moves:
                         self.loc[doc_id] = (new_seg.name, r)
@@ -782,13 +779,13 @@ class Collection:
                 self._publish()
                 self.merge_failures_in_row = 0
                 self.next_merge_at = 0.0
-                if self._manifest_durable:
+                if durable:
                     for n in log_numbers(self.path / "wal"):
                         if n <= old_wal:
                             p = self.path / "wal" / log_name(n)
                             self._wal_bytes -= p.stat().st_size
                             p.unlink(missing_ok=True)
-            if folded and self._manifest_durable:
+            if folded and durable:
                 for seg in folded:  # open handles in running searches keep the unlinked files alive
                     shutil.rmtree(seg.path, ignore_errors=True)
                 try:  # else they would come back at a power cut and be quarantined at the next start
@@ -801,13 +798,12 @@ class Collection:
             )
             return True
 
-    def _write_manifest(self, manifest: dict[str, Any], new_seg: Segment | None) -> Literal[True] | CollectionError:
-        """Write the manifest as atomic_write does, keeping track of how far it got. Returns True
-        once the rename happened (the merge is committed, durable or not), else the error to raise
-        (the new segment folder is removed and nothing changed)."""
+    def _write_manifest(self, manifest: dict[str, Any], new_seg: Segment | None) -> bool:
+        """Write the manifest as atomic_write does, keeping track of how far it got. Once the rename
+        happened the merge is committed: returns whether it is also durable. Before that, raises
+        the merge's error (the new segment folder is removed and nothing changed)."""
         path = self.path / "manifest.json"
         tmp = path.with_name(".manifest.json.tmp")
-        self._manifest_durable = False
         try:
             with fileio.open_new(tmp) as fh:
                 fileio.write(fh, json.dumps(manifest).encode())
@@ -817,14 +813,14 @@ class Collection:
             if new_seg is not None:
                 shutil.rmtree(new_seg.path, ignore_errors=True)
             tmp.unlink(missing_ok=True)
-            return self._merge_failed(exc, "writing the manifest")
+            raise self._merge_failed(exc, "writing the manifest") from exc
         try:
             fileio.fsync_dir(self.path, site="manifest:dir")
-            self._manifest_durable = True
         except OSError as exc:
             # The new manifest is in place but maybe not durable: keep the old logs and segments
             # (a restart may find either manifest, and both must find their files).
             self._merge_failed(exc, "syncing the collection folder after the manifest swap")
+            return False
         return True
 
     def verify(self) -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from lsr.index.sparse import SparseBatch
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from lsr.models.inference_free import IdfQueryEncoder
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class ModelUnavailable(ValueError):
@@ -230,52 +232,52 @@ class ModelRegistry:
 
     def table(self, name: str) -> IdfQueryEncoder:
         """The torch-free query encoder of an inference-free model."""
-        enc = self._tables.get(name)
-        if enc is not None:
-            return enc
-        if not self.allow_load:
-            raise ModelUnavailable(f"model {name!r} is not loaded and this server does not load models")
-        with self._lock_for(name + ":table"):
-            enc = self._tables.get(name)
-            if enc is None:
-                from lsr.models.inference_free import IdfQueryEncoder  # noqa: PLC0415
+        def load() -> IdfQueryEncoder:
+            from lsr.models.inference_free import IdfQueryEncoder  # noqa: PLC0415
 
-                try:
-                    enc = IdfQueryEncoder.load(self.folder(name))
-                except (OSError, ValueError) as exc:
-                    log.warning("model %r: cannot load its query table: %s", name, exc)
-                    raise self._unavailable(name) from None
-                self._tables[name] = enc
-        return enc
+            try:
+                return IdfQueryEncoder.load(self.folder(name))
+            except (OSError, ValueError) as exc:
+                log.warning("model %r: cannot load its query table: %s", name, exc)
+                raise self._unavailable(name) from None
+
+        return self._load_once(self._tables, name, name + ":table", load)
 
     def encoder(self, name: str) -> SparseEncoder:
         """The torch encoder (documents of every model; queries of SPLADE and decoder models)."""
-        enc = self._encoders.get(name)
-        if enc is not None:
+        def load() -> SparseEncoder:
+            folder = self.folder(name)
+            if folder is None:
+                raise self._unavailable(name)
+            try:
+                from lsr.models import SparseEncoder as Encoder  # noqa: PLC0415
+
+                log.info("loading encoder %s", name)
+                enc: SparseEncoder = Encoder.load(folder)
+                if self.threads:
+                    import torch  # noqa: PLC0415 - loaded by now
+
+                    torch.set_num_threads(self.threads)
+            except Exception as exc:  # noqa: BLE001 - any load failure is this model's, said in the log
+                log.warning("model %r cannot be loaded: %s", name, exc, exc_info=True)
+                raise ModelUnavailable(f"model {name!r} cannot be loaded ({type(exc).__name__}); "
+                                       "see the server log") from None
             return enc
+
+        return self._load_once(self._encoders, name, name, load)
+
+    def _load_once(self, cache: dict[str, _T], name: str, lock_key: str, load: Callable[[], _T]) -> _T:
+        """``cache[name]``, else ``load()`` once (under the lock ``lock_key``; other callers wait) and cached."""
+        hit = cache.get(name)
+        if hit is not None:
+            return hit
         if not self.allow_load:
             raise ModelUnavailable(f"model {name!r} is not loaded and this server does not load models")
-        folder = self.folder(name)
-        if folder is None:
-            raise self._unavailable(name)
-        with self._lock_for(name):
-            enc = self._encoders.get(name)
-            if enc is None:
-                try:
-                    from lsr.models import SparseEncoder  # noqa: PLC0415
-
-                    log.info("loading encoder %s", name)
-                    enc = SparseEncoder.load(folder)
-                    if self.threads:
-                        import torch  # noqa: PLC0415 - loaded by now
-
-                        torch.set_num_threads(self.threads)
-                except Exception as exc:  # noqa: BLE001 - any load failure is this model's, said in the log
-                    log.warning("model %r cannot be loaded: %s", name, exc, exc_info=True)
-                    raise ModelUnavailable(f"model {name!r} cannot be loaded ({type(exc).__name__}); "
-                                           "see the server log") from None
-                self._encoders[name] = enc
-        return enc
+        with self._lock_for(lock_key):
+            hit = cache.get(name)
+            if hit is None:
+                hit = cache[name] = load()
+        return hit
 
     def preload(self, name: str) -> None:
         """Load what text queries will need: the table of an inference-free model, else the encoder."""

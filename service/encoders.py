@@ -51,6 +51,11 @@ def known_model(name: str) -> bool:
 
 
 def _model_dir(name: str) -> Path | None:
+    """The folder of a known model (fetched if need be), None for an unknown name.
+
+    A known model whose fetch fails raises :class:`ModelUnavailable` (details in the log, not to
+    the client) rather than passing for an unknown name; nothing is cached, so a later request retries.
+    """
     if not known_model(name):
         return None
     p = Path(name).expanduser()
@@ -60,9 +65,9 @@ def _model_dir(name: str) -> Path | None:
         from lsr.models.hub import model_path  # noqa: PLC0415
 
         return Path(model_path(name))
-    except Exception as exc:  # the fetch failed: say so in the log, not to the client
+    except Exception as exc:  # noqa: BLE001 - the fetch failed: this request's error, details in the log
         log.warning("model %r cannot be fetched: %s", name, exc)
-        return None
+        raise ModelUnavailable(f"model {name!r} cannot be fetched ({type(exc).__name__}); see the server log") from None
 
 
 def model_kind(folder: Path) -> str | None:

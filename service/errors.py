@@ -52,11 +52,13 @@ def install_error_handlers(app: FastAPI, redact: Callable[[str], str] = lambda s
 
     @app.exception_handler(CollectionError)
     async def _col_error(request: Request, exc: CollectionError) -> JSONResponse:
+        # the status is the exception's own (CollectionFailed 503, StorageFull 507); only the kind is named here
         if isinstance(exc, CollectionFailed):
-            return error_response(503, "collection_failed", redact(str(exc)))
-        if isinstance(exc, StorageFull):
-            return error_response(507, "storage_full", redact(str(exc)))
-        kind = {404: "not_found", 409: "conflict", 422: "invalid"}.get(exc.status, "invalid")
+            kind = "collection_failed"
+        elif isinstance(exc, StorageFull):
+            kind = "storage_full"
+        else:
+            kind = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid")
         return error_response(exc.status, kind, redact(str(exc)))
 
     @app.exception_handler(SparseBatchError)

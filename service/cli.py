@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lsr.index.cli import HelpFormatter
+
 from .config import Limits, Settings, resolve_api_keys
 
 if TYPE_CHECKING:
@@ -21,7 +23,8 @@ def _model_arg(value: str) -> str | None:
 
 
 def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Serve lsr collections over REST (OpenAPI at /docs).")
+    p = argparse.ArgumentParser(prog=prog, description="Serve lsr collections over REST (OpenAPI at /docs).",
+                                formatter_class=HelpFormatter)
     p.add_argument("--host", default=os.environ.get("LSR_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("LSR_PORT", "8000")))
     p.add_argument("--data", default=os.environ.get("LSR_DATA", "./lsr-data"), help="data folder (collections)")
@@ -139,7 +142,8 @@ def main(argv: list[str] | None = None, prog: str = "lsr-serve") -> int:
 
 def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
     p = argparse.ArgumentParser(prog=prog, description="Index a JSONL corpus (BEIR or Seismic layout) into a "
-                                                       "collection of a data folder; stop the server first.")
+                                                       "collection of a data folder; stop the server first.",
+                                formatter_class=HelpFormatter)
     p.add_argument("corpus", help="corpus.jsonl[.gz]")
     p.add_argument("--collection", "-c", required=True)
     p.add_argument("--data", default=os.environ.get("LSR_DATA", "./lsr-data"))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lsr.index import fileio
+from lsr.index.cli import HelpFormatter
 
 from .collection import Collection, MergePolicy, validate_name, validate_record
 from .wal import parse_frame, log_name, log_numbers, next_valid_frame
@@ -139,7 +140,8 @@ def repair_main(argv: list[str] | None = None, prog: str = "lsr repair") -> int:
     """CLI: print the repair report as JSON. Exit 0 when the collection opens afterwards, 1 when it
     still does not (see the report), 2 on a usage error or when the data folder is in use."""
     p = argparse.ArgumentParser(prog=prog, description="Salvage a collection whose write-ahead log is damaged "
-                                                       "(keeps every good record, reports what was dropped); stop the server first.")
+                                                       "(keeps every good record, reports what was dropped); stop the server first.",
+                                formatter_class=HelpFormatter)
     p.add_argument("collection", metavar="COLLECTION")
     p.add_argument("--data", metavar="DIR", default=os.environ.get("LSR_DATA", "./lsr-data"), help="the data folder")
     p.add_argument("--dry-run", action="store_true", help="only report what would be dropped")

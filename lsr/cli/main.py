@@ -23,6 +23,12 @@ def _repair(argv: list[str]) -> int:
     return repair_main(argv)
 
 
+def _export(argv: list[str]) -> int:
+    from lsr.cli.export import main
+
+    return main(argv)
+
+
 def _index(argv: list[str]) -> int:
     from lsr.index.cli import main
 
@@ -51,6 +57,7 @@ COMMANDS = {
     "serve": (_serve, "start the search service (lsr-serve)"),
     "ingest": (_ingest, "index a JSONL corpus into a collection"),
     "repair": (_repair, "repair a failed collection: lsr repair COLLECTION --data DIR"),
+    "export": (_export, "write a collection's vectors for Anserini/Pyserini or Qdrant"),
     "index": (_index, "build and search indexes (lsr-index)"),
     "encode": (_encode, "encode texts into sparse vectors (lsr-encode)"),
     "train": (_train, "train an encoder (lsr-train)"),

@@ -6,9 +6,12 @@ import argparse
 import logging
 import sys
 
+from lsr.index.cli import HelpFormatter
+
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lsr-train", description="Train a sparse encoder from a TOML config.")
+    p = argparse.ArgumentParser(prog="lsr-train", description="Train a sparse encoder from a TOML config.",
+                                formatter_class=HelpFormatter)
     p.add_argument("config", help="TOML config (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

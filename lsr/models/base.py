@@ -204,7 +204,7 @@ class SparseEncoder(torch.nn.Module):
             if show_progress_bar:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=n, desc=f"encode {side}s", unit="text")
+                bar = tqdm(total=n, desc="encode queries" if side == "query" else "encode documents", unit="text")
             for s in starts:
                 sel = order[s : s + batch_size]
                 feats = self._collate([ids[i] for i in sel], side)

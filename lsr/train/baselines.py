@@ -15,6 +15,8 @@ import logging
 import time
 from pathlib import Path
 
+from lsr.index.cli import HelpFormatter
+
 __all__ = ["EVAL_SETS", "main"]
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ def _write_run(path: Path, run, name):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lsr.train.baselines")
+    p = argparse.ArgumentParser(prog="python -m lsr.train.baselines", formatter_class=HelpFormatter)
     p.add_argument("--data", required=True, help="folder holding beir/scifact and beir/nfcorpus")
     p.add_argument("--out", required=True)
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH")

@@ -12,6 +12,7 @@ from .sparse import SparseBatch
 
 from . import kernels as K
 from .base import BaseIndex, Hits, search_params, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
+from .filter import check_allowed
 from .ids import IdMap, IdsLike, OneId
 from .storage import IndexFormatError, save_folder
 
@@ -58,12 +59,13 @@ class ExactIndex(BaseIndex):
 
     def search(self, queries: SparseBatch, k: int = 10, *, query_cut: int | None = None,
                heap_factor: float | None = None, n_knn: int | None = None, sorted_blocks: bool | None = None,
-               threads: int | None = None) -> Hits:
+               threads: int | None = None, allowed: np.ndarray | None = None) -> Hits:
         """Exact top-``k`` per query; ``threads`` splits a batch (default: all cores).
 
         Seismic's knobs (:class:`SearchParams`) are checked and then ignored, so callers can switch
         index types without changing the call; a misspelt knob is a TypeError. An empty index or
-        a ``k`` beyond it gives rows padded with -1 / -inf.
+        a ``k`` beyond it gives rows padded with -1 / -inf. ``allowed`` (bool per row): only those
+        documents are ranked (the reference for a filtered search).
         """
         queries = coerce_queries(queries, self.dim)
         k = check_k(k)
@@ -72,8 +74,11 @@ class ExactIndex(BaseIndex):
             return self._empty_hits(k)
         nthreads = resolve_threads(threads)
         n_chunks = max(1, min(nthreads, len(queries)))
+        skip = np.asarray(self._deleted)
+        if allowed is not None:  # the rows outside the filter are skipped as tombstones are
+            skip = ((skip != 0) | ~check_allowed(allowed, self.n_rows)).view(np.uint8)
         args = (queries.indptr, queries.indices, queries.values, k, self._inv_ptr, self._inv_rows, self._inv_val,
-                np.asarray(self._deleted), n_chunks)
+                skip, n_chunks)
         with parallel_section(n_chunks):
             scores, rows = K.exact_search(*args)
         return self._make_hits(scores, rows)

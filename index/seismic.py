@@ -20,7 +20,9 @@ import numpy as np
 from .sparse import SparseBatch
 
 from . import kernels as K
-from .base import BaseIndex, Hits, search_params, check_docs, check_k, coerce_queries, parallel_section, resolve_threads
+from .base import (BaseIndex, Hits, SearchParams, check_docs, check_k, coerce_queries, parallel_section, resolve_threads,
+                   search_params)
+from .filter import FILTER_EXACT_FRACTION, check_allowed
 from .ids import IdMap, IdsLike, OneId
 from .exact import _load_vocab
 from .storage import IndexFormatError, save_folder
@@ -237,12 +239,20 @@ class SeismicIndex(BaseIndex):
     # ------------------------------------------------------------------ search
     def search(self, queries: SparseBatch, k: int = 10, *, query_cut: int | None = None,
                heap_factor: float | None = None, n_knn: int | None = None, sorted_blocks: bool | None = None,
-               threads: int | None = None) -> Hits:
+               threads: int | None = None, allowed: np.ndarray | None = None,
+               exact_below: float = FILTER_EXACT_FRACTION) -> Hits:
         """Top-``k`` documents per query; the knobs are :class:`SearchParams` (``None``: default).
 
         One query, or ``threads=1``, runs the single-thread low-latency path; a batch runs on
         ``threads`` threads (default: all). Empty batch: (0, k) arrays; a query with no terms, or
         fewer than ``k`` matches: the row is padded with -1 / -inf.
+
+        ``allowed`` (bool per row, e.g. :meth:`lsr.index.filter.MetadataTable.mask`) restricts the
+        search to those documents: the top-``k`` among them, not a post-filtered top-``k``. When at
+        most ``exact_below`` of the live documents are allowed they are scored exactly on the
+        forward index; otherwise the Seismic search skips the others (block summaries still bound
+        the allowed documents) and opens ``query_cut / sqrt(allowed share)`` query terms, and a
+        query left with fewer than ``k`` hits is answered exactly.
         """
         # cheap checks first: an already-validated SparseBatch and a plain int k take no further
         # validation, and the knobs' check is cached (the single-query latency is a few microseconds)
@@ -255,12 +265,62 @@ class SeismicIndex(BaseIndex):
             raise ValueError(f"n_knn={p.n_knn} needs an index built with nknn > 0 (this one has no kNN graph)")
         if queries.indptr.shape[0] == 1:
             return self._empty_hits(k)
+        if allowed is not None:
+            return self._search_allowed(queries, k, p, resolve_threads(threads), allowed, exact_below)
         scores, rows = self._run(queries.indptr, queries.indices, queries.values, k, p.query_cut, p.heap_factor,
                                  p.sorted_blocks, p.n_knn, resolve_threads(threads))
         return Hits(self._idmap.lookup(rows), scores, rows)
 
+    def _search_allowed(self, queries: SparseBatch, k: int, p: SearchParams, nthreads: int, allowed: np.ndarray,
+                        exact_below: float) -> Hits:
+        allowed = check_allowed(allowed, self.n_rows)
+        if not 0.0 <= exact_below <= 1.0:
+            raise ValueError(f"exact_below must be in [0, 1], got {exact_below!r}")
+        live = allowed & (np.asarray(self._deleted) == 0)
+        rows_ok = np.flatnonzero(live)
+        if rows_ok.size <= exact_below * len(self):
+            scores, rows = self._run_rows(queries, k, rows_ok, nthreads)
+            return Hits(self._idmap.lookup(rows), scores, rows)
+        # the kernels skip a row whose "deleted" byte is set: pass the rows outside the filter as such
+        skip = (~live).view(np.uint8)
+        # the filtered top-k lies deeper in the posting lists (about the unfiltered top k/share):
+        # open more of the query's terms, 1/sqrt(share) as many (2x at a quarter allowed)
+        share = rows_ok.size / max(1, len(self))
+        query_cut = min(2**31 - 1, int(np.ceil(p.query_cut / np.sqrt(share))))
+        scores, rows = self._run(queries.indptr, queries.indices, queries.values, k, query_cut, p.heap_factor,
+                                 p.sorted_blocks, p.n_knn, nthreads, deleted=skip)
+        short = np.flatnonzero(rows[:, -1] < 0)
+        if short.size and rows_ok.size > 0:
+            # a query that found fewer than k allowed documents: the exact answer fills the holes
+            # (it may hold more hits, never fewer)
+            es, er = self._run_rows(queries[short], k, rows_ok, nthreads)
+            scores[short], rows[short] = es, er
+        return Hits(self._idmap.lookup(rows), scores, rows)
+
+    def _run_rows(self, queries: SparseBatch, k: int, rows_ok: np.ndarray, nthreads: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over ``rows_ok`` (ascending int64), scored on the forward index."""
+        a = self._a
+        q_idx = np.ascontiguousarray(queries.indices, np.int32)
+        q_val = np.ascontiguousarray(queries.values, np.float32)
+        args = (_plain(a["fwd_ptr"]), _plain(a["fwd_comp"]), _plain(a["fwd_val"]), K.F16_TABLE, _plain(a["tail_ptr"]),
+                _plain(a["tail_comp"]), _plain(a["tail_val"]), self._n_main)
+        nq = len(queries)
+        if nthreads == 1 or nq == 1:
+            sc = self._take_scratch()
+            try:
+                serial: Callable[..., tuple[np.ndarray, np.ndarray]] = K.rows_search_serial  # see _run
+                return serial(queries.indptr, q_idx, q_val, k, rows_ok, *args, sc[0])
+            finally:
+                self._local.scratch = sc
+        n_chunks = min(nq, 4 * nthreads)
+        with parallel_section(nthreads):
+            parallel: Callable[..., tuple[np.ndarray, np.ndarray]] = K.rows_search_parallel
+            return parallel(queries.indptr, q_idx, q_val, k, rows_ok, *args, self.dim, n_chunks)
+
     def _run(self, q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: int, query_cut: int, heap_factor: float,
-             sort_blocks: bool, n_knn: int, nthreads: int) -> tuple[np.ndarray, np.ndarray]:
+             sort_blocks: bool, n_knn: int, nthreads: int, deleted: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         if q_idx.dtype != np.int32 or not q_idx.flags.c_contiguous:
             q_idx = np.ascontiguousarray(q_idx, np.int32)
         if q_val.dtype != np.float32 or not q_val.flags.c_contiguous:
@@ -274,6 +334,8 @@ class SeismicIndex(BaseIndex):
                 a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["term_grp_ptr"], a["grp_ptr"], a["sum_comp"],
                 a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"], a["fwd_val"],
                 K.F16_TABLE, self._deleted, a["tail_ptr"], a["tail_comp"], a["tail_val"], self._n_main, self._knn_arg()))
+        if deleted is not None:  # a filtered search: its own skip mask in the tombstones' place
+            arrays = arrays[:14] + (deleted,) + arrays[15:]
         nq = q_ptr.shape[0] - 1
         if nthreads == 1 or nq == 1:
             sc = self._take_scratch()

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from lsr.index.cli import HelpFormatter
 
@@ -62,6 +62,12 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
                    help="torch threads of a model's forward pass (the search threads need the other cores)")
     g.add_argument("--query-batch-wait-ms", type=float, default=Limits.query_batch_wait_ms,
                    help="how long a query batch waits for more queries")
+    c = p.add_argument_group("cluster: sharded, replicated collections on Ray (pip install 'lsr[cluster]'; docs/cluster.md)")
+    c.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="serve collections sharded over Ray actors: a Ray address (HOST:PORT, auto) or 'local' (a "
+                        "Ray runtime started in this process); --data is then each replica's folder on its node")
+    c.add_argument("--shards", type=int, default=2, help="with --cluster: shards per collection (by a hash of the id)")
+    c.add_argument("--replicas", type=int, default=2, help="with --cluster: copies of each shard")
     p.add_argument("--log-level", default="info")
     return p
 
@@ -119,7 +125,9 @@ def open_store(settings: Settings) -> CollectionStore:
     return store
 
 
-def main(argv: list[str] | None = None, prog: str = "lsr-serve") -> int:
+def main(argv: list[str] | None = None, prog: str = "lsr-serve",
+         cluster: Callable[[argparse.Namespace, Settings], CollectionStore] | None = None) -> int:
+    """``cluster`` opens the store of ``--cluster`` (lsr.cluster, passed in by ``lsr serve``)."""
     args = serve_parser(prog).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .app import create_app
@@ -131,7 +139,12 @@ def main(argv: list[str] | None = None, prog: str = "lsr-serve") -> int:
             raise ValueError(f"--model {args.model!r} is neither a model folder nor a known model name "
                              "(e.g. splade-tiny; 'none' serves vectors only)")
         settings = settings_from_args(args)
-        store = open_store(settings)
+        if args.cluster is not None:
+            if cluster is None:
+                raise ValueError("--cluster is served by `lsr serve --cluster` (pip install 'lsr[cluster]')")
+            store = cluster(args, settings)
+        else:
+            store = open_store(settings)
     except (OSError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

@@ -212,6 +212,9 @@ def _fetch_size(k: int, n: int, n_dead: int) -> int:
 class View:
     """An immutable snapshot of a collection for searching."""
 
+    #: shards left out of a partial search of a sharded collection (lsr.cluster); a local one has none
+    missing_shards: tuple[int, ...] = ()
+
     def __init__(self, segments: tuple[Segment, ...], dead: dict[str, np.ndarray], fresh: dict[str, FreshDoc],
                  dim: int) -> None:
         self.segments = segments
@@ -614,7 +617,8 @@ class Collection:
         return out
 
     def search(self, queries: SparseBatch, k: int, knobs: dict[str, Any],
-               threads: int | None = None) -> tuple[View, list[list[Any]]]:
+               threads: int | None = None, *, allow_partial: bool = False) -> tuple[View, list[list[Any]]]:
+        # allow_partial matters to a sharded collection (lsr.cluster) only: a local one is never partial
         # list[list[Candidate]] (View.search); left loose for callers that build untyped hit dicts
         # from the candidates (routers/search.py)
         queries.check_dim(self.dim)

@@ -174,6 +174,8 @@ class Knobs(_Strict):
     )
     explain: bool = Field(False, description="add matching terms and their contributions to each hit")
     include_text: bool = Field(True, description="return the stored text with each hit")
+    allow_partial: bool = Field(False, description="sharded collections (lsr serve --cluster): when a shard has no "
+                                "live replica, answer from the others with `partial: true` instead of a 503")
 
 
 class QueryIn(_VectorFields):
@@ -213,6 +215,9 @@ class Hit(BaseModel):
 class SearchResponse(BaseModel):
     hits: list[Hit]
     took_ms: float
+    partial: bool | None = Field(default=None, description="present and true when shards were left out "
+                                 "(allow_partial); their ids are in missing_shards")
+    missing_shards: list[int] | None = None
 
 
 class BatchSearchResponse(BaseModel):

@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-weight", type=float, default=None, help="drop weights below this")
     p.add_argument("--limit", type=int, default=None, help="encode only the first N records")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (without it: cuda if available, else cpu)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="encode with Ray Data on a Ray cluster (HOST:PORT, auto, or 'local'): an actor pool with one "
+                        "GPU per actor where there are GPUs, else CPU (pip install 'lsr[cluster]')")
+    p.add_argument("--actors", type=int, default=None, help="with --cluster: encoder actors (default: one per GPU, "
+                                                           "else one per CPU)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -62,6 +67,28 @@ def _check_device(device: str) -> str | None:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         return f"--device {device}: MPS is not available on this machine; use --device cpu"
     return None
+
+
+def _encode_cluster(args: argparse.Namespace, pairs: list[tuple[str, str]], out: Path) -> int:
+    """``--cluster``: the same encoding on a Ray Data actor pool (lsr.cluster), rows in input order."""
+    from lsr.index.sparse import save_vectors
+
+    if args.actors is not None and args.actors < 1:
+        print(f"lsr-encode: --actors must be positive, got {args.actors}", file=sys.stderr)
+        return 2
+    try:
+        from lsr.cluster.cli import encode_to_file
+
+        batch, ids, dt = encode_to_file(pairs, args)
+        save_vectors(out, batch, ids)
+    except (OSError, ValueError, ModuleNotFoundError) as exc:
+        print(f"lsr-encode: {exc}", file=sys.stderr)
+        return 2
+    n = len(batch)
+    logger.info("encoded %d texts through Ray Data in %.1fs (%.1f/s) -> %s", n, dt, n / dt if dt else 0.0, out)
+    print(json.dumps({"n": n, "seconds": round(dt, 3), "avg_nnz": round(batch.nnz / max(n, 1), 2), "out": str(out),
+                      "cluster": args.cluster}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"lsr-encode: cannot create the folder of --out {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    if args.cluster is not None:
+        return _encode_cluster(args, pairs, out)
     ids, texts = [i for i, _ in pairs], [t for _, t in pairs]
     from lsr.models import SparseEncoder
     from lsr.index.sparse import save_vectors

@@ -5,13 +5,30 @@ from __future__ import annotations
 import sys
 
 
+def _wants_cluster(argv: list[str]) -> bool:
+    return any(a == "--cluster" or a.startswith("--cluster=") for a in argv)
+
+
 def _serve(argv: list[str]) -> int:
     from lsr.service.cli import main
 
+    if _wants_cluster(argv):  # only then is ray imported (lsr.cluster)
+        from lsr.cluster.cli import open_cluster_store
+
+        return main(argv, prog="lsr serve", cluster=open_cluster_store)
     return main(argv, prog="lsr serve")
 
 
+def serve_entry() -> int:
+    """The ``lsr-serve`` script: ``lsr serve`` (so ``--cluster`` works there too)."""
+    return _serve(sys.argv[1:])
+
+
 def _ingest(argv: list[str]) -> int:
+    if _wants_cluster(argv):
+        from lsr.cluster.cli import ingest_main as cluster_ingest_main
+
+        return cluster_ingest_main(argv, prog="lsr ingest")
     from lsr.service.cli import ingest_main
 
     return ingest_main(argv, prog="lsr ingest")

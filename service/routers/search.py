@@ -104,7 +104,7 @@ def _batch(vecs: list[tuple[np.ndarray, np.ndarray]], dim: int) -> SparseBatch:
 
 def _run(svc: Service, col: Collection, qb: SparseBatch, knobs: S.Knobs, threads: int, t0: float) -> list[dict[str, Any]]:
     view, results = col.search(qb, knobs.k, {"query_cut": knobs.query_cut, "heap_factor": knobs.heap_factor},
-                               threads)
+                               threads, allow_partial=knobs.allow_partial)
     vocab = svc.col_vocab(col)[0] if knobs.explain else None
     took = (time.perf_counter() - t0) * 1000
     out = []
@@ -121,7 +121,10 @@ def _run(svc: Service, col: Collection, qb: SparseBatch, knobs: S.Knobs, threads
             hits.append(hit)
         if knobs.explain:
             hits.sort(key=lambda h: (-h["score"], h["id"]))
-        out.append({"hits": hits, "took_ms": took})
+        res: dict[str, Any] = {"hits": hits, "took_ms": took}
+        if view.missing_shards:  # a sharded collection answered without some shards (allow_partial)
+            res.update(partial=True, missing_shards=list(view.missing_shards))
+        out.append(res)
     return out
 
 

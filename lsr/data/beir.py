@@ -41,10 +41,21 @@ class BeirData:
 
 
 def load_beir(folder: str | Path, split: str, *, prefix: str | None = None) -> BeirData:
-    """Load a BEIR folder; with ``prefix`` every id becomes ``prefix/id`` (to merge datasets)."""
+    """Load a BEIR folder; with ``prefix`` every id becomes ``prefix/id`` (to merge datasets).
+
+    ``split`` may be a virtual split of :mod:`lsr.data.splits`: ``train-dev`` (the seeded hold-out of
+    the train queries, for model selection) or ``train-fit`` (the rest, for training).
+    """
+    from lsr.data.splits import heldout_split, resolve_split
+
     folder = Path(folder)
     corpus = {d.id: d.full_text for d in read_corpus(folder)}
-    queries, qrels = read_queries(folder), read_qrels(_qrels_path(folder, split))
+    source, side = resolve_split(split)
+    queries, qrels = read_queries(folder), read_qrels(_qrels_path(folder, source))
+    if side is not None:
+        fit, dev = heldout_split(qrels)
+        keep = set(dev if side == "dev" else fit)
+        qrels = {q: r for q, r in qrels.items() if q in keep}
     if prefix:
         corpus = {f"{prefix}/{k}": v for k, v in corpus.items()}
         queries = {f"{prefix}/{k}": v for k, v in queries.items()}

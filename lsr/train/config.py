@@ -12,7 +12,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lsr.data.splits import check_selection_split
 
 __all__ = ["TrainConfig", "load_config", "ConfigError"]
 
@@ -52,12 +54,22 @@ class ModelConfig(_Strict):
 
 class DatasetConfig(_Strict):
     path: str
-    split: str = "train"
+    # judged mode: the qrels split trained on ("train", or "train-fit": train without the seeded
+    # hold-out that model selection reads); never a test split. Label-free mode: leave it out.
+    split: Optional[str] = None
     name: Optional[str] = None
     max_queries: Optional[int] = Field(None, gt=0)
 
+    @field_validator("split")
+    @classmethod
+    def _not_test(cls, v):
+        return v if v is None else check_selection_split(v, "data.train")
+
 
 class DataConfig(_Strict):
+    # judged: queries and qrels of data.train[].split; label-free: the corpora alone (pseudo-queries,
+    # see [pseudo_queries]); no queries file and no qrels of any split are opened.
+    mode: Literal["judged", "label-free"] = "judged"
     train: list[DatasetConfig] = Field(..., min_length=1)
     triples: Optional[str] = None  # MS MARCO-style text triples (query, positive, negative) instead
     negatives: Literal["bm25"] = "bm25"
@@ -100,6 +112,24 @@ class TeachersConfig(_Strict):
     batch_size: int = Field(128, gt=0)
 
 
+class PseudoQueriesConfig(_Strict):
+    """Label-free mode: doc2query generation, mining, the consistency filter and the artefact cache."""
+
+    generator: str = "smollm2-135m"  # folder, .gguf file or short name
+    max_new_tokens: int = Field(16, gt=0)
+    max_passage_chars: int = Field(1000, gt=0)
+    queries_per_doc: int = Field(1, gt=0)  # 1: greedy; more: seeded sampling
+    seed: int = 0
+    batch_size: int = Field(64, gt=0)
+    max_docs: Optional[int] = Field(None, gt=0)  # generate for the first N documents of each corpus
+    miners: list[Literal["bm25", "splade"]] = Field(default_factory=lambda: ["bm25", "splade"], min_length=1)
+    miner_model: str = "splade-tiny"
+    mine_depth: int = Field(30, gt=0)
+    keep_rank: int = Field(3, ge=0)  # keep a query if the ensemble ranks its source in the top keep_rank
+    cache_dir: str = ".cache/label-free"
+    encode_batch_size: int = Field(128, gt=0)
+
+
 class TrainLoopConfig(_Strict):
     output_dir: str
     steps: int = Field(..., gt=0)
@@ -122,12 +152,17 @@ class TrainLoopConfig(_Strict):
 
 class EvalConfig(_Strict):
     path: str
-    split: str = "dev"
+    split: str = "dev"  # model selection reads dev splits only: "dev" or "train-dev" (never test)
     name: Optional[str] = None
     max_queries: Optional[int] = Field(None, gt=0)
     corpus: Literal["full", "candidates"] = "full"  # candidates: BM25 top-`depth` pool + judged docs
     depth: int = Field(100, gt=0)
     batch_size: int = Field(64, gt=0)
+
+    @field_validator("split")
+    @classmethod
+    def _not_test(cls, v):
+        return check_selection_split(v, "eval")
 
 
 class TrainConfig(_Strict):
@@ -135,6 +170,7 @@ class TrainConfig(_Strict):
     data: DataConfig
     loss: LossConfig = Field(default_factory=LossConfig)
     teachers: TeachersConfig = Field(default_factory=TeachersConfig)
+    pseudo_queries: Optional[PseudoQueriesConfig] = None
     train: TrainLoopConfig
     eval: list[EvalConfig] = Field(default_factory=list)
 
@@ -146,8 +182,26 @@ class TrainConfig(_Strict):
             raise ValueError("distillation needs data.n_negatives >= 1")
         if self.model.logit_shift is not None and self.model.kind != "decoder":
             raise ValueError("model.logit_shift applies to kind = 'decoder' only")
-        if self.loss.regularizer == "idf_flops" and self.model.kind == "decoder":
-            pass  # allowed: IDF from the training corpora in the decoder's vocabulary
+        if self.data.mode == "label-free":
+            if self.eval:
+                raise ValueError("data.mode = 'label-free' reads no judgments, and [[eval]] reads qrels: "
+                                 "remove [[eval]] and evaluate the final model with lsr-eval")
+            if self.data.triples:
+                raise ValueError("data.mode = 'label-free' takes corpora only: remove data.triples")
+            if any(d.split is not None or d.max_queries is not None for d in self.data.train):
+                raise ValueError("data.mode = 'label-free' reads corpora only: remove split/max_queries "
+                                 "from [[data.train]]")
+            if not self.teachers.models:
+                raise ValueError("data.mode = 'label-free' labels pseudo-queries with teachers: add [[teachers.models]]")
+            if self.pseudo_queries is None:
+                self.pseudo_queries = PseudoQueriesConfig()
+            self.pseudo_queries.cache_dir = _path(self.pseudo_queries.cache_dir)
+        else:
+            if self.pseudo_queries is not None:
+                raise ValueError("[pseudo_queries] applies to data.mode = 'label-free' only")
+            for d in self.data.train:
+                if d.split is None:
+                    d.split = "train"
         for d in self.data.train:
             d.path = _path(d.path)
         for e in self.eval:

@@ -127,21 +127,43 @@ class Trainer:
         logger.info("training data: %d queries with positives, %d documents", len(positives), len(corpus))
         return corpus, queries, positives, negatives
 
-    def _teacher_scores(self, corpus, queries, positives, negatives):
-        tc = self.cfg.teachers
-        if not tc.models:
-            return None
+    def _ensemble(self, cache_dir: str):
         from lsr.teachers import Ensemble, build_teacher
 
+        tc = self.cfg.teachers
         teachers = []
         for t in tc.models:
             kw = {} if t.kind == "bm25" else {"batch_size": tc.batch_size, "max_length": t.max_length}
             teachers.append(build_teacher(t.kind, t.model, **kw))
+        return Ensemble(teachers, [t.weight for t in tc.models], normalization=tc.normalization, scale=tc.scale,
+                        cache_dir=cache_dir)
+
+    def _teacher_scores(self, corpus, queries, positives, negatives):
+        tc = self.cfg.teachers
+        if not tc.models:
+            return None
         cands = {q: list(dict.fromkeys(list(positives[q]) + list(negatives.get(q, ())))) for q in positives}
-        cache = tc.cache_dir or str(self.out / "teacher-cache")
-        ens = Ensemble(teachers, [t.weight for t in tc.models], normalization=tc.normalization, scale=tc.scale,
-                       cache_dir=cache)
+        ens = self._ensemble(tc.cache_dir or str(self.out / "teacher-cache"))
         return ens(queries, corpus, cands)
+
+    def _label_free_data(self):
+        """Label-free mode: pseudo-queries, mined candidates and ensemble labels from the corpora
+        alone (``lsr.data.label_free``); no queries file and no qrels are opened."""
+        from lsr.data.label_free import LabelFreeSpec, build_label_free
+        from lsr.data.pseudo_queries import GenerationSpec
+
+        pq, dc = self.cfg.pseudo_queries, self.cfg.data
+        spec = LabelFreeSpec(
+            generation=GenerationSpec(pq.generator, pq.max_new_tokens, pq.max_passage_chars, pq.queries_per_doc, pq.seed),
+            batch_size=pq.batch_size, max_docs=pq.max_docs, miners=tuple(pq.miners), miner_model=pq.miner_model,
+            mine_depth=pq.mine_depth, keep_rank=pq.keep_rank, cache_dir=pq.cache_dir, bm25_tokenizer=dc.bm25_tokenizer,
+            device=None if self.cfg.train.device == "auto" else self.cfg.train.device,
+            encode_batch_size=pq.encode_batch_size, progress=self.cfg.train.progress)
+        corpora = [(d.name or Path(d.path).name, d.path) for d in dc.train]
+        lf = build_label_free(corpora, spec, self._ensemble(self.cfg.teachers.cache_dir or pq.cache_dir))
+        if self.accel.is_main_process:
+            (self.out / "label_free_stats.json").write_text(json.dumps(lf.stats, indent=1))
+        return lf.corpus, lf.queries, lf.positives, lf.negatives, lf.teacher_scores
 
     def _idf(self, enc, corpus) -> np.ndarray:
         from lsr.index.stats import bm25_idf, document_frequencies
@@ -236,13 +258,20 @@ class Trainer:
         logger.info("config (digest %s): %s", cfg.digest(), json.dumps(cfg.model_dump()))
         _seed_all(tc.seed)
 
-        corpus, queries, positives, negatives = self._load_training_data()
-        teacher = None
-        if accel.is_main_process:
-            teacher = self._teacher_scores(corpus, queries, positives, negatives)
-        accel.wait_for_everyone()
-        if not accel.is_main_process and cfg.teachers.models:
-            teacher = self._teacher_scores(corpus, queries, positives, negatives)  # now a cache hit
+        if cfg.data.mode == "label-free":
+            if accel.is_main_process:
+                corpus, queries, positives, negatives, teacher = self._label_free_data()
+            accel.wait_for_everyone()
+            if not accel.is_main_process:
+                corpus, queries, positives, negatives, teacher = self._label_free_data()  # cache hits
+        else:
+            corpus, queries, positives, negatives = self._load_training_data()
+            teacher = None
+            if accel.is_main_process:
+                teacher = self._teacher_scores(corpus, queries, positives, negatives)
+            accel.wait_for_everyone()
+            if not accel.is_main_process and cfg.teachers.models:
+                teacher = self._teacher_scores(corpus, queries, positives, negatives)  # now a cache hit
         data = TrainingSet(queries, corpus, positives, negatives, n_negatives=cfg.data.n_negatives,
                            seed=cfg.data.seed, teacher_scores=teacher)
 

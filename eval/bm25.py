@@ -113,6 +113,7 @@ class BM25Searcher:
         k1: float = 0.9,
         b: float = 0.4,
         threads: int = 1,
+        progress: bool = False,
     ) -> "BM25Searcher":
         prepare_java()
         tmp = None
@@ -124,8 +125,11 @@ class BM25Searcher:
             root.mkdir(parents=True, exist_ok=True)
         coll = root / "collection"
         coll.mkdir(exist_ok=True)
+        from tqdm.auto import tqdm
+
         with open(coll / "docs.jsonl", "w", encoding="utf-8") as fh:
-            for d, t in zip(ids, texts):
+            for d, t in tqdm(zip(ids, texts), total=len(ids), desc="bm25: write collection", unit="doc",
+                             leave=False, disable=not progress):
                 fh.write(json.dumps({"id": d, "contents": t}, ensure_ascii=False) + "\n")
         idx = root / "index"
         from pyserini.pyclass import autoclass  # starts the JVM
@@ -140,19 +144,31 @@ class BM25Searcher:
             "-quiet",
         ]
         t0 = time.perf_counter()
-        autoclass("io.anserini.index.IndexCollection").main(args)
+        # Anserini reports no progress to Python: one step, so the phase shows while it runs
+        with tqdm(total=1, desc=f"bm25: Lucene index of {len(ids)} docs", unit="index", leave=False,
+                  disable=not progress) as bar:
+            autoclass("io.anserini.index.IndexCollection").main(args)
+            bar.update(1)
         log.info("Lucene index of %d docs built in %.1f s", len(ids), time.perf_counter() - t0)
         (coll / "docs.jsonl").unlink()
         return cls(idx, k1, b, tmp)
 
     def search(
-        self, queries: dict[str, str], k: int = 1000, *, threads: int = 1, remove_query: bool = True
+        self, queries: dict[str, str], k: int = 1000, *, threads: int = 1, remove_query: bool = True,
+        progress: bool = False, chunk: int = 256,
     ) -> dict[str, dict[str, float]]:
         """``{qid: {doc_id: score}}``; ``remove_query`` drops a hit whose id equals the query's
-        (Pyserini's ``--remove-query`` for BEIR)."""
+        (Pyserini's ``--remove-query`` for BEIR). Queries go to Lucene ``chunk`` at a time (the bar
+        advances per chunk)."""
+        from tqdm.auto import tqdm
+
         qids = list(queries)
         texts = [queries[q] for q in qids]
-        res = self.searcher.batch_search(texts, qids, k=k, threads=threads)
+        res = {}
+        with tqdm(total=len(qids), desc="bm25: search", unit="q", leave=False, disable=not progress) as bar:
+            for s in range(0, len(qids), chunk):
+                res.update(self.searcher.batch_search(texts[s:s + chunk], qids[s:s + chunk], k=k, threads=threads))
+                bar.update(len(qids[s:s + chunk]))
         run = {}
         for q in qids:
             run[q] = {h.docid: float(h.score) for h in res.get(q, []) if not (remove_query and h.docid == q)}

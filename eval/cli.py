@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from lsr.index.base import MAX_K
 from lsr.index.cli import HelpFormatter
 
 from .metrics import DEFAULT_MEASURES
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--measure", action="append", default=None,
                    help=f"an ir-measures string; repeatable (without it: {' '.join(DEFAULT_MEASURES)})")
     r.add_argument("--k", type=int, default=1000,
-                   help="retrieval depth, >= 1; a depth beyond the corpus is cut to the corpus size")
+                   help=f"retrieval depth, 1 to {MAX_K}; a depth beyond the corpus is cut to the corpus size")
     r.add_argument("--out", help="report JSON path (a .md table is written beside it)")
     r.add_argument("--runs-dir", help="folder for TREC run files (without it: <out stem>.runs/ beside --out)")
     r.add_argument("--cache-dir", help="folder that caches encoded document vectors between invocations")
@@ -72,6 +73,8 @@ def _check_run(args: argparse.Namespace) -> None:
                                ("--max-queries", args.max_queries, 1), ("--latency-queries", args.latency_queries, 0)):
         if value is not None and value < least:
             raise ValueError(f"{flag} must be >= {least}, got {value}")
+    if args.k > MAX_K:
+        raise ValueError(f"--k {args.k} exceeds the limit of {MAX_K}")
     if args.out:
         out = Path(args.out)
         if out.is_dir():

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lsr.index.base import SearchParams
+from lsr.index.base import MAX_K, SearchParams
 from lsr.index.sparse import SparseBatch, load_vectors, save_vectors
 from lsr.index.stats import flops
 
@@ -122,6 +122,8 @@ def parse_system(spec: str) -> SystemSpec:
         v = s.options.get(key, 1)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"system {spec!r}: {key} must be an int >= 1, got {v!r}")
+    if s.options.get("k", 1) > MAX_K:
+        raise ValueError(f"system {spec!r}: k={s.options['k']} exceeds the limit of {MAX_K}")
     if kind in ENCODER_KINDS and not s.model:
         raise ValueError(f"system {spec!r}: name the model, e.g. {kind}:splade-tiny or {kind}:/path/to/checkpoint")
     if kind == "vectors":
@@ -219,6 +221,12 @@ class Runner:
         self._doc_vectors: dict[tuple, tuple[SparseBatch, dict]] = {}
         self._query_vectors: dict[tuple, tuple[SparseBatch, list[float] | None]] = {}
         self._indexes: dict[tuple, tuple[Any, dict]] = {}
+
+    def _bar(self, items, desc: str, total: int | None = None):
+        """A progress bar over ``items`` for one phase (hidden with ``show_progress=False``)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(items, desc=desc, total=total, unit="q", leave=False, disable=not self.show_progress)
 
     @property
     def doc_texts(self) -> list[str]:
@@ -330,10 +338,10 @@ class Runner:
         else:
             enc = self.encoder(spec.kind, spec.model)
         bs = int(spec.options.get("batch_size", 32))
-        batch = enc.encode_queries(self.qtexts, batch_size=bs, show_progress_bar=False)
+        batch = enc.encode_queries(self.qtexts, batch_size=bs, show_progress_bar=self.show_progress)
         n_lat = len(self.qtexts) if self.latency_queries is None else min(self.latency_queries, len(self.qtexts))
         times = []
-        for t in self.qtexts[:n_lat]:
+        for t in self._bar(self.qtexts[:n_lat], f"{spec.name}: query encode latency"):
             t0 = time.perf_counter()
             enc.encode_queries([t], batch_size=1, show_progress_bar=False)
             times.append(time.perf_counter() - t0)
@@ -350,8 +358,9 @@ class Runner:
             return index, {**build, "index_shared": True}
         build: dict[str, Any] = {}
         cls = _index_class(spec.index)
+        extra = {"progress": self.show_progress} if spec.index == "seismic" and "progress" not in spec.build_params else {}
         with eff.timer(build, "build_s"):
-            index = cls.build(docs, ids=list(self.ds.doc_ids), **spec.build_params)
+            index = cls.build(docs, ids=list(self.ds.doc_ids), **spec.build_params, **extra)
         with tempfile.TemporaryDirectory(prefix="lsr-eval-index-") as tmp:
             index.save(Path(tmp) / "index")
             build["index_bytes"] = eff.folder_size(Path(tmp) / "index")
@@ -404,22 +413,24 @@ class Runner:
         b = float(spec.options.get("b", 0.4))
         threads = int(spec.search_params.get("threads", eff.cpu_count()))
         try:
+            log.info("%s: starting the JVM (Pyserini)", spec.name)
             with eff.timer(e, "jvm_start_s"):
                 bm25.start_jvm()
         except bm25.PyseriniUnavailable as exc:
             raise _Skip(str(exc)) from None
         with eff.timer(e, "build_s"):  # the JVM runs: an error here is the system's failure, not a skip
-            searcher = bm25.BM25Searcher.build(self.ds.doc_ids, self.doc_texts, k1=k1, b=b, threads=threads)
+            searcher = bm25.BM25Searcher.build(self.ds.doc_ids, self.doc_texts, k1=k1, b=b, threads=threads,
+                                               progress=self.show_progress)
         e["index_bytes"] = searcher.size_bytes()
         queries = dict(zip(self.qids, self.qtexts))
         if self.qtexts:
             searcher.search_one(self.qtexts[0], k=k)  # warm-up
         with eff.timer(e, "batch_search_s"):
-            run = searcher.search(queries, k=k, threads=threads)
+            run = searcher.search(queries, k=k, threads=threads, progress=self.show_progress)
         e["qps"] = len(queries) / e["batch_search_s"] if e["batch_search_s"] > 0 else None
         n_lat = len(self.qtexts) if self.latency_queries is None else min(self.latency_queries, len(self.qtexts))
         times = []
-        for t in self.qtexts[:n_lat]:
+        for t in self._bar(self.qtexts[:n_lat], f"{spec.name}: search latency"):
             t0 = time.perf_counter()
             searcher.search_one(t, k=k)
             times.append(time.perf_counter() - t0)
@@ -452,7 +463,7 @@ class Runner:
         sp1 = {**sp, "threads": 1}
         times = []
         mismatch = []
-        for i in range(n_lat):
+        for i in self._bar(range(n_lat), f"{spec.name}: search latency"):
             q = queries[i]
             t0 = time.perf_counter()
             one = index.search(q, k=k, **sp1)

@@ -173,6 +173,11 @@ def coerce_queries(queries: Any, dim: int) -> SparseBatch:
     return batch
 
 
+#: The largest k the command-line tools and the REST API accept, with the limit in the message.
+#: ``search`` itself takes any k: rows past the matching documents are padded (-1 / -inf).
+MAX_K = 10_000
+
+
 def check_k(k: object) -> int:
     """``k`` as an int >= 1. A ``k`` beyond the collection is allowed: the rows are padded with
     missing hits (-1 / -inf), as for a query that matches fewer than ``k`` documents."""

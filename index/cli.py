@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -18,7 +19,7 @@ from typing import Callable
 
 from .sparse import SparseBatch, load_vectors
 
-from .base import DEFAULT_SEARCH, BaseIndex, SearchParams, resolve_threads
+from .base import DEFAULT_SEARCH, MAX_K, BaseIndex, SearchParams, resolve_threads
 from .exact import ExactIndex
 from .seismic import SeismicIndex, SeismicParams
 from .storage import IndexFormatError
@@ -36,6 +37,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
+
+    def add_argument(self, action: argparse.Action) -> None:
+        # argparse prints no help line, so no default, for an option without help text: give it one
+        if (action.help is None and action.option_strings and action.default is not None
+                and action.default is not False and action.default is not argparse.SUPPRESS):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        super().add_argument(action)
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -105,6 +114,8 @@ def _read_queries(path: Path, index: BaseIndex) -> tuple[SparseBatch, list[str]]
 def _check_search(args: argparse.Namespace) -> None:
     """Every search argument checked before the index loads."""
     _positive("--k", args.k)
+    if args.k > MAX_K:
+        raise ValueError(f"--k {args.k} exceeds the limit of {MAX_K}")
     _positive("--batch-size", args.batch_size)
     if args.threads is not None:
         _as_flags(lambda: resolve_threads(args.threads))
@@ -199,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("index", type=Path)
     s.add_argument("queries", type=Path, help=".jsonl (Seismic format) or .npz")
     s.add_argument("--out", type=Path, required=True, help="TREC run file to write")
-    s.add_argument("--k", type=int, default=10, help="hits per query")
+    s.add_argument("--k", type=int, default=10, help=f"hits per query, at most {MAX_K}")
     s.add_argument("--query-cut", type=int, default=None,
                    help=f"query terms that open posting lists (without it: {DEFAULT_SEARCH.query_cut})")
     s.add_argument("--heap-factor", type=float, default=None,

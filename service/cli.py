@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from lsr.index.base import MAX_K
 from lsr.index.cli import HelpFormatter
 
 from .config import Limits, Settings, resolve_api_keys
@@ -35,7 +36,8 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
                    help="file with one API key per line (else $LSR_API_KEYS, comma-separated, else a generated key "
                         "stored in DATA/api_key)")
     p.add_argument("--read-requires-key", action="store_true", help="searches and reads need an API key too")
-    p.add_argument("--max-k", type=int, default=Limits.max_k)
+    p.add_argument("--max-k", type=int, default=Limits.max_k,
+                   help=f"largest k a search may ask for (at most {MAX_K}); a larger k is a 422 naming the limit")
     p.add_argument("--max-batch", type=int, default=Limits.max_batch_documents, help="documents per write")
     p.add_argument("--max-queries", type=int, default=Limits.max_batch_queries, help="queries per batch search")
     p.add_argument("--max-text-chars", type=int, default=Limits.max_text_chars)
@@ -79,6 +81,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                         ("--encoder-threads", args.encoder_threads)]:
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+    if not 1 <= args.max_k <= MAX_K:
+        raise ValueError(f"--max-k must be between 1 and {MAX_K}, got {args.max_k}")
     for flag, value in [("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout),
                         ("--keep-alive", args.keep_alive)]:
         if not value > 0:

@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
+from lsr.index.base import MAX_K  # the hard cap on k; a server answers up to its --max-k of it
+
 from .collection import MAX_DIM, MAX_WEIGHT  # the storage layer's caps, checked here at the edge
 
 MAX_TEXT = 100_000
-MAX_K = 1000
 MAX_BATCH_DOCS = 1000
 MAX_BATCH_QUERIES = 256
 MAX_TERM_ID = MAX_DIM - 1  # term ids are int32 in every index
@@ -167,7 +168,7 @@ class Document(BaseModel):
 
 # ---------------------------------------------------------------------------- search
 class Knobs(_Strict):
-    k: int = Field(10, ge=1, le=MAX_K)
+    k: int = Field(10, ge=1, le=MAX_K, description="hits to return, at most the server's --max-k (default 1000)")
     query_cut: int | None = Field(default=None, ge=1, le=10_000, description="Seismic: query terms kept (top by weight)")
     heap_factor: float | None = Field(
         None, gt=0, le=1, description="Seismic: a block is scored when its summary reaches heap_factor x the k-th score"

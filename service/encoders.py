@@ -3,14 +3,18 @@
 An inference-free model's query side is its tokenizer plus a weight table
 (:class:`lsr.models.inference_free.IdfQueryEncoder`): it never imports torch. Queries for model-based
 encoders (SPLADE, decoder) go through a :class:`QueryBatcher`: requests that arrive within a few
-milliseconds of each other are encoded in one forward pass.
+milliseconds of each other are encoded in one forward pass. A model folder written by ``lsr export-onnx``
+(or, where torch is not installed, a model folder with such an export in ``onnx/``) runs through ONNX
+Runtime (:class:`lsr.models.onnx.OnnxSparseEncoder`): serving it never imports torch.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -22,6 +26,7 @@ from lsr.index.sparse import SparseBatch
 if TYPE_CHECKING:
     from lsr.models.base import SparseEncoder
     from lsr.models.inference_free import IdfQueryEncoder
+    from lsr.models.onnx import OnnxSparseEncoder
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,28 @@ def _vocab_from_folder(folder: Path) -> list[str] | None:
     txt = folder / "vocab.txt"
     if txt.exists():
         return txt.read_text(encoding="utf-8").split("\n")[:-1] or None
+    return None
+
+
+def torch_available() -> bool:
+    """True when torch can be imported (it is not imported here)."""
+    if "torch" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def onnx_dir(folder: Path) -> Path | None:
+    """The ONNX export that serves ``folder``: the folder itself when it is one; its ``onnx/`` subfolder
+    only when torch is not installed (with torch, a checkpoint folder runs through torch)."""
+    from lsr.models.onnx import is_onnx_folder  # noqa: PLC0415 - torch-free
+
+    if is_onnx_folder(folder):
+        return folder
+    if (folder / "onnx").is_dir() and is_onnx_folder(folder / "onnx") and not torch_available():
+        return folder / "onnx"
     return None
 
 
@@ -182,9 +209,9 @@ class ModelRegistry:
                  batch_wait_ms: float = 2.0, batch_queue: int = 256, threads: int | None = None):
         self.default = default
         self.allow_load = allow_load
-        self.threads = threads  # torch intra-op threads once a torch model is loaded (None: torch's default)
+        self.threads = threads  # intra-op threads of a loaded model (torch or ONNX Runtime; None: their default)
         self.batch_opts: dict[str, Any] = {"max_batch": batch_max, "max_wait_ms": batch_wait_ms, "max_queue": batch_queue}
-        self._encoders: dict[str, SparseEncoder] = {}  # torch encoders
+        self._encoders: dict[str, SparseEncoder | OnnxSparseEncoder] = {}  # torch or ONNX Runtime encoders
         self._tables: dict[str, IdfQueryEncoder] = {}  # torch-free query encoders (inference-free)
         self._batchers: dict[str, QueryBatcher] = {}
         self._vocabs: dict[str, list[str]] = {}
@@ -248,12 +275,21 @@ class ModelRegistry:
 
         return self._load_once(self._tables, name, name + ":table", load)
 
-    def encoder(self, name: str) -> SparseEncoder:
-        """The torch encoder (documents of every model; queries of SPLADE and decoder models)."""
-        def load() -> SparseEncoder:
+    def encoder(self, name: str) -> SparseEncoder | OnnxSparseEncoder:
+        """The model encoder (documents of every model; queries of SPLADE and decoder models): ONNX
+        Runtime for an ONNX export (see :func:`onnx_dir`), else torch."""
+        def load() -> SparseEncoder | OnnxSparseEncoder:
             folder = self.folder(name)
             if folder is None:
                 raise self._unavailable(name)
+            onnx = onnx_dir(folder)
+            if onnx is not None:
+                return self._load_onnx(name, onnx)
+            if not torch_available():
+                raise ModelUnavailable(
+                    f"model {name!r} needs torch to encode text, and torch is not installed: serve an ONNX export "
+                    "of it (`lsr export-onnx MODEL OUT` where torch is installed, then --model OUT) or install "
+                    "lsr[encoders]")
             try:
                 from lsr.models import SparseEncoder as Encoder  # noqa: PLC0415
 
@@ -270,6 +306,17 @@ class ModelRegistry:
             return enc
 
         return self._load_once(self._encoders, name, name, load)
+
+    def _load_onnx(self, name: str, folder: Path) -> OnnxSparseEncoder:
+        try:
+            from lsr.models.onnx import OnnxSparseEncoder  # noqa: PLC0415
+
+            log.info("loading ONNX encoder %s", name)
+            return OnnxSparseEncoder(folder, threads=self.threads)
+        except Exception as exc:  # noqa: BLE001 - any load failure is this model's, said in the log
+            log.warning("model %r cannot be loaded through ONNX Runtime: %s", name, exc, exc_info=True)
+            raise ModelUnavailable(f"model {name!r} cannot be loaded ({type(exc).__name__}); "
+                                   "see the server log") from None
 
     def _load_once(self, cache: dict[str, _T], name: str, lock_key: str, load: Callable[[], _T]) -> _T:
         """``cache[name]``, else ``load()`` once (under the lock ``lock_key``; other callers wait) and cached."""

@@ -18,7 +18,7 @@ from .collection import CollectionStore
 from .config import Settings
 from .deps import Service
 from .errors import GuardMiddleware, install_error_handlers
-from .routers import collections, documents, encode, ops, search
+from .routers import collections, documents, encode, ops, search, ui
 
 
 def create_app(settings: Settings | None = None, *, store: CollectionStore | None = None) -> FastAPI:
@@ -47,8 +47,13 @@ def create_app(settings: Settings | None = None, *, store: CollectionStore | Non
                        retry_after=lim.retry_after_s, requests=m.requests, latency=m.latency,
                        in_flight=m.in_flight, shed=m.shed)
     install_error_handlers(app, svc.redact)
-    for module in (ops, collections, documents, search, encode):
+    for module in (ops, collections, documents, search, encode, ui):
         app.include_router(module.router)
+    if svc.settings.cors_origins:  # browsers on other origins are refused unless named here
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(svc.settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["content-type", "x-api-key", "authorization"], max_age=600)
     if os.environ.get("LSR_TEST_ROUTES") == "1":
         app.include_router(ops.test_router)
     return app

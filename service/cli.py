@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -14,6 +15,7 @@ from lsr.index.base import MAX_K
 from lsr.index.cli import HelpFormatter
 
 from .config import Limits, Settings, resolve_api_keys
+from .demo import add_arguments as add_demo_arguments, demo_defaults
 
 if TYPE_CHECKING:
     from .collection import CollectionStore
@@ -70,7 +72,11 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
                         "Ray runtime started in this process); --data is then each replica's folder on its node")
     c.add_argument("--shards", type=int, default=2, help="with --cluster: shards per collection (by a hash of the id)")
     c.add_argument("--replicas", type=int, default=2, help="with --cluster: copies of each shard")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages from ORIGIN (e.g. http://localhost:3000) call the API from a browser; repeat for "
+                        "more; none by default")
     p.add_argument("--log-level", default="info")
+    add_demo_arguments(p)
     return p
 
 
@@ -100,7 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         data_dir=data, model=args.model, threads=max(1, args.threads),
         api_keys=resolve_api_keys(args.api_keys_file, data), read_requires_key=args.read_requires_key,
         limits=limits, merge_min_docs=args.merge_min_docs, merge_idle_s=args.merge_idle,
-        preload_models=not args.no_preload,
+        preload_models=not args.no_preload, cors_origins=list(args.cors_origin),
     )
 
 
@@ -132,8 +138,17 @@ def open_store(settings: Settings) -> CollectionStore:
 def main(argv: list[str] | None = None, prog: str = "lsr-serve",
          cluster: Callable[[argparse.Namespace, Settings], CollectionStore] | None = None) -> int:
     """``cluster`` opens the store of ``--cluster`` (lsr.cluster, passed in by ``lsr serve``)."""
-    args = serve_parser(prog).parse_args(argv)
+    started = time.monotonic()
+    parser = serve_parser(prog)
+    args = parser.parse_args(argv)
+    if args.demo:  # the demo's own --data and --model defaults; flags given still win
+        demo_defaults(parser)
+        args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.demo:
+        from .demo import run_demo
+
+        return run_demo(args, prog, started)
     from .app import create_app
     from .encoders import known_model
     from .server import run
@@ -159,7 +174,8 @@ def main(argv: list[str] | None = None, prog: str = "lsr-serve",
 
 def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
     p = argparse.ArgumentParser(prog=prog, description="Index a JSONL corpus (BEIR or Seismic layout) into a "
-                                                       "collection of a data folder; stop the server first.",
+                                                       "collection: through a running server with --url, or "
+                                                       "straight into a data folder no server is using (--data).",
                                 formatter_class=HelpFormatter)
     p.add_argument("corpus", help="corpus.jsonl[.gz]")
     p.add_argument("--collection", "-c", required=True)
@@ -170,18 +186,30 @@ def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
     p.add_argument("--dim", type=int, default=None)
     p.add_argument("--vectors", default=None, help="precomputed vectors with ids (.npz or .jsonl) to skip encoding")
     p.add_argument("--limit", type=int, default=None, help="only the first N documents")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None, help="documents per batch (default 256; 64 with --url)")
+    p.add_argument("--url", default=None, help="a running server (e.g. http://127.0.0.1:8000): post the documents "
+                                               "through its API instead of writing --data")
+    p.add_argument("--api-key", default=os.environ.get("LSR_API_KEY"),
+                   help="write key for --url (default $LSR_API_KEY; a server that generated its key keeps it in "
+                        "DATA/api_key)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request with --url")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         print(f"{prog}: --limit must be a positive number of documents, got {args.limit}", file=sys.stderr)
         return 2
+    if args.batch_size is not None and args.batch_size < 1:
+        print(f"{prog}: --batch-size must be positive, got {args.batch_size}", file=sys.stderr)
+        return 2
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.url is not None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per batch: the bar shows progress
+        return _ingest_url(args, prog)
     from .ingest import ingest
 
     try:
         model = {"model": args.model} if "model" in args else {}
         stats = ingest(args.corpus, args.collection, data_dir=args.data, vectors=args.vectors,
-                       limit=args.limit, batch_size=args.batch_size, dim=args.dim, **model)
+                       limit=args.limit, batch_size=args.batch_size or 256, dim=args.dim, **model)
     except (OSError, ValueError, RuntimeError) as exc:
         msg = str(exc)
         if isinstance(exc, RuntimeError) and "in use" in msg:
@@ -189,6 +217,28 @@ def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
         print(f"{prog}: {msg}", file=sys.stderr)
         return 2
     print(json.dumps({"collection": args.collection, "documents": stats["documents"], "bytes": stats["bytes"]}))
+    return 0
+
+
+def _ingest_url(args: argparse.Namespace, prog: str) -> int:
+    from .ingest import IngestError, ingest_http
+
+    if args.vectors is not None:
+        print(f"{prog}: --vectors works on a data folder only; with --url put the vectors in the corpus records "
+              "(Seismic JSONL: id, content, vector)", file=sys.stderr)
+        return 2
+    if not args.url.startswith(("http://", "https://")):
+        print(f"{prog}: --url must start with http:// or https://, got {args.url!r}", file=sys.stderr)
+        return 2
+    try:
+        model = {"model": args.model} if "model" in args else {}
+        out = ingest_http(args.corpus, args.collection, url=args.url, api_key=args.api_key, dim=args.dim,
+                          limit=args.limit, batch_size=args.batch_size or 64, timeout=args.timeout, **model)
+    except (OSError, ValueError, IngestError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"collection": args.collection, "sent": out["documents"],
+                      "documents": out["collection"].get("documents")}))
     return 0
 
 

@@ -53,6 +53,7 @@ class Settings:
     merge_min_docs: int = 1000
     merge_idle_s: float = 10.0
     merge_interval_s: float = 1.0
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed to call the API (none: same origin only)
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self)

@@ -47,6 +47,7 @@ class Service:
         self.vocab_cache: dict[str, tuple[list[str] | None, dict[str, int] | None]] = {}
         self.metrics = Metrics(lambda: self.store)
         self._loader: threading.Thread | None = None
+        self.on_ready: list[Callable[[], None]] = []  # called once /ready turns ready (e.g. the demo's banner)
         self._hidden = sorted({p for p in self._server_paths() if len(p) > 1}, key=len, reverse=True)
 
     # ------------------------------------------------------------------ lifecycle
@@ -72,21 +73,23 @@ class Service:
             self.store.load_all(mark_ready=False)
             self.phase = "compiling search kernels (first start after install: a minute or two)"
             self._warm_up()  # /ready waits for it: a ready server answers its first query at full speed
+            if s.load_models and s.preload_models:
+                self.phase = "loading models"
+                self._preload_models(self.store)
+                self.phase = "warming up (one query per collection)"
+                self._warm_queries(self.store)
             self.store.ready = True
             self.store.start_merger(s.merge_interval_s)
-            if s.load_models and s.preload_models:  # what text queries of existing collections will need
-                for name in sorted({c.config.get("model") for c in self.store.collections.values()} - {None}):
-                    try:
-                        self.models.preload(name)
-                    except ModelUnavailable as exc:
-                        log.warning("%s", exc)
         except Exception as exc:  # noqa: BLE001 - shown by /ready and every request, never swallowed
             log.exception("cannot open the data folder %s", s.data_dir)
             self.load_error = f"cannot open the data folder: {self.redact(str(exc))}"
+            return
+        for callback in self.on_ready:
+            callback()
 
     def _warm_up(self) -> None:
         # Compile (or load from Numba's cache) the Seismic kernels now rather than on a user's first query.
-        from lsr.index import SeismicIndex
+        from lsr.index import ExactIndex, SeismicIndex
 
         rng = np.random.default_rng(0)
         rows = [{int(t): 1.0 for t in rng.choice(64, 4, replace=False)} for _ in range(32)]
@@ -94,6 +97,37 @@ class Service:
         idx = SeismicIndex.build(docs, None)
         idx.search(docs[:1], k=3, threads=1)
         idx.search(docs[:4], k=3, threads=self.settings.threads)
+        exact = ExactIndex.build(docs, None)  # scores a collection's fresh (not yet merged) documents
+        exact.search(docs[:1], k=3, threads=1)
+        exact.search(docs[:4], k=3, threads=self.settings.threads)
+
+    def _preload_models(self, store: CollectionStore) -> None:
+        """Load the default model and every collection's model before /ready: a text query never waits for one."""
+        names = {c.config.get("model") for c in store.collections.values()} | {self.settings.model}
+        for name in sorted(n for n in names if n is not None):
+            try:
+                self.models.preload(name)
+            except ModelUnavailable as exc:  # said by /ready (no `models` entry) and by the queries that need it
+                log.warning("%s", exc)
+
+    def _warm_queries(self, store: CollectionStore) -> None:
+        """One real text query per collection (tokeniser, first forward pass, the segments' search and the
+        stored-text reads), so the first user query after /ready is as fast as the hundredth."""
+        loaded = set(self.models.loaded())
+        for col in list(store.collections.values()):
+            model = col.config.get("model")
+            if model not in loaded or len(col) == 0:
+                continue
+            try:
+                queries = self.models.encode_queries(model, ["what is the effect of a warm up query"])
+                if queries.dim != col.dim:
+                    continue  # a mismatch is the query's 422 to report, not the warm-up's
+                view, results = col.search(queries, 10, {}, 1)
+                for cand in results[0][:3]:
+                    view.document(cand, text=True)
+                    view.vector(cand)
+            except Exception:  # noqa: BLE001 - logged; the same error answers the first real query of it
+                log.exception("warm-up query on collection %s failed", col.name)
 
     # ------------------------------------------------------------------ helpers
     def ready_store(self) -> CollectionStore:

@@ -1,4 +1,5 @@
-"""Index a JSONL corpus into a collection of a data folder, offline (the server must be stopped).
+"""Index a JSONL corpus into a collection: offline into a data folder (:func:`ingest`, no server on it), or
+through a running server's REST API (:func:`ingest_http`, ``lsr ingest --url``).
 
 Reads BEIR ``corpus.jsonl[.gz]`` (``_id``, ``title``, ``text``, ``metadata``) or Seismic JSONL
 (``id``, ``content``, ``vector``) through :func:`lsr.index.corpus.read_corpus`, the one corpus
@@ -11,17 +12,21 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from lsr.index.corpus import read_corpus
+from lsr.index.corpus import Doc, read_corpus
 from lsr.index.sparse import SparseBatch, load_vectors
 
 from .collection import CollectionStore, DocIn, MergePolicy, validate_name
 from .encoders import ModelRegistry
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ DEFAULT_MODEL = "splade-tiny"
 
 
 def ingest(
-    corpus: str | Path,
+    corpus: str | Path | Sequence[Doc],
     collection: str,
     *,
     data_dir: str | Path = "./lsr-data",
@@ -46,6 +51,8 @@ def ingest(
     dim: int | None = None,
 ) -> dict[str, Any]:
     """Create ``collection`` if missing and add the corpus's documents; returns the collection stats.
+
+    ``corpus``: a JSONL file, or documents already read (:class:`lsr.index.corpus.Doc`).
 
     ``model``: a model name, or None for a vectors-only collection; left out, an existing
     collection keeps its model and a new one gets :data:`DEFAULT_MODEL`. A model given for an
@@ -58,7 +65,8 @@ def ingest(
         raise ValueError(f"limit must be a positive number of documents, got {limit!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    docs = list(read_corpus(corpus, limit))  # FileNotFoundError / CorpusError before anything is created
+    # FileNotFoundError / CorpusError before anything is created
+    docs = list(read_corpus(corpus, limit)) if isinstance(corpus, (str, Path)) else list(corpus)[:limit]
     store = CollectionStore(data_dir, MergePolicy(min_docs=10**12, idle_s=1e12))
     registry: ModelRegistry | None = None
     created = False
@@ -125,6 +133,8 @@ def ingest(
         if col is None:
             col = store.create(collection, {"model": model, "dim": dim, "index": {}})
             created = True
+        if registry is not None and model is not None and any(v is None for v in resolved):
+            registry.encoder(model)  # load it before the bar starts, so the bar's rate is the encoding's
         bar = tqdm(total=len(docs), desc=f"ingest {collection}", unit="doc")
         for start in range(0, len(docs), batch_size):
             chunk = docs[start : start + batch_size]
@@ -163,3 +173,127 @@ def ingest(
         if registry is not None:
             registry.close()
         store.close()
+
+
+class IngestError(RuntimeError):
+    """``ingest_http`` could not go on: the server is unreachable, refused the key, or rejected a batch."""
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return str(resp.text[:300] or resp.reason_phrase)
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return str(body)[:300]
+
+
+def _doc_json(d: Doc) -> dict[str, Any]:
+    meta = dict(d.metadata or {})
+    if d.title:
+        meta.setdefault("title", d.title)
+    out: dict[str, Any] = {"id": d.id, "text": d.full_text}
+    if meta:
+        out["metadata"] = meta
+    if isinstance(d.vector, dict):
+        out["vector"] = {t: float(w) for t, w in d.vector.items() if float(w) > 0}
+    return out
+
+
+def ingest_http(
+    corpus: str | Path,
+    collection: str,
+    *,
+    url: str,
+    api_key: str | None,
+    model: str | None | _Unset = MODEL_UNSET,
+    dim: int | None = None,
+    limit: int | None = None,
+    batch_size: int = 64,
+    timeout: float = 300.0,
+    wait_ready: float = 120.0,
+) -> dict[str, Any]:
+    """Post the corpus's documents to a running server in batches (``POST /v1/collections/NAME/documents``).
+
+    Creates ``collection`` if missing (``model`` left out: the server's default model). Each batch is
+    durable once acknowledged; an error names how many documents went in before it. Returns
+    ``{"documents": sent, "collection": <the server's description after the last batch>}``.
+    """
+    import httpx
+
+    validate_name(collection)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of documents, got {limit!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    docs = list(read_corpus(corpus, limit))  # a missing or malformed file fails before any request
+    base = url.rstrip("/")
+    headers = {"x-api-key": api_key} if api_key else {}
+    with httpx.Client(base_url=base, headers=headers, timeout=timeout) as client:
+
+        def call(method: str, path: str, body: Any = None) -> httpx.Response:
+            retries = 0
+            while True:
+                try:
+                    resp = client.request(method, path, json=body)
+                except httpx.TransportError as exc:
+                    raise IngestError(f"cannot reach {base} ({type(exc).__name__}: {exc}); is `lsr serve` running "
+                                      "there?") from None
+                if resp.status_code == 503 and retries < 30:  # loading or shedding load: wait as told
+                    retries += 1
+                    time.sleep(min(10.0, float(resp.headers.get("retry-after", "1") or 1)))
+                    continue
+                return resp
+
+        deadline = time.monotonic() + wait_ready
+        while True:
+            r = call("GET", "/ready")
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        if r.status_code != 200:
+            raise IngestError(f"{base} is not ready after {wait_ready:.0f} s: {_detail(r)}")
+
+        def check(resp: httpx.Response, what: str) -> None:
+            if resp.status_code == 401:
+                raise IngestError(f"{what}: the server needs an API key for writes: pass --api-key KEY or set "
+                                  "$LSR_API_KEY (a server that generated its key keeps it in DATA/api_key)")
+            if resp.status_code == 403:
+                raise IngestError(f"{what}: the server refused the API key (wrong key)")
+            if resp.status_code >= 400:
+                raise IngestError(f"{what}: HTTP {resp.status_code}: {_detail(resp)}")
+
+        r = call("GET", f"/v1/collections/{collection}")
+        if r.status_code == 404:
+            create: dict[str, Any] = {"name": collection}
+            if not isinstance(model, _Unset):
+                create["model"] = model
+            if dim is not None:
+                create["dim"] = dim
+            check(call("POST", "/v1/collections", create), f"creating collection {collection!r}")
+        else:
+            check(r, f"reading collection {collection!r}")
+            have = r.json().get("model")
+            if not isinstance(model, _Unset) and model != have:
+                raise ValueError(
+                    f"collection {collection!r} exists with model {have!r}; --model {model!r} would mix encodings "
+                    "(leave --model out, or ingest into a new collection)")
+        sent = 0
+        bar = tqdm(total=len(docs), desc=f"ingest {collection}", unit="doc")
+        try:
+            for start in range(0, len(docs), batch_size):
+                chunk = docs[start : start + batch_size]
+                r = call("POST", f"/v1/collections/{collection}/documents",
+                         {"documents": [_doc_json(d) for d in chunk]})
+                done = f" (the {sent} before them are stored)" if sent else ""
+                check(r, f"documents {start + 1}-{start + len(chunk)}{done}")
+                sent += len(chunk)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        r = call("GET", f"/v1/collections/{collection}")
+        check(r, f"reading collection {collection!r}")
+        info: dict[str, Any] = r.json()
+    log.info("collection %s: %d documents sent, %s in the collection", collection, sent, info.get("documents"))
+    return {"documents": sent, "collection": info}

@@ -244,3 +244,4 @@ class Health(BaseModel):
     collections: int | None = None
     phase: str | None = None
     failed: dict[str, str] | None = Field(default=None, description="failed collections and why")
+    models: list[str] | None = Field(default=None, description="models loaded (and warmed up) before ready")

@@ -24,6 +24,12 @@ def serve_entry() -> int:
     return _serve(sys.argv[1:])
 
 
+def _demo(argv: list[str]) -> int:
+    from lsr.service.cli import main
+
+    return main(["--demo", *argv], prog="lsr demo")
+
+
 def _ingest(argv: list[str]) -> int:
     if _wants_cluster(argv):
         from lsr.cluster.cli import ingest_main as cluster_ingest_main
@@ -72,6 +78,7 @@ def _eval(argv: list[str]) -> int:
 
 COMMANDS = {
     "serve": (_serve, "start the search service (lsr-serve)"),
+    "demo": (_demo, "serve the bundled SciFact sample with a search page (= lsr serve --demo)"),
     "ingest": (_ingest, "index a JSONL corpus into a collection"),
     "repair": (_repair, "repair a failed collection: lsr repair COLLECTION --data DIR"),
     "export": (_export, "write a collection's vectors for Anserini/Pyserini or Qdrant"),

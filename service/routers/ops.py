@@ -21,7 +21,8 @@ async def health() -> S.Health:
 
 @router.get("/ready", response_model=S.Health, response_model_exclude_none=True, responses={503: {"model": S.Health}})
 async def ready(svc: Svc) -> S.Health | JSONResponse:
-    """Readiness: 503 while loading; 200 `ready` once every collection is open, or 200 `degraded`
+    """Readiness: 503 while loading; 200 `ready` once every collection is open, the default model and the
+    collections' models are loaded (`models`) and one warm-up query per collection has run, or 200 `degraded`
     with the `failed` collections and why (the others serve)."""
     st = svc.store
     if svc.load_error:
@@ -29,9 +30,10 @@ async def ready(svc: Svc) -> S.Health | JSONResponse:
     if st is None or not st.ready:
         return JSONResponse({"status": "loading", "phase": svc.phase}, status_code=503)
     failed = dict(st.failed)
+    models = svc.models.loaded()
     if failed:
-        return S.Health(status="degraded", collections=len(st.collections), failed=failed)
-    return S.Health(status="ready", collections=len(st.collections))
+        return S.Health(status="degraded", collections=len(st.collections), failed=failed, models=models)
+    return S.Health(status="ready", collections=len(st.collections), models=models)
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(read_key)])

@@ -169,3 +169,28 @@ def test_export_errors_are_one_line_exit_2(tmp_path):
         r = _run("export", "c1", "--data", str(data), "--format", "qdrant", "--out", out)
     assert r.returncode == 2 and "in use" in r.stderr
     assert not Path(out).exists() and not list(tmp_path.glob(".o.jsonl.tmp*"))
+
+
+def test_shipped_model_loads_in_sentence_transformers_with_identical_vectors():
+    """Interop on the model side: the folder under models/ is a sentence-transformers SparseEncoder
+    (Router: static query weights, MLM + SpladePooling documents) giving lsr's vectors."""
+    st = pytest.importorskip("sentence_transformers")
+    from lsr.index.corpus import read_corpus, read_queries
+    from lsr.models import SparseEncoder
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+    from eval_data_paths import SCIFACT
+
+    if not SCIFACT.exists():
+        pytest.skip(f"SciFact not found at {SCIFACT}")
+    folder = Path(__file__).resolve().parents[2] / "models" / "inference-free-splade-tiny-scifact-nfcorpus"
+    docs = [d.full_text for d in read_corpus(next(SCIFACT.glob("corpus.jsonl*")), 4)]
+    queries = list(read_queries(SCIFACT / "queries.jsonl").values())[:8]
+    ours = SparseEncoder.load(str(folder))
+    theirs = st.SparseEncoder(str(folder), device="cpu")
+    for mine, other in ((ours.encode_documents(docs), theirs.encode_document(docs, convert_to_tensor=True)),
+                        (ours.encode_queries(queries), theirs.encode_query(queries, convert_to_tensor=True))):
+        dense = other.to_dense().numpy()
+        assert dense.shape == mine.shape and (dense > 0).sum(axis=1).min() > 0
+        np.testing.assert_allclose(mine.to_dense(), dense, atol=1e-4)
+        assert ((mine.to_dense() > 0) == (dense > 0)).mean() > 0.999  # the same terms, not just close weights

@@ -200,8 +200,8 @@ def _check(fmt: str, scale: float, out: Path) -> None:
         raise ExportError(f"scale must be a positive number, got {scale!r}")
     if out.is_dir():
         raise ExportError(f"--out {out} is a folder; give a file such as {out / 'docs.jsonl'}")
-    if not out.parent.is_dir():
-        raise ExportError(f"--out {out}: no folder {out.parent}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ExportError(f"--out {out}: {out.parent} is not a folder")
 
 
 def export_docs(docs: Iterator[ExportDoc] | Sequence[ExportDoc], out: str | Path, fmt: str, *,
@@ -216,6 +216,7 @@ def export_docs(docs: Iterator[ExportDoc] | Sequence[ExportDoc], out: str | Path
     tokens = lucene_tokens(list(vocab) if vocab is not None else [str(i) for i in range(dim)])
     renamed = [(i, t) for i, t in enumerate(vocab or []) if tokens[i] != t]
     n = nnz = dropped = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:

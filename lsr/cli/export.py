@@ -4,7 +4,7 @@
     lsr export scifact --data ./lsr-data --format qdrant --out runs/export/scifact-qdrant.jsonl
     lsr export --vectors docs.npz --corpus corpus.jsonl.gz --format anserini --out runs/export/docs.jsonl
 
-Anserini: index the folder holding the file with Pyserini
+Anserini: give the file a folder of its own (Anserini reads every JSON file in it), index that folder with Pyserini
 (``python -m pyserini.index.lucene --collection JsonVectorCollection --input DIR --index IDX
 --generator DefaultLuceneDocumentGenerator --impact --pretokenized``) and search it with
 ``LuceneImpactSearcher`` and query weights quantised with the same ``--scale``
@@ -29,7 +29,8 @@ __all__ = ["main"]
 def build_parser(prog: str = "lsr export") -> argparse.ArgumentParser:
     from lsr.service.export import DEFAULT_SCALE, DEFAULT_VECTOR_NAME, FORMATS
 
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    p = argparse.ArgumentParser(prog=prog, description="Write a collection's (or a vectors file's) sparse vectors "
+                                "for another engine: Anserini/Pyserini or Qdrant.", epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=HelpFormatter)
     p.add_argument("collection", nargs="?", metavar="COLLECTION",
                    help="collection of --data to export (stop the server first), or use --vectors")

@@ -119,9 +119,9 @@ def test_export_collection_both_formats(tmp_path):
         np.testing.assert_array_equal(np.float32(v["values"]), np.float32(live[doc_id][1]))
 
     r = _run("export", "c1", "--data", str(data), "--format", "anserini", "--scale", "10",
-             "--out", str(tmp_path / "a.jsonl"), "--no-progress")
+             "--out", str(tmp_path / "new" / "a.jsonl"), "--no-progress")  # the folder is created
     assert r.returncode == 0, r.stderr
-    recs = _lines(tmp_path / "a.jsonl")
+    recs = _lines(tmp_path / "new" / "a.jsonl")
     assert {x["id"] for x in recs} == set(live)
     for x in recs:
         idx, val = live[x["id"]]
@@ -151,12 +151,14 @@ def test_export_errors_are_one_line_exit_2(tmp_path):
     data = tmp_path / "data"
     _collection(data)
     out = str(tmp_path / "o.jsonl")
+    (tmp_path / "afile").write_text("")
     cases = [
         (["nope", "--data", str(data), "--format", "qdrant", "--out", out], "no collection 'nope'"),
         (["--data", str(data), "--format", "qdrant", "--out", out], "give a COLLECTION or --vectors"),
         (["c1", "--data", str(data), "--format", "anserini", "--scale", "0", "--out", out], "scale must be a positive"),
         (["c1", "--data", str(data), "--format", "qdrant", "--out", str(tmp_path)], "is a folder"),
-        (["c1", "--data", str(data), "--format", "qdrant", "--out", str(tmp_path / "no" / "o.jsonl")], "no folder"),
+        (["c1", "--data", str(data), "--format", "qdrant", "--out", str(tmp_path / "afile" / "x.jsonl")],
+         "is not a folder"),
         (["--vectors", str(tmp_path / "missing.npz"), "--format", "qdrant", "--out", out], "missing.npz"),
     ]
     for args, needle in cases:

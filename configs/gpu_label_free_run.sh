@@ -12,7 +12,7 @@
 set -u
 MODE=${1:-run}
 STEPS=${2:-1200}
-LIMIT=${3:-330}
+LIMIT=${3:-420}
 shift $(( $# < 3 ? $# : 3 ))
 OUT=${OUT:-gpu-out}
 P=/tmp/lsr-lf-parts
@@ -56,7 +56,6 @@ if [ -n "$m" ]; then
       --dataset "$LSR_DATA/beir/${ds%%:*}" --split "${ds##*:}" --k 100 --latency-queries 0 --no-progress \
       --system "inference-free:$m,name=label-free IF,batch_size=256" \
       --system "inference-free:models/inference-free-splade-tiny-scifact-nfcorpus,name=supervised IF,batch_size=256" \
-      --system "splade:splade-tiny,name=SPLADE-tiny,batch_size=256" \
       --out "runs/eval-${ds%%:*}.json" >> runs/eval.log 2>&1
     echo "lsr-eval $ds rc=$?" | tee -a "$OUT/gpu.txt"
   done

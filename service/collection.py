@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lsr.index import ExactIndex, fileio
+from lsr.index.filter import MetadataFilter, MetadataTable
 from lsr.index.sparse import SparseBatch
 
 from .segment import Segment, SegmentError, verify_segment
@@ -224,6 +225,7 @@ class View:
         self.dim = dim
         self._fresh_ids: list[str] | None = None
         self._scorer: ExactIndex | None = None
+        self._fresh_table: MetadataTable | None = None
         self._lock = threading.Lock()
         self.research_count = 0  # segment searches repeated with a larger k (too many tombstones hit)
 
@@ -234,6 +236,14 @@ class View:
                 batch = _batch_from_fresh([self.fresh[i] for i in ids], self.dim)
                 self._fresh_ids, self._scorer = ids, ExactIndex.build(batch)
             return self._fresh_ids, self._scorer
+
+    def fresh_table(self) -> MetadataTable:
+        """The fresh documents' metadata as filter columns, in :meth:`fresh_scorer`'s row order."""
+        ids, _ = self.fresh_scorer()
+        with self._lock:
+            if self._fresh_table is None:
+                self._fresh_table = MetadataTable.from_records([self.fresh[i].metadata for i in ids])
+            return self._fresh_table
 
     def _segment_hits(self, seg: Segment, queries: SparseBatch, k: int, knobs: dict[str, Any],
                       threads: int | None) -> list[list[tuple[int, float]]]:
@@ -263,17 +273,36 @@ class View:
             batch = batch[np.asarray(short, np.int64)]
             self.research_count += 1
 
-    def search(self, queries: SparseBatch, k: int, knobs: dict[str, Any], threads: int | None) -> list[list[Candidate]]:
+    def _filtered_hits(self, seg: Segment, queries: SparseBatch, k: int, knobs: dict[str, Any],
+                       threads: int | None, flt: MetadataFilter) -> list[list[tuple[int, float]]]:
+        """Live ``(row, score)`` hits among the rows that pass ``flt``: tombstoned rows are left out
+        of the allowed mask, so the index returns the true top-k of what remains."""
+        allowed = seg.metadata_table().mask(flt) & ~self.dead[seg.name]
+        if not allowed.any():
+            return [[] for _ in range(len(queries))]
+        rows, scores = seg.search(queries, k, knobs, threads, allowed=allowed)
+        return [[(int(r), float(s)) for r, s in zip(rows[j], scores[j]) if r >= 0 and np.isfinite(s)]
+                for j in range(len(queries))]
+
+    def search(self, queries: SparseBatch, k: int, knobs: dict[str, Any], threads: int | None,
+               flt: MetadataFilter | None = None) -> list[list[Candidate]]:
+        """Top-``k`` candidates per query over every segment and the fresh documents; with ``flt``
+        only documents whose metadata pass the filter are ranked."""
         nq = len(queries)
         per_query: list[list[Candidate]] = [[] for _ in range(nq)]
         for seg in self.segments:
             if len(seg) - self.dead_counts[seg.name] <= 0:
                 continue
-            for q, hits in enumerate(self._segment_hits(seg, queries, k, knobs, threads)):
+            if flt is None:
+                seg_hits = self._segment_hits(seg, queries, k, knobs, threads)
+            else:
+                seg_hits = self._filtered_hits(seg, queries, k, knobs, threads, flt)
+            for q, hits in enumerate(seg_hits):
                 per_query[q].extend(Candidate(seg.ids[r], s, seg.name, r) for r, s in hits)
         if self.fresh:
             ids, scorer = self.fresh_scorer()
-            fresh_hits = scorer.search(queries, min(k, len(ids)), threads=1)
+            allowed = self.fresh_table().mask(flt) if flt is not None else None
+            fresh_hits = scorer.search(queries, min(k, len(ids)), threads=1, allowed=allowed)
             for q in range(nq):
                 for r, s in zip(fresh_hits.rows[q], fresh_hits.scores[q]):
                     if r >= 0 and np.isfinite(s):
@@ -617,13 +646,14 @@ class Collection:
         return out
 
     def search(self, queries: SparseBatch, k: int, knobs: dict[str, Any],
-               threads: int | None = None, *, allow_partial: bool = False) -> tuple[View, list[list[Any]]]:
+               threads: int | None = None, *, allow_partial: bool = False,
+               flt: MetadataFilter | None = None) -> tuple[View, list[list[Any]]]:
         # allow_partial matters to a sharded collection (lsr.cluster) only: a local one is never partial
         # list[list[Candidate]] (View.search); left loose for callers that build untyped hit dicts
         # from the candidates (routers/search.py)
         queries.check_dim(self.dim)
         view = self.view
-        return view, view.search(queries, k, knobs, threads)
+        return view, view.search(queries, k, knobs, threads, flt)
 
     def __len__(self) -> int:
         return len(self.loc)

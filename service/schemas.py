@@ -9,11 +9,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from lsr.index.base import MAX_K  # the hard cap on k; a server answers up to its --max-k of it
 
+from lsr.index.filter import MetadataFilter
+
 from .collection import MAX_DIM, MAX_WEIGHT  # the storage layer's caps, checked here at the edge
 
 MAX_TEXT = 100_000
 MAX_BATCH_DOCS = 1000
 MAX_BATCH_QUERIES = 256
+MAX_METADATA_BYTES = 16_384  # a document's metadata as JSON (UTF-8)
 MAX_TERM_ID = MAX_DIM - 1  # term ids are int32 in every index
 
 
@@ -29,9 +32,17 @@ def _utf8(value: str) -> str:
 def _plain_json(value: Any) -> Any:
     if value is not None:
         try:
-            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
         except (ValueError, UnicodeEncodeError):
             raise ValueError("metadata must be plain JSON (finite numbers, valid Unicode)") from None
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+    return value
+
+
+def _filter(value: Any) -> Any:
+    if value is not None:
+        MetadataFilter.parse(value)  # a FilterError (ValueError) names the field at fault
     return value
 
 
@@ -42,6 +53,7 @@ Token = Annotated[Text, Field(min_length=1, max_length=256)]
 DocId = Annotated[Text, Field(min_length=1, max_length=512)]
 CollectionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_plain_json)]
+Filter = Annotated[dict[str, Any] | None, AfterValidator(_filter)]
 _WEIGHT_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WEIGHT}
 # JSON object keys are strings: say in the schema that these are decimal term ids (< 10^9 < 2^31)
 IdVector = Annotated[
@@ -174,6 +186,10 @@ class Knobs(_Strict):
         None, gt=0, le=1, description="Seismic: a block is scored when its summary reaches heap_factor x the k-th score"
     )
     explain: bool = Field(False, description="add matching terms and their contributions to each hit")
+    filter: Filter = Field(
+        default=None, description="rank only documents whose metadata match: {field: value} (equality), "
+        "{field: [values]} (any of), {field: {gte|gt|lte|lt: bound}} (range; numbers, or strings such as ISO "
+        "dates); fields are top-level metadata keys, conditions are combined with AND")
     include_text: bool = Field(True, description="return the stored text with each hit")
     allow_partial: bool = Field(False, description="sharded collections (lsr serve --cluster): when a shard has no "
                                 "live replica, answer from the others with `partial: true` instead of a 503")

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO, Sequence
 import numpy as np
 
 from lsr.index import ExactIndex, SeismicIndex, fileio
+from lsr.index.filter import MetadataTable
 from lsr.index.sparse import SparseBatch, load_vectors
 from lsr.index.storage import sha256_file
 
@@ -83,6 +85,8 @@ class Segment:
         self._offsets = np.load(path / "docs.offsets.npy")
         self._fd = os.open(str(path / "docs.jsonl"), os.O_RDONLY)
         self._meta_fd = -1
+        self._table: MetadataTable | None = None
+        self._table_lock = threading.Lock()
         if (path / "meta.jsonl").exists():
             self._meta_offsets = np.load(path / "meta.offsets.npy")
             self._meta_fd = os.open(str(path / "meta.jsonl"), os.O_RDONLY)
@@ -226,11 +230,23 @@ class Segment:
         out = json.loads(os.pread(self._fd, e - s, s))
         return out
 
+    def metadata_table(self) -> MetadataTable:
+        """The rows' metadata as filter columns, read once from ``meta.jsonl`` on first use."""
+        with self._table_lock:
+            if self._table is None:
+                src = self.path / ("meta.jsonl" if self._meta_fd >= 0 else "docs.jsonl")
+                lines = src.read_bytes().split(b"\n")[: len(self)]  # JSON strings escape newlines
+                self._table = MetadataTable.from_records([json.loads(line).get("metadata") for line in lines])
+            return self._table
+
     def search(self, queries: SparseBatch, k: int, knobs: dict[str, Any],
-               threads: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows and scores per query (missing: row -1, score -inf)."""
+               threads: int | None, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows and scores per query (missing: row -1, score -inf); ``allowed`` (bool per
+        row) restricts the ranking to those rows (a filtered search)."""
         k = max(1, min(k, len(self)))
         kwargs = {key: v for key, v in knobs.items() if v is not None}
+        if allowed is not None:
+            kwargs["allowed"] = allowed
         nq = len(queries)
         threads = max(1, int(threads or 1))
         # Each call uses the index's single-thread low-latency path; a batch is split over our own

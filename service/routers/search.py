@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
+from lsr.index.filter import MetadataFilter
 from lsr.index.sparse import SparseBatch
 
 from .. import schemas as S
@@ -103,8 +104,13 @@ def _batch(vecs: list[tuple[np.ndarray, np.ndarray]], dim: int) -> SparseBatch:
 
 
 def _run(svc: Service, col: Collection, qb: SparseBatch, knobs: S.Knobs, threads: int, t0: float) -> list[dict[str, Any]]:
+    extra: dict[str, Any] = {}
+    if knobs.filter is not None:
+        if not isinstance(col, Collection):
+            raise ApiError(422, "invalid", "filter: not supported on a sharded collection")
+        extra["flt"] = MetadataFilter.parse(knobs.filter)
     view, results = col.search(qb, knobs.k, {"query_cut": knobs.query_cut, "heap_factor": knobs.heap_factor},
-                               threads, allow_partial=knobs.allow_partial)
+                               threads, allow_partial=knobs.allow_partial, **extra)
     vocab = svc.col_vocab(col)[0] if knobs.explain else None
     took = (time.perf_counter() - t0) * 1000
     out = []

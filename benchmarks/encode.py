@@ -1,12 +1,15 @@
-"""Encoding throughput and parity: lsr's SPLADE vs sentence-transformers' SparseEncoder, same weights,
-same batch size, same machine, one run. Also the inference-free query path vs a plain BM25 tokenisation.
+"""Encoding throughput and parity: lsr's SPLADE (torch) and its ONNX export run by ONNX Runtime (the torch-free
+``lsr[serve]`` path) vs sentence-transformers' SparseEncoder, same weights, same batch size, same machine, one run.
+Also the inference-free query path vs a plain BM25 tokenisation.
 
     python benchmarks/encode.py --limit 500                       # CPU, first 500 SciFact docs
     python benchmarks/encode.py --limit 5183 --device cuda        # GPU (bf16 autocast in lsr; --precision fp32)
+    python benchmarks/encode.py --onnx splade-tiny-onnx/          # reuse an `lsr export-onnx` folder (CPU only)
 
 Prints a markdown table (docs/s, ratio, max |diff|, top-10 token agreement) with machine and versions.
-The two encoders are timed alternately, ``--repeats`` rounds, best round kept, so load from other
-processes hits both alike.
+The encoders are timed in turns (the order rotates each round), ``--repeats`` rounds, best round kept, so
+load from other processes hits all alike. ONNX Runtime runs on CPU with as many threads as torch; without
+``--onnx`` the model is exported to a temporary folder first (``--skip-onnx`` leaves it out).
 
 Measured 2026-11-27 (SPLADE-tiny, batch 32, 256 tokens; SciFact corpus in file order):
 
@@ -68,6 +71,19 @@ def top10_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(agree))
 
 
+def onnx_encoder(args, folder, threads):
+    """The ONNX Runtime encoder of ``args.model``: ``--onnx`` as given, else exported to a temporary folder."""
+    import tempfile
+
+    from lsr.models.onnx import OnnxSparseEncoder, export_onnx
+
+    path = args.onnx
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="lsr-onnx-bench-")) / "model"
+        export_onnx(folder, path)
+    return OnnxSparseEncoder.load(path, threads=threads, max_doc_length=args.max_length)
+
+
 def bench_encoders(args, texts):
     import torch
     import sentence_transformers as st_mod
@@ -85,31 +101,32 @@ def bench_encoders(args, texts):
     if args.precision == "bf16-both" and device.startswith("cuda"):
         theirs = theirs.to(torch.bfloat16)
 
-    def run_ours(x):
-        return ours.encode_documents(x, batch_size=args.batch_size)
-
-    def run_theirs(x):
-        return theirs.encode_document(x, batch_size=args.batch_size, convert_to_tensor=True)
-
+    runs = {
+        "ours": lambda x: ours.encode_documents(x, batch_size=args.batch_size),
+        "theirs": lambda x: theirs.encode_document(x, batch_size=args.batch_size, convert_to_tensor=True),
+    }
+    onnx = None
+    if not args.skip_onnx and device == "cpu":
+        onnx = onnx_encoder(args, folder, torch.get_num_threads())
+        runs["onnx"] = lambda x: onnx.encode_documents(x, batch_size=args.batch_size)
     warm = texts[: args.batch_size]
-    run_ours(warm), run_theirs(warm)
-    t_ours, t_theirs = [], []
-    out_ours = out_theirs = None
+    for fn in runs.values():
+        fn(warm)
+    names = list(runs)
+    times = {n: [] for n in names}
+    outs = {}
     for r in range(args.repeats):
-        for name in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+        for name in names[r % len(names):] + names[: r % len(names)]:
             _sync(device)
             t0 = time.perf_counter()
-            res = run_ours(texts) if name == "ours" else run_theirs(texts)
+            res = runs[name](texts)
             _sync(device)
-            dt = time.perf_counter() - t0
-            if name == "ours":
-                t_ours.append(dt)
-                out_ours = res
-            else:
-                t_theirs.append(dt)
-                out_theirs = res
+            times[name].append(time.perf_counter() - t0)
+            outs[name] = res
+    t_ours, t_theirs = times["ours"], times["theirs"]
+    out_ours = outs["ours"]
     a = out_ours.to_dense()
-    b = out_theirs.to_dense().float().cpu().numpy()
+    b = outs["theirs"].to_dense().float().cpu().numpy()
     n = len(texts)
     res = {
         "device": device if device == "cpu" else torch.cuda.get_device_name(),
@@ -125,6 +142,16 @@ def bench_encoders(args, texts):
         "threads": torch.get_num_threads(),
     }
     res["ratio"] = res["lsr_docs_per_s"] / res["st_docs_per_s"]
+    if onnx is not None:
+        import onnxruntime
+
+        c = outs["onnx"].to_dense()
+        res.update({"onnx_docs_per_s": n / min(times["onnx"]), "onnx_seconds": [round(t, 2) for t in times["onnx"]],
+                    "onnx_max_abs_diff_vs_lsr": float(np.abs(c - a).max()),
+                    "onnx_max_abs_diff_vs_st": float(np.abs(c - b).max()),
+                    "onnx_top10_agreement": top10_agreement(c, b), "avg_nnz_onnx": outs["onnx"].nnz / n})
+        res["onnx_ratio"] = res["onnx_docs_per_s"] / res["st_docs_per_s"]
+        res["versions"]["onnxruntime"] = onnxruntime.__version__
     return res
 
 
@@ -166,6 +193,8 @@ def main(argv=None):
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16-both"], default="auto",
                     help="auto: lsr autocasts bf16 on GPU, ST runs fp32; fp32: both fp32; bf16-both: ST cast to bf16")
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--onnx", default=None, help="an `lsr export-onnx` folder of --model (default: export to a temp folder)")
+    ap.add_argument("--skip-onnx", action="store_true", help="leave ONNX Runtime out")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -181,15 +210,22 @@ def main(argv=None):
     print()
     print(f"Machine: {out['cpu']} ({out['cores']} cores, torch threads {enc['threads']}), device {enc['device']}; "
           f"torch {enc['versions']['torch']}, sentence-transformers {enc['versions']['sentence-transformers']}, "
-          f"transformers {enc['versions']['transformers']}")
+          f"transformers {enc['versions']['transformers']}"
+          + (f", onnxruntime {enc['versions']['onnxruntime']}" if "onnxruntime" in enc["versions"] else ""))
     print(f"SciFact first {enc['docs']} docs, {args.model}, batch {enc['batch_size']}, max {enc['max_length']} tokens, "
           f"precision {enc['precision']}, best of {enc['repeats']} alternating rounds")
     print()
-    print("| encoder | docs/s | ratio vs ST | max abs diff | top-10 agreement | avg nnz |")
-    print("|---|---|---|---|---|---|")
-    print(f"| sentence-transformers SparseEncoder | {enc['st_docs_per_s']:.1f} | 1.00x | - | - | - |")
-    print(f"| lsr SparseEncoder | {enc['lsr_docs_per_s']:.1f} | {enc['ratio']:.2f}x | {enc['max_abs_diff']:.2e} | "
-          f"{enc['top10_agreement']:.4f} | {enc['avg_nnz_lsr']:.1f} |")
+    print("| encoder | docs/s | ratio vs ST | ratio vs lsr torch | max abs diff vs ST | top-10 agreement | avg nnz |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| sentence-transformers SparseEncoder | {enc['st_docs_per_s']:.1f} | 1.00x | "
+          f"{enc['st_docs_per_s'] / enc['lsr_docs_per_s']:.2f}x | - | - | - |")
+    print(f"| lsr SparseEncoder (torch) | {enc['lsr_docs_per_s']:.1f} | {enc['ratio']:.2f}x | 1.00x | "
+          f"{enc['max_abs_diff']:.2e} | {enc['top10_agreement']:.4f} | {enc['avg_nnz_lsr']:.1f} |")
+    if "onnx_docs_per_s" in enc:
+        print(f"| lsr OnnxSparseEncoder (ONNX Runtime, no torch) | {enc['onnx_docs_per_s']:.1f} | "
+              f"{enc['onnx_ratio']:.2f}x | {enc['onnx_docs_per_s'] / enc['lsr_docs_per_s']:.2f}x | "
+              f"{enc['onnx_max_abs_diff_vs_st']:.2e} | {enc['onnx_top10_agreement']:.4f} | {enc['avg_nnz_onnx']:.1f} |")
+        print(f"\nONNX vs lsr torch: max abs diff {enc['onnx_max_abs_diff_vs_lsr']:.2e}")
     if "queries" in out:
         q = out["queries"]
         print()

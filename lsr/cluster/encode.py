@@ -6,6 +6,7 @@ order and are put back in input order by the caller when it needs that (``lsr-en
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -60,6 +61,9 @@ def encode_stream(texts: list[str], model: str, *, actors: int | None = None, gp
     ``gpus_per_actor``: default 1 when the cluster has GPUs, else 0 (CPU encoding).
     """
     ray = require_ray()
+    if Path(model).is_dir():  # a local folder: the actors' working folder is not ours
+        model = str(Path(model).resolve())
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the caller shows one bar
     gpus = cluster_gpus()
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if gpus else 0.0
@@ -73,7 +77,8 @@ def encode_stream(texts: list[str], model: str, *, actors: int | None = None, gp
         fn_constructor_kwargs=dict(model=model, device=device, max_length=max_length, top_k=top_k,
                                    min_weight=min_weight, batch_size=batch_size, threads=int(max(1, cpus_per_actor)),
                                    queries=queries),
-        batch_size=block_rows, concurrency=actors, num_cpus=cpus_per_actor, batch_format="numpy",
+        batch_size=block_rows, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,
+        batch_format="numpy",
     )
     if gpus_per_actor:
         opts["num_gpus"] = gpus_per_actor

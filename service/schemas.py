@@ -16,7 +16,6 @@ from .collection import MAX_DIM, MAX_WEIGHT  # the storage layer's caps, checked
 MAX_TEXT = 100_000
 MAX_BATCH_DOCS = 1000
 MAX_BATCH_QUERIES = 256
-MAX_METADATA_BYTES = 16_384  # a document's metadata as JSON (UTF-8)
 MAX_TERM_ID = MAX_DIM - 1  # term ids are int32 in every index
 
 
@@ -32,11 +31,9 @@ def _utf8(value: str) -> str:
 def _plain_json(value: Any) -> Any:
     if value is not None:
         try:
-            size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (ValueError, UnicodeEncodeError):
             raise ValueError("metadata must be plain JSON (finite numbers, valid Unicode)") from None
-        if size > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     return value
 
 

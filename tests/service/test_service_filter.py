@@ -149,7 +149,7 @@ def test_bad_filters_are_422(anon, coll, flt, fragment):
 
 
 def test_oversized_metadata_is_422_and_nothing_stored(client, coll):
-    doc = {"id": "big", "vector_ids": {"1": 1.0}, "metadata": {"blob": "x" * 20_000}}
+    doc = {"id": "big", "vector_ids": {"1": 1.0}, "metadata": {"blob": "x" * 70_000}}
     r = client.post("/v1/collections/f/documents", json={"documents": [doc]})
-    assert r.status_code == 422 and "limit is 16384" in r.text, r.text
+    assert r.status_code == 422 and "limit 65536" in r.text, r.text
     assert client.get("/v1/collections/f/documents/big").status_code == 404

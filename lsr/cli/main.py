@@ -52,6 +52,12 @@ def _export(argv: list[str]) -> int:
     return main(argv)
 
 
+def _export_onnx(argv: list[str]) -> int:
+    from lsr.cli.export_onnx import main
+
+    return main(argv)
+
+
 def _index(argv: list[str]) -> int:
     from lsr.index.cli import main
 
@@ -82,6 +88,7 @@ COMMANDS = {
     "ingest": (_ingest, "index a JSONL corpus into a collection"),
     "repair": (_repair, "repair a failed collection: lsr repair COLLECTION --data DIR"),
     "export": (_export, "write a collection's vectors for Anserini/Pyserini or Qdrant"),
+    "export-onnx": (_export_onnx, "export a SPLADE/inference-free model to ONNX for torch-free serving"),
     "index": (_index, "build and search indexes (lsr-index)"),
     "encode": (_encode, "encode texts into sparse vectors (lsr-encode)"),
     "train": (_train, "train an encoder (lsr-train)"),
@@ -91,7 +98,7 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: lsr COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 

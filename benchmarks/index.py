@@ -1,10 +1,17 @@
-"""lsr SeismicIndex vs pyseismic-lsr vs scipy's exact product, on the same synthetic data, one run.
+"""lsr SeismicIndex vs pyseismic-lsr vs scipy's exact product, on the same data, one run.
 
 Prints a markdown report: build time, index memory, single-thread latency (mean, p99), batch QPS
 on 2 threads and Recall@10 against the exact top-10; a trace of query_cut/heap_factor points for
 both indexes (same build parameters) and lsr/peer latency ratios at matched Recall@10.
 
     python benchmarks/index.py --n-docs 100000 --n-queries 1000 --json /tmp/bench.json
+    python benchmarks/index.py --data zipf ...     # the second generator (benchmarks/zipf_vectors.py)
+    python benchmarks/index.py --data real --vectors .cache/bench/real ...   # SPLADE-tiny vectors, replicated
+    python benchmarks/index.py --build-scaling 1,2 --n-postings 500,3500     # build time vs threads only
+
+Data sets (``--data``): ``synthetic`` (benchmarks/synthetic.py), ``zipf`` (benchmarks/zipf_vectors.py:
+heavier-tailed weights, ~50-term queries) and ``real`` (benchmarks/real_vectors.py: SPLADE-tiny
+encodings of the local corpora, copied with per-copy term permutations up to ``--n-docs``).
 
 Latency is measured through each library's public Python API, one query per call, on one
 thread, with the two indexes interleaved point by point so machine noise hits both alike; they take
@@ -27,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import generate  # noqa: E402
+import real_vectors  # noqa: E402
+import synthetic  # noqa: E402
+import zipf_vectors  # noqa: E402
 
 from lsr.index import SeismicIndex  # noqa: E402
 
@@ -54,6 +63,60 @@ def machine() -> dict:
         "numba": numba.__version__, "scipy": scipy.__version__, "pyseismic-lsr": peer_v,
         "load_avg": os.getloadavg(),
     }
+
+
+DATA_NAMES = {"synthetic": "synthetic SPLADE-like (benchmarks/synthetic.py)",
+              "zipf": "Zipf generator (benchmarks/zipf_vectors.py: heavy-tailed weights, ~50-term queries)",
+              "real": "real SPLADE-tiny vectors of SciFact + NFCorpus + MS MARCO sample, replicated by term permutation"}
+
+
+def load_data(args):
+    """(docs, queries, description) for --data."""
+    if args.data == "synthetic":
+        docs, queries = synthetic.generate(args.n_docs, args.n_queries, args.seed)
+    elif args.data == "zipf":
+        docs, queries = zipf_vectors.generate(args.n_docs, args.n_queries, 7 + args.seed)
+    else:
+        docs, queries = real_vectors.load(args.vectors, args.n_docs, args.n_queries, seed=args.seed)
+    return docs, queries, DATA_NAMES[args.data]
+
+
+def build_scaling(args, docs, desc, info) -> None:
+    """Build both indexes at each thread count and n_postings; print a table, write JSON."""
+    threads = [int(x) for x in args.build_scaling.split(",")]
+    posts = [int(x) for x in args.n_postings.split(",")]
+    t_start = time.perf_counter()
+    SeismicIndex.build(docs[:2000], **{**BUILD, "n_postings": posts[0]}, threads=max(threads))  # compile
+    rows = []
+    for th in threads:  # the first thread count for every n_postings first (a --time-budget cut drops the rest)
+        for npost in posts:
+            params = {**BUILD, "n_postings": npost}
+            if args.time_budget and time.perf_counter() - t_start > args.time_budget:
+                print(f"time budget spent: skipping n_postings={npost} threads={th}", file=sys.stderr)
+                continue
+            t0 = time.perf_counter()
+            SeismicIndex.build(docs, **params, threads=th)
+            lsr_s = time.perf_counter() - t0
+            peer_s = None
+            if not args.no_peer:
+                peer_s = Peer(docs, th, params).build_s
+            rows.append({"n_postings": npost, "threads": th, "lsr_s": lsr_s, "peer_s": peer_s})
+            print(rows[-1], file=sys.stderr)
+    m = info["machine"]
+    out = [f"**Data**: {desc}: {len(docs):,} docs ({docs.nnz / len(docs):.1f} nnz/doc).  ",
+           f"**Machine**: {m['cpu']}, {m['cores']} cores, load avg {m['load_avg'][0]:.1f} at start; numba {m['numba']}, "
+           f"pyseismic-lsr {m['pyseismic-lsr']}. Build parameters (both): "
+           + ", ".join(f"{a}={b}" for a, b in BUILD.items() if a != "n_postings") + ".", "",
+           "| n_postings | threads | lsr build (s) | pyseismic-lsr build (s) | lsr / peer |", "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        p = "—" if r["peer_s"] is None else f"{r['peer_s']:.1f}"
+        ratio = "—" if r["peer_s"] is None else f"{r['lsr_s'] / r['peer_s']:.2f}×"
+        out.append(f"| {r['n_postings']} | {r['threads']} | {r['lsr_s']:.1f} | {p} | {ratio} |")
+    report = "\n".join(out)
+    print(report)
+    if args.json:
+        info.update(build_scaling=rows, report=report)
+        args.json.write_text(json.dumps(info, indent=2, default=float))
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -101,7 +164,7 @@ def capture_stdout_fd():
 
 
 class Peer:
-    def __init__(self, docs, threads):
+    def __init__(self, docs, threads, params=None):
         import seismic
 
         self.seismic = seismic
@@ -109,7 +172,7 @@ class Peer:
         ds.add_documents_by_id([str(i) for i in range(len(docs))], docs.indices.astype(np.int64), docs.values, docs.indptr)
         t0 = time.perf_counter()
         with capture_stdout_fd():
-            self.index = seismic.SeismicIndex.build_from_dataset(ds, **BUILD, num_threads=threads)
+            self.index = seismic.SeismicIndex.build_from_dataset(ds, **(params or BUILD), num_threads=threads)
         self.build_s = time.perf_counter() - t0
         with capture_stdout_fd() as box:
             self.index.print_space_usage_byte()
@@ -164,16 +227,32 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3,
                     help="latency rounds per point; a system's mean latency is that of its best round")
     ap.add_argument("--no-peer", action="store_true", help="skip pyseismic-lsr")
+    ap.add_argument("--data", choices=sorted(DATA_NAMES), default="synthetic", help="which data set (see above)")
+    ap.add_argument("--vectors", type=Path, default=Path(".cache/bench/real"),
+                    help="--data real: folder of the encoded corpora (benchmarks/real_vectors.py encode)")
+    ap.add_argument("--build-scaling", default=None, metavar="T1,T2,...",
+                    help="only time the builds of both indexes at these thread counts")
+    ap.add_argument("--n-postings", default="3500", help="--build-scaling: n_postings values, comma-separated")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="--build-scaling: start no new build after this many seconds (0: no limit)")
     ap.add_argument("--json", type=Path, default=None, help="write all numbers here")
     args = ap.parse_args(argv)
     k = args.k
-    info = {"machine": machine(), "args": {k_: str(v) for k_, v in vars(args).items()}, "build_params": BUILD}
+    info = {"machine": machine(), "command": " ".join(["python"] + sys.argv), "commit": _commit(),
+            "args": {k_: str(v) for k_, v in vars(args).items()}, "build_params": BUILD}
 
     t0 = time.perf_counter()
-    docs, queries = generate(args.n_docs, args.n_queries, args.seed)
-    info["data"] = {"docs": len(docs), "queries": len(queries), "nnz_per_doc": docs.nnz / len(docs),
+    try:
+        docs, queries, desc = load_data(args)
+    except FileNotFoundError as exc:
+        print(f"benchmarks/index.py: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    info["data"] = {"name": args.data, "description": desc, "docs": len(docs), "queries": len(queries), "nnz_per_doc": docs.nnz / len(docs),
                     "nnz_per_query": queries.nnz / len(queries), "gen_s": time.perf_counter() - t0}
     print(f"data: {info['data']}", file=sys.stderr)
+    if args.build_scaling:
+        build_scaling(args, docs, desc, info)
+        return
     truth, exact_lat = exact_truth(docs, queries, k)
 
     t0 = time.perf_counter()
@@ -248,7 +327,7 @@ def main(argv=None) -> None:
 
     out = []
     m = info["machine"]
-    out.append(f"**Data**: synthetic SPLADE-like, {len(docs):,} docs ({info['data']['nnz_per_doc']:.1f} nnz/doc), "
+    out.append(f"**Data**: {desc}, {len(docs):,} docs ({info['data']['nnz_per_doc']:.1f} nnz/doc), "
                f"{len(queries):,} queries ({info['data']['nnz_per_query']:.1f} nnz/query), vocab 30,522, seed {args.seed}.  ")
     out.append(f"**Machine**: {m['cpu']}, {m['cores']} cores, load avg {m['load_avg'][0]:.1f} at start; Python {m['python']}, "
                f"numpy {m['numpy']}, numba {m['numba']}, scipy {m['scipy']}, pyseismic-lsr {m['pyseismic-lsr']}.  ")
@@ -290,6 +369,18 @@ def main(argv=None) -> None:
             ["index", "build_s", "bytes", "mean_ms", "p99_ms", "batch_qps", "recall", "setting"], r)) for r in rows_md],
             exact_speedup=speedup, report=report)
         args.json.write_text(json.dumps(info, indent=2, default=float))
+
+
+def _commit() -> str:
+    """The checkout's commit ($LSR_COMMIT where the tree travels without its .git)."""
+    import subprocess
+
+    if os.environ.get("LSR_COMMIT"):
+        return os.environ["LSR_COMMIT"]
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    return "unknown"
 
 
 def _timed(fn) -> float:

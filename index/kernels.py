@@ -243,6 +243,12 @@ def exact_search_ref(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k:
 
 
 # ---------------------------------------------------------------------------------------- build
+# Every stage runs in parallel: over row ranges (inversion, top components) or over posting lists
+# through a schedule (`schedule`) that deals lists, heaviest first, to one worker per thread. Each
+# worker allocates its scratch once and reuses it for all its lists: an allocation per list costs
+# page faults that serialise the threads (and, on sandboxed kernels, most of the build).
+
+
 @_njit(inline="always")
 def _splitmix(x: np.uint64) -> tuple[np.uint64, np.uint64]:
     x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -252,51 +258,105 @@ def _splitmix(x: np.uint64) -> tuple[np.uint64, np.uint64]:
     return x, z ^ (z >> np.uint64(31))
 
 
+def schedule(cost: np.ndarray, n_workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deal items to ``n_workers`` by cost: heaviest first, each to the least-loaded worker
+    (greedy LPT). Returns (items grouped by worker, worker offsets); items of zero cost are left out."""
+    n_workers = max(1, int(n_workers))
+    order = np.argsort(-cost, kind="stable")
+    order = order[cost[order] > 0]
+    return _deal(order.astype(np.int64), cost.astype(np.float64), n_workers)
+
+
+@_njit()
+def _deal(order: np.ndarray, cost: np.ndarray, n_workers: Int) -> tuple[np.ndarray, np.ndarray]:
+    load = np.zeros(n_workers, np.float64)
+    owner = np.empty(order.shape[0], np.int64)
+    cnt = np.zeros(n_workers + 1, np.int64)
+    for i in range(order.shape[0]):
+        w = 0
+        for j in range(1, n_workers):
+            if load[j] < load[w]:
+                w = j
+        owner[i] = w
+        load[w] += cost[order[i]]
+        cnt[w + 1] += 1
+    for w in range(n_workers):
+        cnt[w + 1] += cnt[w]
+    out = np.empty(order.shape[0], np.int64)
+    pos = cnt[:n_workers].copy()
+    for i in range(order.shape[0]):
+        out[pos[owner[i]]] = order[i]
+        pos[owner[i]] += 1
+    return out, cnt
+
+
 @_njit(parallel=True)
 def invert_pruned(fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, dim: Int, lam: Float, cap: Int,
-                  n_chunks: Int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  n_workers: Int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverted lists of the entries with value >= lam, each sorted by value desc (row asc on
     ties) and cut to its ``cap`` largest. Returns (term_ptr, rows int32, values float32)."""
     n = fwd_ptr.shape[0] - 1
-    cnt = np.zeros(dim + 1, np.int64)
-    for r in range(n):
-        for p in range(fwd_ptr[r], fwd_ptr[r + 1]):
-            if fwd_val[p] >= lam:
-                cnt[fwd_comp[p] + 1] += 1
+    W = max(1, min(n_workers, n))
+    # counts per (worker's row range, term), then each worker scatters its rows: rows stay ascending
+    cnt = np.zeros((W, dim), np.int64)
+    rchunk = (n + W - 1) // W
+    for w in prange(W):
+        for r in range(w * rchunk, min(n, (w + 1) * rchunk)):
+            for p in range(fwd_ptr[r], fwd_ptr[r + 1]):
+                if fwd_val[p] >= lam:
+                    cnt[w, fwd_comp[p]] += 1
+    ptr = np.zeros(dim + 1, np.int64)
+    acc = 0
     for t in range(dim):
-        cnt[t + 1] += cnt[t]
-    pos = cnt[:dim].copy()
-    rows = np.empty(cnt[dim], np.int32)
-    vals = np.empty(cnt[dim], np.float32)
-    for r in range(n):
-        for p in range(fwd_ptr[r], fwd_ptr[r + 1]):
-            v = fwd_val[p]
-            if v >= lam:
-                t = fwd_comp[p]
-                q = pos[t]
-                rows[q] = r
-                vals[q] = v
-                pos[t] = q + 1
+        ptr[t] = acc
+        for w in range(W):
+            c = cnt[w, t]
+            cnt[w, t] = acc
+            acc += c
+    ptr[dim] = acc
+    rows = np.empty(acc, np.int32)
+    vals = np.empty(acc, np.float32)
+    for w in prange(W):
+        pos = cnt[w]
+        for r in range(w * rchunk, min(n, (w + 1) * rchunk)):
+            for p in range(fwd_ptr[r], fwd_ptr[r + 1]):
+                v = fwd_val[p]
+                if v >= lam:
+                    t = fwd_comp[p]
+                    q = pos[t]
+                    rows[q] = r
+                    vals[q] = v
+                    pos[t] = q + 1
     keep = np.empty(dim + 1, np.int64)
     keep[0] = 0
+    maxlen = 0
     for t in range(dim):
-        keep[t + 1] = min(cnt[t + 1] - cnt[t], cap)
-    for t in range(dim):
-        keep[t + 1] += keep[t]
+        keep[t + 1] = keep[t] + min(ptr[t + 1] - ptr[t], cap)
+        maxlen = max(maxlen, ptr[t + 1] - ptr[t])
     out_rows = np.empty(keep[dim], np.int32)
     out_vals = np.empty(keep[dim], np.float32)
-    chunk = (dim + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        for t in range(c * chunk, min(dim, (c + 1) * chunk)):
-            s, e = cnt[t], cnt[t + 1]
-            if e == s:
-                continue
-            order = np.argsort(-vals[s:e], kind="mergesort")  # stable: rows stay ascending on ties
+    # sort each list on a worker of its own, by a schedule on list length
+    cost = np.empty(dim, np.float64)
+    for t in range(dim):
+        cost[t] = ptr[t + 1] - ptr[t]
+    order = np.argsort(-cost, kind="mergesort")
+    nz = 0
+    while nz < dim and cost[order[nz]] > 0:
+        nz += 1
+    items, wptr = _deal(order[:nz], cost, n_workers)
+    for w in prange(n_workers):
+        key = np.empty(maxlen, np.float32)
+        for i in range(wptr[w], wptr[w + 1]):
+            t = items[i]
+            s, e = ptr[t], ptr[t + 1]
+            for j in range(e - s):
+                key[j] = -vals[s + j]
+            o = np.argsort(key[: e - s], kind="mergesort")  # stable: rows stay ascending on ties
             m = keep[t + 1] - keep[t]
-            o = keep[t]
-            for i in range(m):
-                out_rows[o + i] = rows[s + order[i]]
-                out_vals[o + i] = vals[s + order[i]]
+            b = keep[t]
+            for j in range(m):
+                out_rows[b + j] = rows[s + o[j]]
+                out_vals[b + j] = vals[s + o[j]]
     return keep, out_rows, out_vals
 
 
@@ -363,17 +423,20 @@ def _best_centroid(d: Int, t: Int, cut_ptr: np.ndarray, cut_comp: np.ndarray, cu
 def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: Int, fwd_ptr: np.ndarray,
                   fwd_comp: np.ndarray, fwd_val: np.ndarray, cut_ptr: np.ndarray, cut_comp: np.ndarray,
                   cut_val: np.ndarray, head: np.ndarray, cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray,
-                  score: np.ndarray, touched: np.ndarray, assign: np.ndarray, sizes: np.ndarray) -> None:
+                  score: np.ndarray, touched: np.ndarray, assign: np.ndarray, sizes: np.ndarray,
+                  perm: np.ndarray) -> None:
     """Random-centroid clustering of one posting list (one pass, no centroid update).
 
     Centroids are ``n_cent`` random documents of the list; every document joins the centroid with
     the largest dot product between its ``doc_cut`` top entries and the centroid's full vector
     (through a small inverted index over the centroids). Clusters smaller than ``min_size`` are
-    dissolved into the best remaining centroid. Fills assign[:P] with cluster ids.
+    dissolved into the best remaining centroid. Fills assign[:P] with cluster ids; ``perm`` is
+    scratch of length >= P.
     """
     P = rows.shape[0]
     # pick centroids: partial Fisher-Yates over positions, seeded by (seed, term)
-    perm = np.arange(P)
+    for i in range(P):
+        perm[i] = i
     st = np.uint64(seed) * np.uint64(1000003) + np.uint64(t)
     for i in range(n_cent):
         st, z = _splitmix(st)
@@ -382,14 +445,12 @@ def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: In
         perm[i] = perm[j]
         perm[j] = tmp
     # inverted index over the centroids' full vectors: head[c] .. start offsets (term -> entries)
-    n_ent = 0
     for i in range(n_cent):
         d = rows[perm[i]]
         for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
             c = fwd_comp[p]
             if c != t:
                 cnt_c[c] += 1
-                n_ent += 1
     # prefix over the components actually used (walk centroids again)
     off = 0
     for i in range(n_cent):
@@ -458,31 +519,42 @@ def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: In
 @_njit(parallel=True)
 def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, centroid_fraction: Float,
                   min_cluster_size: Int, seed: Int, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
-                  cut_ptr: np.ndarray, cut_comp: np.ndarray, cut_val: np.ndarray, dim: Int, n_chunks: Int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Block every posting list by clustering. Reorders rows/values in place (blocks contiguous,
-    value-desc order kept inside a block) and returns (n_blocks per term, block sizes in a
-    per-term capacity layout, capacity offsets)."""
+                  cut_ptr: np.ndarray, cut_comp: np.ndarray, cut_val: np.ndarray, dim: Int, items: np.ndarray,
+                  wptr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block every posting list by clustering, worker w taking lists items[wptr[w]:wptr[w+1]]
+    (see :func:`schedule`). Reorders rows/values in place (blocks contiguous, value-desc order kept
+    inside a block) and returns (n_blocks per term, block sizes in a per-term capacity layout,
+    capacity offsets)."""
     nterms = term_ptr.shape[0] - 1
     cap_ptr = np.zeros(nterms + 1, np.int64)
     maxP = 0
+    maxlen = 0
     for t in range(nterms):
         P = term_ptr[t + 1] - term_ptr[t]
         nc = max(1, np.int64(centroid_fraction * P)) if P > 0 else 0
         cap_ptr[t + 1] = cap_ptr[t] + nc
         maxP = max(maxP, P)
+    for d in range(fwd_ptr.shape[0] - 1):
+        maxlen = max(maxlen, fwd_ptr[d + 1] - fwd_ptr[d])
+    maxC = max(1, np.int64(centroid_fraction * maxP))
     n_blocks = np.zeros(nterms, np.int64)
     blk_size = np.zeros(cap_ptr[nterms], np.int64)
-    chunk = (nterms + n_chunks - 1) // n_chunks
-    for ch in prange(n_chunks):
+    for w in prange(wptr.shape[0] - 1):
         head = np.full(dim, -1, np.int64)
         cnt_c = np.zeros(dim, np.int64)
         score = np.zeros(maxP + 1, np.float32)
         touched = np.empty(maxP + 1, np.int64)
         assign = np.empty(maxP + 1, np.int64)
         sizes = np.empty(maxP + 1, np.int64)
-        # centroid entries: bounded by P * max row length
-        for t in range(ch * chunk, min(nterms, (ch + 1) * chunk)):
+        perm = np.empty(maxP + 1, np.int64)
+        start = np.empty(maxC + 1, np.int64)
+        tmp_r = np.empty(maxP + 1, np.int32)
+        tmp_v = np.empty(maxP + 1, np.float32)
+        # the centroids' entries: at most n_cent rows of at most maxlen entries
+        cent_of = np.empty(maxC * maxlen + 1, np.int64)
+        cent_val = np.empty(maxC * maxlen + 1, np.float32)
+        for it in range(wptr[w], wptr[w + 1]):
+            t = items[it]
             s, e = term_ptr[t], term_ptr[t + 1]
             P = e - s
             if P == 0:
@@ -492,15 +564,9 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
                 n_blocks[t] = 1
                 blk_size[cap_ptr[t]] = P
                 continue
-            n_ent = 0
-            for x in range(s, e):
-                d = rows[x]
-                n_ent += fwd_ptr[d + 1] - fwd_ptr[d]
-            cent_of = np.empty(n_ent, np.int64)
-            cent_val = np.empty(n_ent, np.float32)
             _cluster_list(t, rows[s:e], nc, min_cluster_size, seed, fwd_ptr, fwd_comp, fwd_val,
                           cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score, touched,
-                          assign, sizes)
+                          assign, sizes, perm)
             # stable counting sort of the list by cluster id
             for i in range(nc):
                 sizes[i] = 0
@@ -512,13 +578,13 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
                     blk_size[cap_ptr[t] + nb] = sizes[i]
                     nb += 1
             n_blocks[t] = nb
-            start = np.empty(nc, np.int64)
             acc = 0
             for i in range(nc):
                 start[i] = acc
                 acc += sizes[i]
-            tmp_r = rows[s:e].copy()
-            tmp_v = values[s:e].copy()
+            for x in range(P):
+                tmp_r[x] = rows[s + x]
+                tmp_v[x] = values[s + x]
             for x in range(P):
                 a = assign[x]
                 q = start[a]
@@ -553,65 +619,103 @@ def _block_union(rows: np.ndarray, b0: Int, b1: Int, fwd_ptr: np.ndarray, fwd_co
 
 
 @_njit()
+def _select_top(a: np.ndarray, n: Int, m: Int) -> None:
+    """Rearrange a[:n] in place so that a[n-m:n] holds its m largest values (as np.partition at
+    n-m): quickselect with a three-way partition, so runs of equal values cost no extra passes."""
+    kth = n - m
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        pv = max(min(x, y), min(max(x, y), z))  # median of three
+        # a[lo:lt] < pv, a[lt:i] == pv, a[gt+1:hi+1] > pv
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:
+            v = a[i]
+            if v < pv:
+                a[i] = a[lt]
+                a[lt] = v
+                lt += 1
+                i += 1
+            elif v > pv:
+                a[i] = a[gt]
+                a[gt] = v
+                gt -= 1
+            else:
+                i += 1
+        if kth < lt:
+            hi = lt - 1
+        elif kth > gt:
+            lo = gt + 1
+        else:
+            return
+
+
+@_njit()
 def _energy_threshold(comps_buf: np.ndarray, nu: Int, maxv: np.ndarray, energy: Float, tmp: np.ndarray
                       ) -> tuple[int, Any, int, Any]:
     """Energy cut of one summary: the largest entries until their sum reaches ``energy`` of the
     total (the crossing entry included). Returns (n_kept, threshold value, ties to keep at the
-    threshold, max value); ties at the threshold are kept in order of first appearance."""
+    threshold, max value); ties at the threshold are kept in order of first appearance.
+    Works in place in ``tmp`` (no allocation)."""
     for i in range(nu):
         tmp[i] = maxv[comps_buf[i]]
     total = np.float32(0.0)
     for i in range(nu):
         total += tmp[i]
     until = total * energy
-    # the cut usually falls among the largest few entries: partition those out and sort only
-    # them; fall back to a full sort when they do not hold enough of the mass
+    # the cut usually falls among the largest few entries: select those and sort only them;
+    # fall back to a full sort when they do not hold enough of the mass
     m = nu
+    s0 = 0
     if nu > 64:
         m = max(32, int(nu * (energy * 0.5 + 0.05)))
-        part = np.partition(tmp[:nu], nu - m)[nu - m:]
+        _select_top(tmp, nu, m)
         top = np.float32(0.0)
-        for i in range(m):
-            top += part[i]
+        for i in range(nu - m, nu):
+            top += tmp[i]
         if top >= until:
-            s = np.sort(part)
+            s0 = nu - m
         else:
             m = nu
-            s = np.sort(tmp[:nu])
-    else:
-        s = np.sort(tmp[:nu])
+    tmp[s0:nu].sort()
     acc = np.float32(0.0)
     n = 0
-    for i in range(m - 1, -1, -1):
-        acc += s[i]
+    for i in range(nu - 1, s0 - 1, -1):
+        acc += tmp[i]
         n += 1
         if acc >= until:
             break
-    thr = s[m - n]
+    thr = tmp[nu - n]
     above = 0
-    for i in range(m - 1, -1, -1):
-        if s[i] > thr:
+    for i in range(nu - 1, s0 - 1, -1):
+        if tmp[i] > thr:
             above += 1
         else:
             break
-    return n, thr, n - above, s[m - 1]
+    return n, thr, n - above, tmp[nu - 1]
 
 
 @_njit(parallel=True)
 def summaries_count(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray, blk_size: np.ndarray,
                     cap_ptr: np.ndarray, term_blk_ptr: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray,
-                    fwd_val: np.ndarray, energy: Float, dim: Int, n_chunks: Int, blk_thr: np.ndarray,
-                    blk_ties: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray) -> np.ndarray:
-    """First pass over the blocks: per block the energy-cut threshold, the ties kept at it and
-    the 8-bit dequantisation (min, step); returns the summary entries per block."""
+                    fwd_val: np.ndarray, energy: Float, dim: Int, items: np.ndarray, wptr: np.ndarray,
+                    blk_thr: np.ndarray, blk_ties: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray
+                    ) -> np.ndarray:
+    """First pass over the blocks (worker w: lists items[wptr[w]:wptr[w+1]]): per block the
+    energy-cut threshold, the ties kept at it and the 8-bit dequantisation (min, step); returns
+    the summary entries per block."""
     nterms = term_ptr.shape[0] - 1
     n_kept = np.zeros(term_blk_ptr[nterms], np.int64)
-    chunk = (nterms + n_chunks - 1) // n_chunks
-    for ch in prange(n_chunks):
+    for w in prange(wptr.shape[0] - 1):
         maxv = np.full(dim, -1.0, np.float32)
         comps_buf = np.empty(dim, np.int64)
         tmp = np.empty(dim, np.float32)
-        for t in range(ch * chunk, min(nterms, (ch + 1) * chunk)):
+        for it in range(wptr[w], wptr[w + 1]):
+            t = items[it]
             b0 = term_ptr[t]
             for b in range(n_blocks[t]):
                 b1 = b0 + blk_size[cap_ptr[t] + b]
@@ -635,18 +739,23 @@ def summaries_count(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray
 @_njit(parallel=True)
 def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray, blk_size: np.ndarray,
                    cap_ptr: np.ndarray, term_blk_ptr: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
-                   fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, dim: Int, n_chunks: Int,
-                   blk_thr: np.ndarray, blk_ties: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray,
-                   sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray) -> None:
+                   fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, dim: Int, items: np.ndarray,
+                   wptr: np.ndarray, blk_thr: np.ndarray, blk_ties: np.ndarray, blk_min: np.ndarray,
+                   blk_quant: np.ndarray, sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray) -> None:
     """Second pass: the kept entries of each group of <= 256 blocks, sorted by (term, block):
     sum_comp (term id), sum_blk (block inside the group, uint8), sum_code (8-bit value)."""
-    nterms = term_ptr.shape[0] - 1
-    chunk = (nterms + n_chunks - 1) // n_chunks
-    for ch in prange(n_chunks):
+    max_ent = 1
+    for g in range(grp_ptr.shape[0] - 1):
+        max_ent = max(max_ent, grp_ptr[g + 1] - grp_ptr[g])
+    for w in prange(wptr.shape[0] - 1):
         maxv = np.full(dim, -1.0, np.float32)
         comps_buf = np.empty(dim, np.int64)
         cnt = np.zeros(dim, np.int64)
-        for t in range(ch * chunk, min(nterms, (ch + 1) * chunk)):
+        e_comp = np.empty(max_ent, np.int64)
+        e_blk = np.empty(max_ent, np.uint8)
+        e_code = np.empty(max_ent, np.uint8)
+        for it in range(wptr[w], wptr[w + 1]):
+            t = items[it]
             nb = n_blocks[t]
             if nb == 0:
                 continue
@@ -654,10 +763,7 @@ def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray,
             for g in range(term_grp_ptr[t], term_grp_ptr[t + 1]):
                 e0, e1 = grp_ptr[g], grp_ptr[g + 1]
                 ne = e1 - e0
-                e_comp = np.empty(ne, np.int64)
-                e_blk = np.empty(ne, np.uint8)
-                e_code = np.empty(ne, np.uint8)
-                w = 0
+                w_ = 0
                 lb0 = (g - term_grp_ptr[t]) * GROUP
                 for lb in range(lb0, min(nb, lb0 + GROUP)):
                     b1 = b0 + blk_size[cap_ptr[t] + lb]
@@ -677,10 +783,10 @@ def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray,
                             code = np.ceil((v - lo) / q + 1e-3)
                             if code > 255:
                                 code = 255
-                            e_comp[w] = c
-                            e_blk[w] = np.uint8(lb - lb0)
-                            e_code[w] = np.uint8(code)
-                            w += 1
+                            e_comp[w_] = c
+                            e_blk[w_] = np.uint8(lb - lb0)
+                            e_code[w_] = np.uint8(code)
+                            w_ += 1
                     b0 = b1
                 # stable counting sort by term id over the distinct terms of the group
                 nu_g = 0
@@ -690,10 +796,10 @@ def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray,
                         comps_buf[nu_g] = c
                         nu_g += 1
                     cnt[c] += 1
-                uniq = np.sort(comps_buf[:nu_g])
+                comps_buf[:nu_g].sort()
                 off = e0
                 for i in range(nu_g):
-                    c = uniq[i]
+                    c = comps_buf[i]
                     n_c = cnt[c]
                     cnt[c] = off
                     off += n_c
@@ -705,7 +811,7 @@ def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray,
                     sum_code[pos] = e_code[i]
                     cnt[c] = pos + 1
                 for i in range(nu_g):
-                    cnt[uniq[i]] = 0
+                    cnt[comps_buf[i]] = 0
 
 
 def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: float) -> tuple[np.ndarray, np.ndarray]:

@@ -165,13 +165,15 @@ class SeismicIndex(BaseIndex):
                 lam, cap = 0.0, int(n_postings)
             term_ptr, rows, pvals = K.invert_pruned(fwd_ptr, fwd_comp, vals, dim, np.float32(lam), cap, nthreads)
             bar.next()
-            # blocking
+            # blocking: one worker per thread, posting lists dealt to them by estimated cost
+            # (clustering a list of P postings costs about P * centroids)
             cut = doc_cut if doc_cut is not None else int(np.diff(fwd_ptr).max(initial=1))
             cut_ptr, cut_comp, cut_val = K.top_components(fwd_ptr, fwd_comp, vals, cut)
-            n_chunks = max(1, min(dim, 8 * nthreads))
+            plen = np.diff(term_ptr).astype(np.float64)
+            items, wptr = K.schedule(plen * (1.0 + centroid_fraction * plen), nthreads)
             n_blocks, blk_size, cap_ptr = K.cluster_lists(
                 term_ptr, rows, pvals, float(centroid_fraction), int(min_cluster_size), int(seed),
-                fwd_ptr, fwd_comp, vals, cut_ptr, cut_comp, cut_val, dim, n_chunks)
+                fwd_ptr, fwd_comp, vals, cut_ptr, cut_comp, cut_val, dim, items, wptr)
             del cut_ptr, cut_comp, cut_val, pvals
             term_blk_ptr = np.concatenate([[0], np.cumsum(n_blocks)]).astype(np.int64)
             n_tot_blocks = int(term_blk_ptr[-1])
@@ -187,8 +189,9 @@ class SeismicIndex(BaseIndex):
             blk_ties = np.empty(n_tot_blocks, np.int64)
             blk_min = np.empty(n_tot_blocks, np.float32)
             blk_quant = np.empty(n_tot_blocks, np.float32)
+            s_items, s_wptr = K.schedule(plen, nthreads)  # a block's summary costs its postings
             n_kept = K.summaries_count(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, fwd_ptr, fwd_comp,
-                                       vals, np.float32(summary_energy), dim, n_chunks, blk_thr, blk_ties,
+                                       vals, np.float32(summary_energy), dim, s_items, s_wptr, blk_thr, blk_ties,
                                        blk_min, blk_quant)
             n_groups = (n_blocks + K.GROUP - 1) // K.GROUP
             term_grp_ptr = np.concatenate([[0], np.cumsum(n_groups)]).astype(np.int64)
@@ -200,7 +203,7 @@ class SeismicIndex(BaseIndex):
             sum_blk = np.empty(n_ent, np.uint8)
             sum_code = np.empty(n_ent, np.uint8)
             K.summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, term_grp_ptr, grp_ptr,
-                             fwd_ptr, fwd_comp, vals, dim, n_chunks, blk_thr, blk_ties, blk_min, blk_quant,
+                             fwd_ptr, fwd_comp, vals, dim, s_items, s_wptr, blk_thr, blk_ties, blk_min, blk_quant,
                              sum_comp, sum_blk, sum_code)
             del blk_thr, blk_ties
             bar.next()

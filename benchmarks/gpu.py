@@ -1,13 +1,21 @@
-"""GPU scoring path vs CPU peers on the same synthetic SPLADE-like data, in one run.
+"""GPU scoring path vs CPU peers on the same data, in one run, on each data set asked for.
 
-Systems: lsr GPU exact (tiled sparse x dense product), lsr GPU approximate (Seismic blocks and
-summaries scored for the whole batch on the GPU), lsr's CPU SeismicIndex on all host cores, and
-pyseismic-lsr on all host cores. Reports queries/s at batch sizes 1, 64, 1024 and 10k, Recall@10
-against exact, build and upload time, GPU memory, and the exact path's fraction of the
-memory-bandwidth bound. Prints a markdown table and writes JSON.
+Systems: lsr GPU approximate (Seismic blocks and summaries scored for the whole batch on the GPU),
+lsr GPU exact (tiled sparse x dense product), lsr's CPU SeismicIndex on all host cores, and
+pyseismic-lsr on all host cores. Reports queries/s at several batch sizes, Recall@10 against
+exact, the ratio to pyseismic-lsr's best all-core q/s at Recall@10 >= 0.95, a torch-profiler
+breakdown of where an approximate batch's time goes, and (``--exact-docs``) the exact path's
+q/s and achieved memory bandwidth on a larger collection. Prints markdown tables, writes JSON.
 
-    python benchmarks/gpu.py --n-docs 1000000 --n-queries 10000 --out gpu.json
-    python benchmarks/gpu.py --n-docs 20000 --n-queries 256 --device cpu   # smoke test, no GPU
+    python benchmarks/gpu.py --data synthetic,zipf --n-docs 1000000 --n-queries 10000 --out gpu.json
+    python benchmarks/gpu.py --data synthetic --n-docs 20000 --n-queries 256 --device cpu   # smoke test
+
+Data: ``synthetic`` (benchmarks/synthetic.py), ``zipf`` (benchmarks/zipf_vectors.py), ``real``
+(SPLADE-tiny encodings under ``--real-vectors``, replicated by benchmarks/real_vectors.py). The
+generators' chunks are drawn in parallel worker processes (same output as their ``generate``).
+pyseismic-lsr reads the collection from its binary format and builds in a second process while
+lsr builds (build times are therefore not comparable; see benchmarks/index.py for those); its
+searches run alone, after lsr's.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,10 +32,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import generate  # noqa: E402
 
 from lsr.index import SeismicIndex  # noqa: E402
 from lsr.index.gpu import GpuIndex  # noqa: E402
+from lsr.index.sparse import SparseBatch  # noqa: E402
+
+PARAMS = dict(n_postings=3500, centroid_fraction=0.1, min_cluster_size=2, summary_energy=0.4,
+              max_fraction=1.5, doc_cut=15)
+GRID = [(10, 0.9), (10, 0.8), (6, 0.8), (4, 0.7), (3, 0.9)]
 
 
 def log(msg: str) -> None:
@@ -34,8 +47,7 @@ def log(msg: str) -> None:
 
 
 def recall_at(rows: np.ndarray, truth: np.ndarray) -> float:
-    hits = 0
-    total = 0
+    hits = total = 0
     for a, b in zip(rows, truth):
         b = b[b >= 0]
         total += b.size
@@ -43,6 +55,136 @@ def recall_at(rows: np.ndarray, truth: np.ndarray) -> float:
     return hits / max(total, 1)
 
 
+# ---------------------------------------------------------------------------------------- data
+def _synth_chunk(args):
+    import synthetic
+
+    n, ci, m = args
+    return synthetic.Generator(0)._doc_chunk(ci, m, 120)
+
+
+def _zipf_chunk(args):
+    import zipf_vectors
+
+    ci, m = args
+    topics = np.empty((m, 2), np.int64)
+    return zipf_vectors.ZipfGenerator(7)._doc_chunk(ci, m, topics), topics
+
+
+def make_data(kind: str, n_docs: int, n_queries: int, real_vectors: Path | None, procs: int):
+    """(docs as float16-exact float32, queries): the generators' own output, chunks in parallel."""
+    from multiprocessing import get_context
+
+    chunk = 50_000
+    jobs = [(c // chunk, min(chunk, n_docs - c)) for c in range(0, n_docs, chunk)]
+    if kind == "synthetic":
+        import synthetic
+
+        with get_context("fork").Pool(min(procs, len(jobs))) as pool:
+            docs = SparseBatch.concat(pool.map(_synth_chunk, [(n_docs, ci, m) for ci, m in jobs]))
+        queries = synthetic.Generator(0).queries(n_queries, docs)
+    elif kind == "zipf":
+        import zipf_vectors
+
+        with get_context("fork").Pool(min(procs, len(jobs))) as pool:
+            parts = pool.map(_zipf_chunk, jobs)
+        docs = SparseBatch.concat([p[0] for p in parts])
+        g = zipf_vectors.ZipfGenerator(7)
+        g.doc_topics = np.concatenate([p[1] for p in parts])
+        queries = g.queries(n_queries, docs)
+    elif kind == "real":
+        import real_vectors
+
+        if real_vectors is None:
+            raise SystemExit("--data real needs --real-vectors DIR (benchmarks/real_vectors.py encode)")
+        docs, queries = real_vectors.load(real_vectors, n_docs, n_queries)
+    else:
+        raise SystemExit(f"unknown data set {kind!r}: synthetic, zipf or real")
+    # the CPU indexes store f16: every system sees the same values
+    return docs.astype(np.float16).astype(np.float32), queries
+
+
+def write_seismic_bin(path: Path, b: SparseBatch) -> None:
+    """Seismic's inner binary format: u32 n, then per row u32 len, len u32 components, len f32 values."""
+    n = len(b)
+    lens = np.diff(b.indptr).astype(np.int64)
+    out = np.empty(1 + n + 2 * b.nnz, np.uint32)
+    out[0] = n
+    head = np.arange(n, dtype=np.int64) + 1 + 2 * b.indptr[:-1]
+    out[head] = lens
+    rows = np.repeat(np.arange(n), lens)
+    j = np.arange(b.nnz, dtype=np.int64) - b.indptr[rows]
+    out[head[rows] + 1 + j] = b.indices.astype(np.uint32)
+    out[head[rows] + 1 + lens[rows] + j] = b.values.astype(np.float32).view(np.uint32)
+    out.tofile(path)
+
+
+# ---------------------------------------------------------------------------------------- pyseismic
+def pyseismic_worker(folder: Path, threads: int) -> None:
+    """Build from folder/docs.bin, touch folder/built, wait for folder/go, search the grid."""
+    import seismic
+
+    from importlib.metadata import version
+
+    t0 = time.perf_counter()
+    index = seismic.SeismicIndexRaw.build(str(folder / "docs.bin"), **PARAMS)
+    build_s = time.perf_counter() - t0
+    (folder / "built").write_text(str(build_s))
+    while not (folder / "go").exists():
+        time.sleep(0.2)
+    n = int(np.fromfile(folder / "queries.bin", np.uint32, count=1)[0])
+    points = []
+    for qc, hf in GRID:
+        index.batch_search(str(folder / "queries.bin"), 10, qc, hf, 0, True, threads)  # warm-up
+        t0 = time.perf_counter()
+        res = index.batch_search(str(folder / "queries.bin"), 10, qc, hf, 0, True, threads)
+        dt = time.perf_counter() - t0
+        rows = np.full((n, 10), -1, np.int64)
+        for i, r in enumerate(res):
+            got = [int(d) for _, d in r][:10]
+            rows[i, : len(got)] = got
+        np.save(folder / f"rows-{qc}-{hf}.npy", rows)
+        points.append({"query_cut": qc, "heap_factor": hf, "qps": n / dt})
+    (folder / "result.json").write_text(json.dumps({"build_s": build_s, "points": points,
+                                                    "version": version("pyseismic-lsr"), "threads": threads}))
+
+
+def start_pyseismic(folder: Path, docs: SparseBatch, queries: SparseBatch, threads: int):
+    try:
+        import seismic  # noqa: F401
+    except ImportError as exc:
+        log(f"pyseismic-lsr not importable ({exc}); skipped")
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in ("built", "go", "result.json"):
+        (folder / f).unlink(missing_ok=True)
+    write_seismic_bin(folder / "docs.bin", docs)
+    write_seismic_bin(folder / "queries.bin", queries)
+    return subprocess.Popen([sys.executable, __file__, "--pyseismic-worker", str(folder), "--threads", str(threads)],
+                            stdout=open(folder / "log.txt", "w"), stderr=subprocess.STDOUT)
+
+
+def finish_pyseismic(proc, folder: Path, truth: np.ndarray):
+    if proc is None:
+        return None
+    (folder / "go").write_text("")
+    proc.wait()
+    if proc.returncode != 0:
+        log(f"pyseismic worker failed (rc {proc.returncode}): {(folder / 'log.txt').read_text()[-2000:]}")
+        return None
+    res = json.loads((folder / "result.json").read_text())
+    for p in res["points"]:
+        p["recall"] = recall_at(np.load(folder / f"rows-{p['query_cut']}-{p['heap_factor']}.npy"), truth)
+        log(f"pyseismic qc={p['query_cut']} hf={p['heap_factor']}: {p['qps']:.0f} q/s, R@10 {p['recall']:.4f}")
+    return res
+
+
+def wait_built(proc, folder: Path) -> None:
+    while proc is not None and proc.poll() is None and not (folder / "built").exists():
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------------------------------- timing
 def sync(device: str) -> None:
     import torch
 
@@ -51,330 +193,303 @@ def sync(device: str) -> None:
             torch.cuda.synchronize(i)
 
 
-def time_gpu(gi: GpuIndex, queries, batch: int, device: str, max_batches: int, **kw) -> dict:
-    """Queries/s at a batch size, end to end (host arrays in, host arrays out) and compute only."""
+def time_gpu(gi, queries, batch: int, device: str, max_batches: int, **kw) -> dict:
+    """Queries/s at a batch size, end to end (host arrays in, host arrays out)."""
     n = len(queries)
     starts = list(range(0, n - batch + 1, batch))[:max_batches] or [0]
     gi.search(queries[starts[0] : starts[0] + batch], k=10, **kw)  # warm-up
     sync(device)
-    total = compute = 0.0
+    t0 = time.perf_counter()
     done = 0
     for s in starts:
-        hits = gi.search(queries[s : s + batch], k=10, **kw)
-        total += hits.timings["total_s"]
-        compute += hits.timings["compute_s"]
+        gi.search(queries[s : s + batch], k=10, **kw)
         done += min(batch, n - s)
-    return {"qps": done / total, "qps_compute_only": done / max(compute, 1e-12), "queries": done}
+    return {"qps": done / (time.perf_counter() - t0), "queries": done}
 
 
-def run_pyseismic(docs, queries, truth, params, grid, threads):
-    try:
-        import seismic
-        from seismic import SeismicDataset, SeismicIndex as PySeismic
-    except ImportError as exc:
-        log(f"pyseismic-lsr not importable ({exc}); skipped")
-        return None
-    st = seismic.get_seismic_string()
-    t0 = time.perf_counter()
-    ds = SeismicDataset()
-    for i in range(len(docs)):
-        idx, val = docs.row(i)
-        ds.add_document(str(i), idx.astype(str).astype(st), val.astype(np.float32))
-    t_load = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    index = PySeismic.build_from_dataset(
-        ds, n_postings=params["n_postings"], centroid_fraction=params["centroid_fraction"],
-        min_cluster_size=params["min_cluster_size"], summary_energy=params["summary_energy"],
-        max_fraction=params["max_fraction"], doc_cut=params["doc_cut"], num_threads=threads,
-    )
-    t_build = time.perf_counter() - t0
-    del ds
-    log(f"pyseismic: dataset {t_load:.1f}s, build {t_build:.1f}s")
-    qids = np.array([str(i) for i in range(len(queries))], dtype=st)
-    comps = [queries.row(i)[0].astype(str).astype(st) for i in range(len(queries))]
-    vals = [queries.row(i)[1].astype(np.float32) for i in range(len(queries))]
-    points = []
-    for qc, hf in grid:
-        index.batch_search(qids[:64], comps[:64], vals[:64], k=10, query_cut=qc, heap_factor=hf, num_threads=threads)
+def torch_profile(gi, queries, batch: int, device: str, reps: int, **kw) -> dict:
+    """Where a batch's time goes (torch profiler): wall time, device-busy time, kernels launched,
+    host waits for the device, copies, and the top kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    qb = queries[:batch]
+    gi.search(qb, k=10, **kw)
+    sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=acts) as prof:
         t0 = time.perf_counter()
-        res = index.batch_search(qids, comps, vals, k=10, query_cut=qc, heap_factor=hf, num_threads=threads)
-        dt = time.perf_counter() - t0
-        rows = np.full((len(queries), 10), -1, np.int64)
-        for r in res:  # results carry their query id; do not rely on their order
-            if r:
-                got = [int(d) for _, _, d in r][:10]
-                rows[int(r[0][0]), : len(got)] = got
-        points.append({"query_cut": qc, "heap_factor": hf, "qps": len(queries) / dt, "recall": recall_at(rows, truth)})
-        log(f"pyseismic qc={qc} hf={hf}: {points[-1]['qps']:.0f} q/s, R@10 {points[-1]['recall']:.4f}")
-    return {"build_s": t_build, "load_s": t_load, "points": points}
+        for _ in range(reps):
+            gi.search(qb, k=10, **kw)
+        sync(device)
+        wall = (time.perf_counter() - t0) / reps
+    ev = prof.events()
+    dev_kind = getattr(torch.autograd.DeviceType, "CUDA", None)
+    kernels = [e for e in ev if e.device_type == dev_kind]
+    launches = sum(1 for e in ev if e.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
+                                                "cuLaunchKernelEx"))
+    syncs = [e for e in ev if e.name in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")]
+    memcpy = [e for e in ev if e.name in ("cudaMemcpyAsync", "cudaMemcpy")]
+    aten = sum(1 for e in ev if e.name.startswith("aten::"))
+    mallocs = sum(1 for e in ev if e.name in ("cudaMalloc", "cudaHostAlloc", "cudaFree", "cudaFreeHost"))
+    by_name: dict[str, float] = {}
+    for e in kernels:
+        key = e.name[:60]
+        by_name[key] = by_name.get(key, 0.0) + getattr(e, "device_time_total", 0.0)
+    busy = sum(getattr(e, "device_time_total", 0.0) for e in kernels) / 1e3 / reps  # ms
+    copies = [e for e in kernels if "Memcpy" in e.name or "Memset" in e.name]
+    top = sorted(by_name.items(), key=lambda x: -x[1])[:8]
+    return {
+        "batch": batch, "wall_ms": wall * 1e3, "device_busy_ms": busy,
+        "kernels_per_batch": len(kernels) / reps, "launches_per_batch": launches / reps,
+        "host_waits_per_batch": len(syncs) / reps, "aten_ops_per_batch": aten / reps,
+        "host_wait_ms": sum(e.cpu_time_total for e in syncs) / 1e3 / reps,
+        "memcpy_calls_per_batch": len(memcpy) / reps,
+        "copy_kernels_ms": sum(getattr(e, "device_time_total", 0.0) for e in copies) / 1e3 / reps,
+        "device_allocations": mallocs,
+        "top_kernels_ms": [(k, v / 1e3 / reps) for k, v in top],
+    }
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-docs", type=int, default=1_000_000)
-    ap.add_argument("--n-queries", type=int, default=10_000)
-    ap.add_argument("--device", default="cuda", help="cuda, cuda:all (split over every GPU) or cpu")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--batches", default="1,64,1024,10000")
-    ap.add_argument("--exact-tile", type=int, default=None, help="default: the best of a sweep")
-    ap.add_argument("--approx-tile", type=int, default=None, help="default: the best of a sweep")
-    ap.add_argument("--bandwidth-gbs", type=float, default=None, help="card bandwidth; default from the card name")
-    ap.add_argument("--skip-pyseismic", action="store_true")
-    ap.add_argument("--skip-cpu", action="store_true")
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--work", type=Path, default=None,
-                    help="folder to keep the generated data and the built Seismic index in, reused by later runs")
-    ap.add_argument("--profile", action="store_true", help="per-stage times of the approximate path, then exit")
-    ap.add_argument("--exact-tiles", default=None, help="sweep exact tile sizes, e.g. 64,128,256,512, then exit")
-    args = ap.parse_args(argv)
+def legacy_index(gi, path: Path):
+    """The previous approximate path (an earlier gpu.py, given by --baseline) on the same uploaded
+    shards, for a before/after profile."""
+    import importlib.util
+
+    sys.path.insert(0, str(path.parent))  # its own kernels module lies beside it
+    spec = importlib.util.spec_from_file_location("lsr_gpu_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    old = mod.GpuIndex(gi._shards, gi.dim, gi.n_rows, gi._idmap, layout=True)
+    old.has_blocks = True
+    for sh in gi._shards:  # the older path scored added rows from this array
+        sh.always = None
+    return old
+
+
+# ---------------------------------------------------------------------------------------- one data set
+def run_dataset(kind: str, args, info: dict) -> dict:
     import torch
 
-    batches = [int(b) for b in args.batches.split(",")]
-    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    bw = args.bandwidth_gbs or (4800.0 if "H200" in card else 3350.0 if "H100" in card else None)
-    info = {"card": card, "gpus": n_gpus, "cpu_cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "n_docs": args.n_docs, "n_queries": args.n_queries, "device": args.device}
-    log(f"machine: {info}")
-    params = dict(n_postings=3500, centroid_fraction=0.1, min_cluster_size=2, summary_energy=0.4,
-                  max_fraction=1.5, doc_cut=15)
-    grid = [(10, 0.9), (10, 0.8), (6, 0.8), (4, 0.7)]
-
+    res: dict = {"data": kind, "params": PARAMS}
     t0 = time.perf_counter()
-    docs, queries = load_or_generate(args)
-    log(f"data: {docs!r} {queries!r} in {time.perf_counter() - t0:.1f}s")
-    res: dict = {"machine": info, "params": params}
-
-    if args.profile or args.exact_tiles:
-        return profile(args, docs, queries, params)
+    docs, queries = make_data(kind, args.n_docs, args.n_queries, args.real_vectors, args.threads)
+    res["data_s"] = time.perf_counter() - t0
+    res["docs_nnz_mean"] = docs.nnz / len(docs)
+    res["queries_nnz_mean"] = queries.nnz / len(queries)
+    log(f"[{kind}] data: {docs!r} {queries!r} in {res['data_s']:.1f}s")
+    folder = args.work / f"pyseismic-{kind}"
+    proc = None if args.skip_pyseismic else start_pyseismic(folder, docs, queries, args.threads)
 
     # exact on the GPU: the ground truth and the exact row
-    t0 = time.perf_counter()
     gx = GpuIndex.build(docs, device=args.device)
-    res["gpu_exact_upload_s"] = time.perf_counter() - t0
-    truth = gx.search(queries, k=10, tile=256).rows
-    if args.exact_tile is None:
-        sweep = {t: time_gpu(gx, queries, len(queries), args.device, 1, tile=t)["qps_compute_only"]
-                 for t in (64, 128, 256, 512, 2048)}
-        args.exact_tile = max(sweep, key=sweep.get)
-        res["exact_tile_sweep"] = sweep
-        log(f"exact tile sweep (q/s compute): {sweep} -> {args.exact_tile}")
+    truth = gx.search(queries, k=10).rows
     ex = {}
-    for b in batches:
-        if b > len(queries):
-            continue
-        ex[b] = time_gpu(gx, queries, b, args.device, max_batches=20 if b < 1024 else 5, tile=args.exact_tile)
-        log(f"gpu exact batch {b}: {ex[b]['qps']:.0f} q/s (compute only {ex[b]['qps_compute_only']:.0f})")
-    fwd_bytes = docs.nnz * (4 + 4) + docs.indptr.nbytes  # int32 ids... stored int64 ids + f32 values on device
-    fwd_bytes_dev = gx.memory_bytes()
-    big = max(ex) if ex else None
-    if big and bw:
-        tiles = -(-big // args.exact_tile)
-        # traffic of this algorithm: each query tile streams the forward index once and writes,
-        # then top-k reads, a (docs x tile) float32 score block; the query tile sits in L2
-        per_tile = fwd_bytes_dev + 2 * len(docs) * args.exact_tile * 4
-        bytes_per_batch = tiles * per_tile + big * docs.dim * 4
-        t_batch = big / ex[big]["qps_compute_only"]
-        res["exact_bandwidth"] = {"bytes_per_batch": bytes_per_batch, "batch": big, "seconds": t_batch,
-                                  "achieved_gbs": bytes_per_batch / t_batch / 1e9, "card_gbs": bw,
-                                  "fraction": bytes_per_batch / t_batch / 1e9 / bw,
-                                  "index_once_seconds": fwd_bytes_dev / (bw * 1e9)}
-    res["gpu_exact"] = {"qps": ex, "memory_bytes": fwd_bytes_dev}
-    if torch.cuda.is_available():
-        res["gpu_exact"]["max_allocated"] = int(torch.cuda.max_memory_allocated())
+    for b in args.batches:
+        if b <= len(queries):
+            ex[b] = time_gpu(gx, queries, b, args.device, max_batches=3 if b >= 1024 else 10)
     del gx
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
 
-    # lsr Seismic on the CPU (all cores), then its blocks uploaded for the GPU approximate path
+    # lsr Seismic on the CPU (all cores); pyseismic builds at the same time in its own process
+    SeismicIndex.build(docs[:2000], **PARAMS, threads=args.threads)  # compile the kernels once
     t0 = time.perf_counter()
-    si = SeismicIndex.build(docs[:2000], **params, threads=args.threads)  # compile the kernels once
-    res["lsr_compile_s"] = time.perf_counter() - t0
-    si, res["lsr_build_s"] = load_or_build(args, docs, params)
-    res["lsr_bytes"] = si.stats()["bytes_total"]
-    log(f"lsr seismic build {res['lsr_build_s']:.1f}s (compile {res['lsr_compile_s']:.1f}s), {res['lsr_bytes'] / 2**20:.0f} MiB")
-    cpu_points = []
-    if not args.skip_cpu:
-        for qc, hf in grid:
-            si.search(queries[:64], k=10, query_cut=qc, heap_factor=hf, threads=args.threads)
-            t0 = time.perf_counter()
-            h = si.search(queries, k=10, query_cut=qc, heap_factor=hf, threads=args.threads)
-            dt = time.perf_counter() - t0
-            cpu_points.append({"query_cut": qc, "heap_factor": hf, "qps": len(queries) / dt,
-                               "recall": recall_at(h.rows, truth)})
-            log(f"lsr cpu qc={qc} hf={hf}: {cpu_points[-1]['qps']:.0f} q/s, R@10 {cpu_points[-1]['recall']:.4f}")
-    res["lsr_cpu"] = cpu_points
+    si = SeismicIndex.build(docs, **PARAMS, threads=args.threads)
+    res["lsr_build_s_concurrent"] = time.perf_counter() - t0
+    log(f"[{kind}] lsr build {res['lsr_build_s_concurrent']:.1f}s (beside pyseismic's build)")
+    t0 = time.perf_counter()
+    wait_built(proc, folder)
+    res["waited_for_pyseismic_build_s"] = time.perf_counter() - t0
+    cpu = []
+    for qc, hf in GRID[: args.cpu_points]:
+        si.search(queries[:64], k=10, query_cut=qc, heap_factor=hf, threads=args.threads)
+        t0 = time.perf_counter()
+        h = si.search(queries, k=10, query_cut=qc, heap_factor=hf, threads=args.threads)
+        cpu.append({"query_cut": qc, "heap_factor": hf, "qps": len(queries) / (time.perf_counter() - t0),
+                    "recall": recall_at(h.rows, truth)})
+        log(f"[{kind}] lsr cpu qc={qc} hf={hf}: {cpu[-1]['qps']:.0f} q/s, R@10 {cpu[-1]['recall']:.4f}")
+    res["lsr_cpu"] = cpu
 
     t0 = time.perf_counter()
     ga = GpuIndex.from_index(si, device=args.device)
     res["gpu_approx_upload_s"] = time.perf_counter() - t0
     res["gpu_approx_memory_bytes"] = ga.memory_bytes()
-    log(f"gpu approx upload {res['gpu_approx_upload_s']:.1f}s, {ga.memory_bytes() / 2**30:.2f} GiB")
-    if args.approx_tile is None:
-        from lsr.index import gpu as G
-
-        sweep = {}
-        for t in (512, 2048, 8192):
-            kw = dict(mode="approx", query_cut=10, heap_factor=0.9, tile=t)
-            ga.search(queries[:t], k=10, **kw)
-            G.PROFILE.on = True
-            G.PROFILE.times.clear()
-            G.PROFILE.sizes.clear()
-            t0 = time.perf_counter()
-            ga.search(queries, k=10, **kw)
-            sweep[t] = len(queries) / (time.perf_counter() - t0)
-            G.PROFILE.on = False
-            log(f"approx tile {t}: {sweep[t]:.0f} q/s (profiled); "
-                + ", ".join(f"{k} {v * 1e3:.0f}ms" for k, v in G.PROFILE.times.items()) + "; per query: "
-                + ", ".join(f"{k} {v / len(queries):.0f}" for k, v in G.PROFILE.sizes.items()))
-        args.approx_tile = max(sweep, key=sweep.get)
-        res["approx_tile_sweep"] = sweep
-    res["tiles"] = {"exact": args.exact_tile, "approx": args.approx_tile}
-    approx_points = []
-    for qc, hf in grid:
-        kw = dict(mode="approx", query_cut=qc, heap_factor=hf, tile=args.approx_tile)
-        rows = np.concatenate([ga.search(queries[s : s + 4096], k=10, **kw).rows for s in range(0, len(queries), 4096)])
-        point = {"query_cut": qc, "heap_factor": hf, "recall": recall_at(rows, truth), "qps": {}}
-        for b in batches:
+    del si
+    log(f"[{kind}] gpu approx upload {res['gpu_approx_upload_s']:.1f}s, {ga.memory_bytes() / 2**30:.2f} GiB")
+    points = []
+    for qc, hf in GRID:
+        kw = dict(mode="approx", query_cut=qc, heap_factor=hf)
+        rows = ga.search(queries, k=10, **kw).rows
+        p = {"query_cut": qc, "heap_factor": hf, "recall": recall_at(rows, truth), "qps": {}}
+        for b in args.batches:
             if b <= len(queries):
-                point["qps"][b] = time_gpu(ga, queries, b, args.device, max_batches=20 if b < 1024 else 3, **kw)
-        approx_points.append(point)
-        log(f"gpu approx qc={qc} hf={hf}: R@10 {point['recall']:.4f}, "
-            + ", ".join(f"b{b}: {v['qps']:.0f} q/s" for b, v in point["qps"].items()))
-    res["gpu_approx"] = approx_points
-    if torch.cuda.is_available():
-        res["gpu_approx_max_allocated"] = int(torch.cuda.max_memory_allocated())
+                p["qps"][b] = time_gpu(ga, queries, b, args.device, max_batches=10 if b < 1024 else 3, **kw)["qps"]
+        points.append(p)
+        log(f"[{kind}] gpu approx qc={qc} hf={hf}: R@10 {p['recall']:.4f}, "
+            + ", ".join(f"b{b}: {v:.0f}" for b, v in p["qps"].items()))
+    res["gpu_approx"] = points
+    res["gpu_exact"] = ex
+    # where a batch's time goes, at the fastest setting that keeps R@10 >= 0.95
+    ok = [p for p in points if p["recall"] >= 0.95] or points
+    best = max(ok, key=lambda p: p["qps"].get(max(p["qps"]), 0))
+    kw = dict(mode="approx", query_cut=best["query_cut"], heap_factor=best["heap_factor"])
+    res["profile_setting"] = kw
+    res["profile"] = [torch_profile(ga, queries, b, args.device, 5 if b < 1024 else 2, **kw)
+                      for b in args.profile_batches if b <= len(queries)]
+    if args.baseline:
+        old = legacy_index(ga, args.baseline)
+        okw = dict(kw, tile=8192)  # the earlier default tile (256) was slower still
+        res["baseline_profile"] = [torch_profile(old, queries, b, args.device, 3 if b < 1024 else 1, **okw)
+                                   for b in args.profile_batches if b <= len(queries)]
+        rows = old.search(queries, k=10, **okw).rows
+        res["baseline"] = {"recall": recall_at(rows, truth), "qps": {
+            b: time_gpu(old, queries, b, args.device, 5 if b < 1024 else 2, **okw)["qps"]
+            for b in args.batches if b <= len(queries)}}
+        log(f"[{kind}] baseline: {res['baseline']}")
     del ga
-
-    if not args.skip_pyseismic:
-        res["pyseismic"] = run_pyseismic(docs, queries, truth, params, grid, args.threads)
-
-    print(table(res, batches))
-    if args.out:
-        args.out.write_text(json.dumps(res, indent=1, default=str))
-
-
-def load_or_generate(args):
-    """The synthetic collection, from ``--work`` when an earlier run left it there."""
-    from lsr.index.sparse import load_vectors, save_vectors
-
-    w = args.work / f"data-{args.n_docs}-{args.n_queries}" if args.work else None
-    if w is not None and (w / "queries.npz").exists():
-        return load_vectors(w / "docs.npz")[0], load_vectors(w / "queries.npz")[0]
-    docs, queries = generate(args.n_docs, args.n_queries)
-    docs = docs.astype(np.float16)  # the CPU indexes store f16; every system sees the same values
-    if w is not None:
-        w.mkdir(parents=True, exist_ok=True)
-        save_vectors(w / "docs.npz", docs)
-        save_vectors(w / "queries.npz", queries)
-    return docs, queries
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    res["pyseismic"] = finish_pyseismic(proc, folder, truth)
+    if kind == "synthetic":
+        args.synthetic = (docs, queries)
+    print(table(res, info, args.batches), flush=True)
+    return res
 
 
-def load_or_build(args, docs, params):
-    """(SeismicIndex, build seconds): loaded from ``--work`` (build seconds from that run) or built."""
-    w = args.work / f"seismic-{args.n_docs}" if args.work else None
-    if w is not None and (w / "build_s.txt").exists():
-        return SeismicIndex.load(w), float((w / "build_s.txt").read_text())
+def exact_scale(args, info: dict) -> dict:
+    """The exact path on ``--exact-docs`` documents: the synthetic collection repeated (the exact
+    path's cost depends on the non-zeros and the batch, not on which documents they are), q/s at
+    ``--exact-batch``."""
+    import torch
+
+    docs, queries = getattr(args, "synthetic", None) or make_data("synthetic", args.n_docs, args.exact_batch * 4,
+                                                                  None, args.threads)
+    n_copies = -(-args.exact_docs // len(docs))
+    big = SparseBatch.concat([docs] * n_copies)[: args.exact_docs]
     t0 = time.perf_counter()
-    si = SeismicIndex.build(docs, **params, threads=args.threads)
-    dt = time.perf_counter() - t0
-    if w is not None:
-        si.save(w)
-        (w / "build_s.txt").write_text(str(dt))
-    return si, dt
-
-
-def profile(args, docs, queries, params) -> None:
-    from lsr.index import gpu as G
-
-    gx = GpuIndex.build(docs, device=args.device)
-    for t in [int(x) for x in (args.exact_tiles or "").split(",") if x]:
-        r = time_gpu(gx, queries, len(queries), args.device, 1, tile=t)
-        log(f"exact tile {t}: {r['qps']:.0f} q/s (compute {r['qps_compute_only']:.0f})")
-    truth = gx.search(queries, k=10, tile=256).rows
+    gx = GpuIndex.build(big, device=args.device)
+    upload = time.perf_counter() - t0
+    r = time_gpu(gx, queries, args.exact_batch, args.device, 3)
+    # bytes that must cross HBM per batch in this algorithm: the index (row pointers, int64 ids,
+    # f32 values as the sparse product reads them) once per query tile, the (docs x tile) f32
+    # score block written and read back for the top-k
+    tile = min(args.exact_batch, 1024)
+    tiles = -(-args.exact_batch // tile)
+    index_bytes = big.indptr.nbytes + big.nnz * (8 + 4)
+    moved = tiles * (index_bytes + 2 * len(big) * tile * 4)
+    t_batch = args.exact_batch / r["qps"]
+    out = {"docs": len(big), "nnz": big.nnz, "batch": args.exact_batch, "qps": r["qps"], "upload_s": upload,
+           "bytes_per_batch": moved, "seconds_per_batch": t_batch, "achieved_gbs": moved / t_batch / 1e9,
+           "card_gbs": args.bandwidth_gbs, "fraction": moved / t_batch / 1e9 / args.bandwidth_gbs,
+           "index_bytes": index_bytes}
+    log(f"exact at {len(big):,} docs, batch {args.exact_batch}: {r['qps']:.0f} q/s; {out['achieved_gbs']:.0f} GB/s "
+        f"= {100 * out['fraction']:.1f}% of {args.bandwidth_gbs:.0f} GB/s")
     del gx
-    if not args.profile:
-        return
-    si, _ = load_or_build(args, docs, params)
-    ga = GpuIndex.from_index(si, device=args.device)
-    if any(sh.fwd_idx32 is not None for sh in ga._shards):
-        # the Triton kernel against the torch-op path on the same device: same results, and the time of each
-        kw = dict(k=10, mode="approx", query_cut=10, heap_factor=0.9, tile=2048)
-        ga.search(queries[:2048], **kw)
-        t0 = time.perf_counter()
-        tri = ga.search(queries, **kw)
-        t_tri = time.perf_counter() - t0
-        saved = [sh.fwd_idx32 for sh in ga._shards]
-        for sh in ga._shards:
-            sh.fwd_idx32 = None
-        t0 = time.perf_counter()
-        ref = ga.search(queries, **kw)
-        t_ref = time.perf_counter() - t0
-        for sh, x in zip(ga._shards, saved):
-            sh.fwd_idx32 = x
-        same = float(np.mean(tri.rows == ref.rows))
-        log(f"triton vs torch ops: rows equal {same:.5f}, max score diff "
-            f"{float(np.nanmax(np.abs(np.where(np.isfinite(ref.scores), tri.scores - ref.scores, 0)))):.2e}; "
-            f"{len(queries) / t_tri:.0f} vs {len(queries) / t_ref:.0f} q/s")
-    for qc, hf in [(10, 0.9), (6, 0.8)]:
-        for tile in (512, 2048, 8192):
-            kw = dict(mode="approx", query_cut=qc, heap_factor=hf, tile=tile)
-            ga.search(queries[:tile], k=10, **kw)
-            G.PROFILE.on = True
-            G.PROFILE.times.clear()
-            G.PROFILE.sizes.clear()
-            t0 = time.perf_counter()
-            h = ga.search(queries, k=10, **kw)
-            dt = time.perf_counter() - t0
-            G.PROFILE.on = False
-            n = len(queries)
-            log(f"approx qc={qc} hf={hf} tile={tile}: {n / dt:.0f} q/s R@10 {recall_at(h.rows, truth):.4f}; "
-                + ", ".join(f"{k} {v * 1e3:.0f}ms" for k, v in G.PROFILE.times.items()) + "; per query: "
-                + ", ".join(f"{k} {v / n:.0f}" for k, v in G.PROFILE.sizes.items()))
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return out
 
 
-def table(res: dict, batches) -> str:
-    m = res["machine"]
-    lines = [f"GPU benchmark: {m['n_docs']:,} docs, {m['n_queries']:,} queries, card {m['card']} x{m['gpus']}, "
-             f"{m['cpu_cores']} host cores, torch {m['torch']}", ""]
-    head = "| system | setting | R@10 | " + " | ".join(f"q/s batch {b}" for b in batches) + " |"
-    lines += [head, "|" + "---|" * (3 + len(batches))]
-    ex = res["gpu_exact"]["qps"]
-    lines.append(f"| lsr GPU exact | tiled SpMM, tile {res['tiles']['exact']} | 1.000 | " + " | ".join(
-        f"{ex[b]['qps']:,.0f} ({ex[b]['qps_compute_only']:,.0f})" if b in ex else "-" for b in batches) + " |")
+# ---------------------------------------------------------------------------------------- report
+def table(res: dict, info: dict, batches) -> str:
+    kind = res["data"]
+    lines = [f"### {kind}: {info['n_docs']:,} docs, {info['n_queries']:,} queries, card {info['card']}, "
+             f"{info['cpu_cores']} host cores, torch {info['torch']}", ""]
+    lines += ["| system | setting | R@10 | " + " | ".join(f"q/s batch {b}" for b in batches) + " |",
+              "|" + "---|" * (3 + len(batches))]
+    ex = res["gpu_exact"]
+    lines.append("| lsr GPU exact | tiled SpMM | 1.000 | " + " | ".join(
+        f"{ex[b]['qps']:,.0f}" if b in ex else "-" for b in batches) + " |")
     for p in res["gpu_approx"]:
-        lines.append(f"| lsr GPU approx | qc={p['query_cut']} hf={p['heap_factor']} tile {res['tiles']['approx']} | {p['recall']:.3f} | " + " | ".join(
-            f"{p['qps'][b]['qps']:,.0f} ({p['qps'][b]['qps_compute_only']:,.0f})" if b in p["qps"] else "-"
-            for b in batches) + " |")
+        lines.append(f"| lsr GPU approx | qc={p['query_cut']} hf={p['heap_factor']} | {p['recall']:.3f} | "
+                     + " | ".join(f"{p['qps'][b]:,.0f}" if b in p["qps"] else "-" for b in batches) + " |")
+    if "baseline" in res:
+        b0 = res["baseline"]
+        lines.append(f"| lsr GPU approx, previous code (tile 8192) | {res['profile_setting']['query_cut']}/"
+                     f"{res['profile_setting']['heap_factor']} | {b0['recall']:.3f} | "
+                     + " | ".join(f"{b0['qps'][b]:,.0f}" if b in b0["qps"] else "-" for b in batches) + " |")
+    n = info["cpu_cores"]
     for p in res.get("lsr_cpu") or []:
-        lines.append(f"| lsr CPU Seismic ({m['cpu_cores']} cores) | qc={p['query_cut']} hf={p['heap_factor']} | "
-                     f"{p['recall']:.3f} | " + " | ".join("-" for _ in batches[:-1]) + f" | {p['qps']:,.0f} |")
+        lines.append(f"| lsr CPU Seismic ({n} threads) | qc={p['query_cut']} hf={p['heap_factor']} | "
+                     f"{p['recall']:.3f} | all queries at once: {p['qps']:,.0f} |" + " |" * (len(batches) - 1))
     ps = res.get("pyseismic")
     for p in (ps or {}).get("points", []):
-        lines.append(f"| pyseismic-lsr ({m['cpu_cores']} cores) | qc={p['query_cut']} hf={p['heap_factor']} | "
-                     f"{p['recall']:.3f} | " + " | ".join("-" for _ in batches[:-1]) + f" | {p['qps']:,.0f} |")
-    lines += ["", "q/s: end to end with host<->device copies (in brackets: GPU compute only). CPU systems: one "
-              "batch of all queries on all host cores.", ""]
-    lines.append(f"| build/upload | seconds | memory |\n|---|---|---|")
-    lines.append(f"| lsr GPU exact upload | {res['gpu_exact_upload_s']:.1f} | {res['gpu_exact']['memory_bytes'] / 2**30:.2f} GiB on GPU |")
-    lines.append(f"| lsr Seismic build (CPU) + GPU upload | {res['lsr_build_s']:.1f} + {res['gpu_approx_upload_s']:.1f} | "
-                 f"{res['lsr_bytes'] / 2**30:.2f} GiB host, {res['gpu_approx_memory_bytes'] / 2**30:.2f} GiB on GPU |")
-    if ps:
-        lines.append(f"| pyseismic-lsr build | {ps['build_s']:.1f} | - |")
-    if "exact_bandwidth" in res:
-        b = res["exact_bandwidth"]
-        lines.append(f"\nExact path at batch {b['batch']}: {b['bytes_per_batch'] / 1e9:.1f} GB moved per batch "
-                     f"(index streamed once per query tile, score blocks written and read) in "
-                     f"{b['seconds'] * 1e3:.1f} ms = {b['achieved_gbs']:.0f} GB/s, {100 * b['fraction']:.1f}% of the "
-                     f"card's {b['card_gbs']:.0f} GB/s. Reading the index just once would take "
-                     f"{b['index_once_seconds'] * 1e3:.2f} ms.")
+        lines.append(f"| pyseismic-lsr {ps['version']} ({ps['threads']} threads) | qc={p['query_cut']} "
+                     f"hf={p['heap_factor']} | {p['recall']:.3f} | all queries at once: {p['qps']:,.0f} |"
+                     + " |" * (len(batches) - 1))
     best_ps = max((p["qps"] for p in (ps or {}).get("points", []) if p["recall"] >= 0.95), default=None)
-    best_ga = max((p["qps"][max(p["qps"])]["qps"] for p in res["gpu_approx"] if p["recall"] >= 0.95), default=None)
-    if best_ps and best_ga:
-        lines.append(f"\nAt R@10 >= 0.95: GPU approx {best_ga:,.0f} q/s vs pyseismic-lsr {best_ps:,.0f} q/s = "
-                     f"{best_ga / best_ps:.1f}x (target >= 10x).")
+    if best_ps:
+        lines += ["", f"Ratios at R@10 >= 0.95 (GPU approx best at each batch / pyseismic-lsr best, "
+                      f"{best_ps:,.0f} q/s):", ""]
+        lines += ["| batch | GPU approx q/s | setting | ratio |", "|---|---|---|---|"]
+        for b in batches:
+            cands = [(p["qps"][b], p) for p in res["gpu_approx"] if p["recall"] >= 0.95 and b in p["qps"]]
+            if cands:
+                q, p = max(cands, key=lambda x: x[0])
+                lines.append(f"| {b} | {q:,.0f} | qc={p['query_cut']} hf={p['heap_factor']} | {q / best_ps:.2f}x |")
+    lines += ["", f"Profile ({res['profile_setting']}):", "",
+              "| code | batch | wall ms | device busy ms | kernels | host waits (ms) | copies | top kernels (ms) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, prof in (("now", res["profile"]), ("previous", res.get("baseline_profile") or [])):
+        for p in prof:
+            top = "; ".join(f"{k} {v:.2f}" for k, v in p["top_kernels_ms"][:4])
+            lines.append(f"| {name} | {p['batch']} | {p['wall_ms']:.2f} | {p['device_busy_ms']:.2f} | "
+                         f"{p['kernels_per_batch']:.0f} | {p['host_waits_per_batch']:.0f} ({p['host_wait_ms']:.2f}) | "
+                         f"{p['memcpy_calls_per_batch']:.0f} | {top} |")
+    lines.append(f"\nGPU approx upload {res['gpu_approx_upload_s']:.1f}s, "
+                 f"{res['gpu_approx_memory_bytes'] / 2**30:.2f} GiB on the GPU.")
     return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="synthetic", help="comma list of synthetic, zipf, real")
+    ap.add_argument("--real-vectors", type=Path, default=None, help="folder of benchmarks/real_vectors.py encode")
+    ap.add_argument("--n-docs", type=int, default=1_000_000)
+    ap.add_argument("--n-queries", type=int, default=10_000)
+    ap.add_argument("--device", default="cuda", help="cuda, cuda:all (split over every GPU) or cpu")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batches", default="64,1024,10000")
+    ap.add_argument("--profile-batches", default="64,1024,10000")
+    ap.add_argument("--cpu-points", type=int, default=2, help="lsr CPU settings to time (of the grid)")
+    ap.add_argument("--baseline", type=Path, default=None, help="an earlier index/gpu.py to profile beside")
+    ap.add_argument("--exact-docs", type=int, default=0, help="also time the exact path on this many documents")
+    ap.add_argument("--exact-batch", type=int, default=500)
+    ap.add_argument("--bandwidth-gbs", type=float, default=None, help="card bandwidth; default from the card name")
+    ap.add_argument("--skip-pyseismic", action="store_true")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/lsr-gpu-bench"))
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--pyseismic-worker", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.pyseismic_worker:
+        return pyseismic_worker(args.pyseismic_worker, args.threads)
+    import torch
+
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.profile_batches = [int(b) for b in args.profile_batches.split(",")]
+    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    args.bandwidth_gbs = args.bandwidth_gbs or (4800.0 if "H200" in card else 3350.0 if "H100" in card else 100.0)
+    info = {"card": card, "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            "cpu_cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "n_docs": args.n_docs, "n_queries": args.n_queries, "device": args.device,
+            "command": "python benchmarks/gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    try:  # LSR_COMMIT: where the run happens on a copy of the tree without its git folder
+        info["commit"] = os.environ.get("LSR_COMMIT") or subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        info["commit"] = None
+    log(f"machine: {info}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    out: dict = {"machine": info, "data": {}}
+    for kind in args.data.split(","):
+        out["data"][kind] = run_dataset(kind, args, info)
+        if args.out:
+            args.out.write_text(json.dumps(out, indent=1, default=str))
+    if args.exact_docs:
+        out["exact_scale"] = exact_scale(args, info)
+        if args.out:
+            args.out.write_text(json.dumps(out, indent=1, default=str))
 
 
 if __name__ == "__main__":

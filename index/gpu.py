@@ -2,8 +2,8 @@
 
 torch is imported lazily here and nowhere else in ``lsr.index``. The same code runs on the CPU,
 which is how CI tests it; ``device="cuda"`` without CUDA raises a clear error. On CUDA with Triton
-installed, candidate scoring runs in the kernel of :mod:`lsr.index.gpu_kernels` (same sums; CI
-checks it under Triton's CPU interpreter).
+installed, the approximate path's summary join and candidate scoring run in the kernels of
+:mod:`lsr.index.gpu_kernels` (same sums; CI checks them under Triton's CPU interpreter).
 """
 
 from __future__ import annotations
@@ -180,8 +180,12 @@ class _Shard:
     ent_key: Any = None  # term * dim + component, sorted: the summaries joined by (term, component)
     ent_blk: Any = None
     ent_val: Any = None
+    ent_ptr: Any = None  # term t's summary entries are ent_key[ent_ptr[t]:ent_ptr[t+1]]
+    max_blocks: int = 0  # most blocks of any one term: the width of the padded summary scores
+    search_steps: int = 1  # binary-search steps that cover any term's summary entries
     deleted: Any = None  # bool per row, or None
-    always: Any = None  # rows scored for every query in approx mode, or None
+    deleted_words: Any = None  # the same as a bitmap (int32 words), the start of every query's seen-set
+    always_blk: int | None = None  # block holding the rows scored for every query (added after the build)
     bytes: int = 0
 
 
@@ -204,6 +208,8 @@ class GpuIndex:
         self.has_blocks = layout is not None
         self.upload_seconds = 0.0
         self._pool: ThreadPoolExecutor | None = None  # shard threads, made on the first multi-shard search
+        # page-locked host buffers reused by every search (asynchronous copies need them)
+        self._pinned = _Pinned(any(sh.device.type == "cuda" for sh in shards))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -243,15 +249,16 @@ class GpuIndex:
             if gpu_kernels.available(dev):
                 sh.fwd_idx32 = idx.to(torch.int32)
                 sh.bytes += part.nnz * 4
-            if layout is not None:
-                _attach_blocks(sh, layout, lo, hi, torch)
-            if deleted is not None:
-                sh.deleted = torch.from_numpy(np.asarray(deleted[lo:hi], dtype=bool).copy()).to(dev)
+            rows_always = None
             if always is not None:
                 a = np.asarray(always, np.int64)
-                a = a[(a >= lo) & (a < hi)] - lo
-                if a.size:
-                    sh.always = torch.from_numpy(a).to(dev)
+                rows_always = a[(a >= lo) & (a < hi)] - lo
+            if layout is not None:
+                _attach_blocks(sh, layout, lo, hi, torch, rows_always)
+            if deleted is not None:
+                mask = np.asarray(deleted[lo:hi], dtype=bool)
+                sh.deleted = torch.from_numpy(mask.copy()).to(dev)
+                sh.deleted_words = torch.from_numpy(_bitmap_words(mask)).to(dev)
             shards.append(sh)
         for d in devices:
             if d.type == "cuda":
@@ -290,8 +297,8 @@ class GpuIndex:
         query_cut: int | None = None,
         heap_factor: float | None = None,
         probe_blocks: int = 2,
-        tile: int = 256,
-        doc_tile: int = 1 << 21,
+        tile: int | None = None,
+        doc_tile: int | None = None,
     ) -> Hits:
         """Top-``k`` for every query; ``(n, k)`` arrays, missing hits ``-1`` / ``-inf``.
 
@@ -301,7 +308,8 @@ class GpuIndex:
         k-th score from the ``probe_blocks`` best blocks per term, keep blocks whose summary score
         reaches ``heap_factor`` × that estimate, score their documents exactly, top-k
         (``query_cut``/``heap_factor``: :class:`lsr.index.SearchParams`, same defaults as the CPU).
-        ``hits.timings`` reports seconds with and without host↔device copies.
+        ``tile=None`` picks the query tile from the memory it needs (approx: the whole batch
+        where it fits). ``hits.timings`` reports seconds with and without host↔device copies.
         """
         torch = _torch()
         if not isinstance(queries, SparseBatch):
@@ -314,53 +322,82 @@ class GpuIndex:
             raise ValueError(f"mode must be 'exact' or 'approx', got {mode!r}")
         if mode == "approx" and not self.has_blocks:
             raise ValueError("mode='approx' needs block summaries: build with layout= or from a SeismicIndex")
-        if tile <= 0 or doc_tile <= 0:
+        if (tile is not None and tile <= 0) or (doc_tile is not None and doc_tile <= 0):
             raise ValueError("tile and doc_tile must be positive")
+        if probe_blocks <= 0:
+            raise ValueError(f"probe_blocks must be positive, got {probe_blocks}")
         nq = len(queries)
+        tile = self._tile(nq, mode, query_cut) if tile is None else tile
         out_rows = np.full((nq, k), -1, np.int64)
         out_scores = np.full((nq, k), -np.inf, np.float32)
         t_copy = 0.0
         t_compute = 0.0
         t_all = time.perf_counter()
 
-        def run_shard(sh: _Shard, qb: SparseBatch) -> tuple[Tensor, Tensor, float, float]:
+        def run_shard(sh: _Shard, qp: _PaddedQueries) -> tuple[Tensor, Tensor, float, float]:
             with _on_device(sh.device, torch):
                 tc = time.perf_counter()
-                qdense = _dense_queries(qb, sh.device, torch)
-                _sync(sh.device, torch)
+                qd = qp.to(sh.device, torch)
+                if PROFILE.on:
+                    _sync(sh.device, torch)
                 t1 = time.perf_counter()
                 if mode == "exact":
-                    s, r = _exact_shard(sh, qdense, k, doc_tile, torch)
+                    dt = doc_tile or max(1, (1 << 32) // (4 * max(1, len(qp))))
+                    s, r = _exact_shard(sh, qd.dense, k, dt, torch)
                 else:
-                    s, r = _approx_shard(sh, qb, qdense, k, query_cut, heap_factor, probe_blocks, torch)
-                _sync(sh.device, torch)
+                    s, r = _approx_shard(sh, qd, k, query_cut, heap_factor, probe_blocks, torch)
                 return s, r + sh.row_offset, t1 - tc, time.perf_counter() - t1
 
         for q0 in range(0, nq, tile):
-            qb = queries[q0 : q0 + tile]
+            qp = _PaddedQueries.of(queries[q0 : q0 + tile], self._pinned)
             if len(self._shards) == 1:
-                per_shard = [run_shard(self._shards[0], qb)]
+                per_shard = [run_shard(self._shards[0], qp)]
             else:  # one host thread per device: the shards compute at the same time
-                per_shard = list(self._executor().map(lambda sh: run_shard(sh, qb), self._shards))
+                per_shard = list(self._executor().map(lambda sh: run_shard(sh, qp), self._shards))
             t_copy += max(x[2] for x in per_shard)
-            t_compute += max(x[3] for x in per_shard)
             tc = time.perf_counter()
             dev0 = self._shards[0].device
-            scores = torch.cat([x[0].to(dev0) for x in per_shard], dim=1)
-            rows = torch.cat([x[1].to(dev0) for x in per_shard], dim=1)
-            kk = min(k, scores.shape[1])
-            top_s, pos = torch.topk(scores, kk, dim=1)
-            top_r = torch.gather(rows, 1, pos)
+            if len(per_shard) == 1:
+                top_s, top_r = per_shard[0][0], per_shard[0][1]
+            else:
+                scores = torch.cat([x[0].to(dev0) for x in per_shard], dim=1)
+                rows = torch.cat([x[1].to(dev0) for x in per_shard], dim=1)
+                top_s, pos = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+                top_r = torch.gather(rows, 1, pos)
+            kk = top_s.shape[1]
             top_r = torch.where(torch.isfinite(top_s), top_r, torch.full_like(top_r, -1))
-            s_np = top_s.float().cpu().numpy()
-            r_np = top_r.cpu().numpy()
-            t_copy += time.perf_counter() - tc
+            s_np, r_np = self._to_host(top_s, top_r, torch)  # the one wait for the device per tile
+            t_compute += time.perf_counter() - tc + max(x[3] for x in per_shard)
             _order_ties(s_np, r_np)
-            out_scores[q0 : q0 + len(qb), :kk] = s_np
-            out_rows[q0 : q0 + len(qb), :kk] = r_np
+            out_scores[q0 : q0 + len(qp), :kk] = s_np
+            out_rows[q0 : q0 + len(qp), :kk] = r_np
         total = time.perf_counter() - t_all
         timings = {"total_s": total, "compute_s": t_compute, "copy_s": t_copy}
         return Hits(self._idmap.lookup(out_rows), out_scores, out_rows, timings)
+
+    def _tile(self, nq: int, mode: str, query_cut: int) -> int:
+        """Queries per tile: exact, 256 on the CPU and 1,024 on a GPU (the score block is
+        tile × doc_tile); approx, the whole batch unless its seen-sets (a bit per query and
+        document), dense query block or padded summary scores would pass their caps."""
+        if mode == "exact":
+            return 1024 if any(sh.device.type == "cuda" for sh in self._shards) else 256
+        rows = max(sh.n_rows for sh in self._shards)
+        blocks = max(sh.max_blocks for sh in self._shards)
+        cap = min((2 << 30) * 8 // max(rows, 1), (2 << 30) // (4 * self.dim),
+                  (1 << 30) // (4 * max(1, min(query_cut, self.dim) * blocks)), 16384)
+        cap = max(cap, 1)
+        n_tiles = max(1, -(-nq // cap))
+        return max(1, -(-nq // n_tiles))
+
+    def _to_host(self, s: Tensor, r: Tensor, torch: ModuleType) -> tuple[np.ndarray, np.ndarray]:
+        if s.device.type != "cuda":
+            return s.float().numpy().copy(), r.numpy().astype(np.int64)
+        hs = self._pinned.buffer("out_s", s.shape, torch.float32, torch)
+        hr = self._pinned.buffer("out_r", r.shape, r.dtype, torch)
+        hs.copy_(s, non_blocking=True)
+        hr.copy_(r, non_blocking=True)
+        torch.cuda.current_stream(s.device).synchronize()
+        return hs.numpy().copy(), hr.numpy().astype(np.int64)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -394,16 +431,83 @@ def _order_ties(scores: np.ndarray, rows: np.ndarray) -> None:
         rows[i] = r[order]
 
 
-def _dense_queries(qb: SparseBatch, device: torch.device, torch: ModuleType) -> Tensor:
-    """(n, dim) dense float32 query block built on ``device`` from the CSR arrays (only the
-    non-zeros cross the bus)."""
-    q: Tensor = torch.zeros((len(qb), qb.dim), dtype=torch.float32, device=device)
-    if qb.nnz:
-        rows = torch.from_numpy(np.repeat(np.arange(len(qb), dtype=np.int64), qb.row_nnz())).to(device, non_blocking=True)
-        cols = torch.from_numpy(qb.indices.astype(np.int64)).to(device, non_blocking=True)
-        vals = torch.from_numpy(qb.values).to(device, non_blocking=True)
-        q[rows, cols] = vals
-    return q
+class _Pinned:
+    """Named page-locked host buffers, grown on demand and reused, so host↔device copies run
+    asynchronously and no search allocates page-locked memory (slow) per batch. Off on the CPU."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        self._bufs: dict[str, Tensor] = {}
+
+    def buffer(self, name: str, shape: Sequence[int], dtype: Any, torch: ModuleType) -> Tensor:
+        n = int(np.prod(shape))
+        buf = self._bufs.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < n:
+            buf = torch.empty(max(n, 1024), dtype=dtype, pin_memory=True)
+            self._bufs[name] = buf
+        return buf[:n].view(*shape)
+
+    def stage(self, name: str, array: np.ndarray, torch: ModuleType) -> Tensor:
+        """``array`` as a host tensor to copy from: a pinned copy when on, else the array itself."""
+        t = torch.from_numpy(array)
+        if not self.on:
+            return t
+        buf = self.buffer(name, array.shape, t.dtype, torch)
+        buf.copy_(t)
+        return buf
+
+
+@dataclass
+class _DeviceQueries:
+    comp: Tensor  # (n, L) int64 component ids, padded with 0
+    val: Tensor  # (n, L) float32 weights, padded with 0
+    length: Tensor  # (n,) int32 non-zeros per query
+    dense: Tensor  # (n, dim) float32
+
+
+@dataclass
+class _PaddedQueries:
+    """A query tile as (n, L) padded arrays built once on the host (L = most non-zeros in the
+    tile): one copy per array to each device, and fixed shapes for the selection steps there."""
+
+    comp: Tensor
+    val: Tensor
+    length: Tensor
+    dim: int
+
+    @classmethod
+    def of(cls, qb: SparseBatch, pinned: _Pinned) -> "_PaddedQueries":
+        torch = _torch()
+        n = len(qb)
+        lens = qb.row_nnz().astype(np.int32)
+        width = max(1, int(lens.max()) if n else 1)
+        rows = np.repeat(np.arange(n, dtype=np.int64), lens)
+        col = np.arange(qb.nnz, dtype=np.int64) - qb.indptr[:-1][rows]
+        comp = np.zeros((n, width), np.int32)
+        val = np.zeros((n, width), np.float32)
+        comp[rows, col] = qb.indices
+        val[rows, col] = qb.values
+        return cls(pinned.stage("q_comp", comp, torch), pinned.stage("q_val", val, torch),
+                   pinned.stage("q_len", lens, torch), qb.dim)
+
+    def __len__(self) -> int:
+        return int(self.comp.shape[0])
+
+    def to(self, device: torch.device, torch: ModuleType) -> _DeviceQueries:
+        comp = self.comp.to(device, non_blocking=True).long()
+        val = self.val.to(device, non_blocking=True)
+        length = self.length.to(device, non_blocking=True)
+        dense = torch.zeros((comp.shape[0], self.dim), dtype=torch.float32, device=device)
+        dense.scatter_add_(1, comp, val)  # padding adds 0.0 to column 0
+        return _DeviceQueries(comp, val, length, dense)
+
+
+def _bitmap_words(mask: np.ndarray) -> np.ndarray:
+    """A boolean row mask as int32 words, bit ``r % 32`` of word ``r // 32`` for row ``r``."""
+    n_words = max(1, -(-mask.size // 32))
+    bits = np.zeros(n_words * 32, bool)
+    bits[: mask.size] = mask
+    return np.packbits(bits, bitorder="little").view("<u4").view(np.int32)
 
 
 def _exact_shard(sh: _Shard, qdense: Tensor, k: int, doc_tile: int, torch: ModuleType) -> tuple[Tensor, Tensor]:
@@ -437,32 +541,44 @@ def _exact_shard(sh: _Shard, qdense: Tensor, k: int, doc_tile: int, torch: Modul
     return best_s, best_r
 
 
-def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch: ModuleType) -> None:
-    """Keep, for this shard, each block's documents that fall in rows [lo, hi)."""
+def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch: ModuleType,
+                   always: np.ndarray | None = None) -> None:
+    """Keep, for this shard, each block's documents that fall in rows [lo, hi); rows in
+    ``always`` (shard-local) become one more block, selected for every query."""
     dev = sh.device
     docs = layout.block_docs
     keep = (docs >= lo) & (docs < hi)
     blk_of = np.repeat(np.arange(layout.block_ptr.size - 1), np.diff(layout.block_ptr))
     counts = np.bincount(blk_of[keep], minlength=layout.block_ptr.size - 1)
+    block_docs = docs[keep] - lo
+    if always is not None and always.size:
+        sh.always_blk = int(counts.size)
+        counts = np.concatenate([counts, [always.size]])
+        block_docs = np.concatenate([block_docs, always])
     block_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     sh.term_ptr = torch.from_numpy(layout.term_ptr.astype(np.int64)).to(dev)
     sh.block_ptr = torch.from_numpy(block_ptr).to(dev)
-    sh.block_docs = torch.from_numpy((docs[keep] - lo).astype(np.int64)).to(dev)
+    sh.block_docs = torch.from_numpy(block_docs.astype(np.int64)).to(dev)
+    sh.max_blocks = max(1, int(np.diff(layout.term_ptr).max(initial=0)))
     # Summary entries sorted by (term, component), so a query joins each of its components against
-    # a posting list's summaries with one binary search instead of scanning all of them.
+    # a posting list's summaries with one binary search instead of scanning all of them. The
+    # large arrays cross the bus in the dtype they come in and are converted on the device.
     dim = int(layout.term_ptr.size - 1)
     key_dtype = torch.int32 if dim * dim < 2**31 else torch.int64
     ent_ptr = torch.from_numpy(layout.ent_ptr.astype(np.int64)).to(dev)
+    sh.ent_ptr = ent_ptr
+    longest = int(np.diff(layout.ent_ptr).max(initial=0))
+    sh.search_steps = max(1, int(longest).bit_length() + 1)
     term_of = torch.repeat_interleave(torch.arange(dim, device=dev), ent_ptr[1:] - ent_ptr[:-1])
-    key = (term_of * dim + torch.from_numpy(layout.ent_comp.astype(np.int64)).to(dev)).to(key_dtype)
+    key = (term_of * dim + torch.from_numpy(np.ascontiguousarray(layout.ent_comp)).to(dev)).to(key_dtype)
     del term_of
     sh.ent_key, order = torch.sort(key, stable=True)
     del key
-    sh.ent_blk = torch.from_numpy(layout.ent_blk.astype(np.int32)).to(dev)[order]
-    sh.ent_val = torch.from_numpy(layout.ent_val.astype(np.float16)).to(dev)[order]
+    sh.ent_blk = torch.from_numpy(np.ascontiguousarray(layout.ent_blk)).to(dev)[order].to(torch.int32)
+    sh.ent_val = torch.from_numpy(np.ascontiguousarray(layout.ent_val)).to(dev)[order].to(torch.float16)
     del order
     sh.bytes += sum(int(x.numel() * x.element_size()) for x in (
-        sh.term_ptr, sh.block_ptr, sh.block_docs, sh.ent_key, sh.ent_blk, sh.ent_val))
+        sh.term_ptr, sh.block_ptr, sh.block_docs, sh.ent_key, sh.ent_blk, sh.ent_val, sh.ent_ptr))
 
 
 def _expand(ptr: Tensor, sel: Tensor, torch: ModuleType) -> tuple[Tensor, Tensor]:
@@ -481,9 +597,7 @@ def _ranges(starts: Tensor, lens: Tensor, torch: ModuleType) -> tuple[Tensor, Te
 
 
 def _score_pairs(pair_q: Tensor, pair_doc: Tensor, sh: _Shard, qdense: Tensor, torch: ModuleType) -> Tensor:
-    """Exact scores of (query, document) pairs on the forward index."""
-    if sh.fwd_idx32 is not None:
-        return gpu_kernels.score_pairs(pair_q, pair_doc, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_val, qdense)
+    """Exact scores of (query, document) pairs on the forward index (torch ops)."""
     owner, flat = _expand(sh.fwd_ptr, pair_doc, torch)
     contrib = qdense[pair_q[owner], sh.fwd_idx[flat]] * sh.fwd_val[flat]
     out: Tensor = torch.zeros(pair_q.numel(), dtype=torch.float32, device=qdense.device)
@@ -492,7 +606,8 @@ def _score_pairs(pair_q: Tensor, pair_doc: Tensor, sh: _Shard, qdense: Tensor, t
 
 
 class _Profile:
-    """Per-stage device time and sizes of the approximate path, on when LSR_GPU_PROFILE=1."""
+    """Per-stage device time and sizes of the approximate path, on when LSR_GPU_PROFILE=1
+    (each mark waits for the device, so profiled runs are slower)."""
 
     def __init__(self) -> None:
         import os
@@ -507,7 +622,7 @@ class _Profile:
             _sync(device, torch)
             self._t = time.perf_counter()
 
-    def mark(self, name: str, device: torch.device, torch: ModuleType, **sizes: int) -> None:
+    def mark(self, name: str, device: torch.device, torch: ModuleType, **sizes: Any) -> None:
         if self.on:
             assert self._t is not None, "start() comes before mark()"
             _sync(device, torch)
@@ -521,84 +636,140 @@ class _Profile:
 PROFILE = _Profile()
 
 
-def _approx_shard(sh: _Shard, qb: SparseBatch, qdense: Tensor, k: int, query_cut: int, heap_factor: float,
+def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_factor: float,
                   probe_blocks: int, torch: ModuleType) -> tuple[Tensor, Tensor]:
+    """Seismic on a query tile, in fixed-shape steps: every (query, kept term) pair owns a row
+    of ``max_blocks`` summary scores, so choosing probe and kept blocks is one top-k and one
+    comparison over a padded tensor, with no sort, and the host waits for the device only to
+    size the candidate lists (twice). With the Triton kernels, the summary join is one kernel and
+    each candidate stage one kernel that skips documents already scored for that query (a bit per
+    query and document), so no candidate list is de-duplicated by sorting and the documents of the
+    probe blocks are not scored again."""
     dev = sh.device
-    nq = len(qb)
+    nq = qd.comp.shape[0]
     prof = PROFILE
     prof.start(dev, torch)
-    # 1. each query's top `query_cut` terms
-    qv = qdense
-    c = min(query_cut, qv.shape[1])
-    w, terms = torch.topk(qv, c, dim=1)
-    q_of = torch.arange(nq, device=dev).repeat_interleave(c)
-    terms = terms.reshape(-1)
-    live = w.reshape(-1) > 0
-    q_of, terms = q_of[live], terms[live]
-    # 2. candidate blocks: all blocks of those terms, with their summary scores, accumulated
-    #    over each posting list's summary entries (term-major, as Seismic stores them)
-    tq_owner, blk = _expand(sh.term_ptr, terms, torch)
-    pair_q = q_of[tq_owner]
-    n_blk = sh.term_ptr[terms + 1] - sh.term_ptr[terms]
-    pair_base = torch.cumsum(n_blk, 0) - n_blk
-    # each (query, term) pair joined with every component of its query
-    q_ptr = torch.from_numpy(qb.indptr).to(dev)
-    q_idx = torch.from_numpy(qb.indices.astype(np.int64)).to(dev)
-    q_val = torch.from_numpy(qb.values).to(dev)
-    c_owner, j = _expand(q_ptr, q_of, torch)
-    keys = (terms[c_owner] * qb.dim + q_idx[j]).to(sh.ent_key.dtype)
+    fused = sh.fwd_idx32 is not None
+    c = min(query_cut, qd.comp.shape[1])
+    mb = sh.max_blocks
+    # 1. each query's top `query_cut` terms; pairs beyond a query's non-zeros are dead (term -1)
+    w, pos = torch.topk(qd.val, c, dim=1)
+    terms = torch.where(w > 0, torch.gather(qd.comp, 1, pos), torch.full_like(pos, -1))
+    t0 = terms.clamp(min=0)
+    tbase = sh.term_ptr[t0]
+    nblk = torch.where(terms >= 0, sh.term_ptr[t0 + 1] - tbase, torch.zeros_like(tbase))
+    # 2. summary scores, (nq, c, max_blocks): 0 before the join for a term's real blocks
+    ssum = torch.zeros(nq * c * mb, dtype=torch.float32, device=dev)
+    if fused:
+        gpu_kernels.summary_scores(terms, tbase, qd.comp, qd.val, qd.length, sh.ent_ptr, sh.ent_key, sh.ent_blk,
+                                   sh.ent_val, ssum, dim=qd.dense.shape[1], max_blocks=mb, steps=sh.search_steps)
+    else:
+        _summary_scores_ref(terms, tbase, qd, sh, ssum, torch)
+    ssum = ssum.view(nq, c, mb)
+    valid = torch.arange(mb, device=dev)[None, None, :] < nblk[:, :, None]
+    ssum = torch.where(valid, ssum, torch.full_like(ssum, -float("inf")))
+    prof.mark("summaries", dev, torch, pairs=int((terms >= 0).sum()) if prof.on else 0)
+    # 3. a first estimate of each query's k-th score from the best `probe_blocks` blocks per term
+    pv, pb = torch.topk(ssum.view(nq * c, mb), min(probe_blocks, mb), dim=1)
+    probe = torch.zeros((nq * c, mb), dtype=torch.bool, device=dev)
+    probe.scatter_(1, pb, torch.isfinite(pv))
+    probe = probe.view(nq, c, mb)
+    seen = _seen_sets(sh, nq, torch) if fused else None
+    if seen is not None:
+        ps, pr = _score_blocks_fused(probe, tbase, None, sh, qd.dense, k, seen, torch)
+    else:
+        ps, pr = _score_blocks_ref(probe, tbase, None, sh, qd.dense, k, torch)
+    kth = ps[:, -1]
+    theta = torch.where(torch.isfinite(kth), kth, torch.zeros_like(kth))
+    prof.mark("probe", dev, torch)
+    # 4. keep blocks that can still matter; score their documents exactly
+    keep = ssum >= heap_factor * theta[:, None, None]
+    if seen is not None:  # the probe blocks' documents are scored already (and in the seen-sets)
+        s2, r2 = _score_blocks_fused(keep & ~probe, tbase, sh.always_blk, sh, qd.dense, k, seen, torch)
+        s, at = torch.topk(torch.cat([ps, s2], dim=1), k, dim=1)
+        r = torch.gather(torch.cat([pr, r2], dim=1), 1, at)
+    else:
+        s, r = _score_blocks_ref(keep | probe, tbase, sh.always_blk, sh, qd.dense, k, torch)
+    prof.mark("candidates", dev, torch, kept_blocks=int(keep.sum()) if prof.on else 0)
+    return s, r.long()
+
+
+def _summary_scores_ref(terms: Tensor, tbase: Tensor, qd: _DeviceQueries, sh: _Shard, ssum: Tensor,
+                        torch: ModuleType) -> None:
+    """Torch-op join of each (query, term) pair's query components with the term's summary
+    entries, accumulated into ``ssum`` at (pair, block - first block of the term)."""
+    nq, c = terms.shape
+    pairs = (terms >= 0).view(-1).nonzero().squeeze(1)
+    if pairs.numel() == 0:
+        return
+    q_of = pairs // c
+    t = terms.view(-1)[pairs]
+    width = qd.comp.shape[1]
+    live = torch.arange(width, device=terms.device)[None, :] < qd.length[q_of].long()[:, None]
+    keys = (t[:, None] * qd.dense.shape[1] + qd.comp[q_of])[live].to(sh.ent_key.dtype)
+    wq = qd.val[q_of][live]
+    owner = pairs[:, None].expand(-1, width)[live]
     lo = torch.searchsorted(sh.ent_key, keys)
     hi = torch.searchsorted(sh.ent_key, keys, right=True)
-    m_owner, e = _ranges(lo, hi - lo, torch)
-    p_of = c_owner[m_owner]
-    target = pair_base[p_of] + (sh.ent_blk[e].long() - sh.term_ptr[terms[p_of]])
-    contrib = q_val[j[m_owner]] * sh.ent_val[e].float()
-    del c_owner, j, keys, lo, hi, m_owner, p_of
-    ssum = torch.zeros(blk.numel(), dtype=torch.float32, device=dev)
-    ssum.index_add_(0, target, contrib)
-    prof.mark("summaries", dev, torch, query_terms=terms.numel(), blocks=blk.numel(), entries=e.numel())
-    del e, target, contrib
-    # 3. a first estimate of each query's k-th score from the best `probe_blocks` blocks per term
-    o1 = torch.argsort(-ssum, stable=True)
-    order = o1[torch.argsort(tq_owner[o1], stable=True)]  # by (query term, summary score desc)
-    group_len = torch.bincount(tq_owner, minlength=terms.numel())
-    group_start = torch.cumsum(group_len, 0) - group_len
-    rank = torch.arange(blk.numel(), device=dev) - group_start[tq_owner[order]]
-    probe = torch.zeros(blk.numel(), dtype=torch.bool, device=dev)
-    probe[order[rank < probe_blocks]] = True
-    prof.mark("probe_order", dev, torch)
-    theta = _kth_scores(pair_q[probe], blk[probe], sh, qdense, k, nq, torch)
-    prof.mark("probe_score", dev, torch, probe_blocks=int(probe.sum()))
-    # 4. keep blocks that can still matter; score their documents exactly
-    keep = ssum >= heap_factor * theta[pair_q]
-    keep |= probe
-    cand_q, cand_doc = _block_docs(pair_q[keep], blk[keep], sh, torch)
-    prof.mark("candidates", dev, torch, kept_blocks=int(keep.sum()), candidates=cand_q.numel())
-    if sh.always is not None:
-        aq = torch.arange(nq, device=dev).repeat_interleave(sh.always.numel())
-        ad = sh.always.repeat(nq)
-        key = torch.unique(torch.cat([cand_q * sh.n_rows + cand_doc, aq * sh.n_rows + ad]))
-        cand_q, cand_doc = key // sh.n_rows, key % sh.n_rows
-    out = _topk_pairs(cand_q, cand_doc, sh, qdense, k, nq, torch)
-    prof.mark("score_topk", dev, torch)
+    m, e = _ranges(lo, hi - lo, torch)
+    p = owner[m]
+    target = p * sh.max_blocks + (sh.ent_blk[e].long() - tbase.view(-1)[p])
+    ssum.index_add_(0, target, wq[m] * sh.ent_val[e].float())
+
+
+def _selected(sel: Tensor, tbase: Tensor, extra_blk: int | None, torch: ModuleType) -> tuple[Tensor, Tensor]:
+    """(query, block) of the selected slots of (nq, c, max_blocks), query-major; ``extra_blk``
+    is added for every query."""
+    nq, c, mb = sel.shape
+    idx = sel.view(nq, c * mb).nonzero()
+    q = idx[:, 0]
+    blk = tbase.view(-1)[q * c + idx[:, 1] // mb] + idx[:, 1] % mb
+    if extra_blk is not None:
+        q = torch.cat([q, torch.arange(nq, device=sel.device)])
+        blk = torch.cat([blk, torch.full((nq,), extra_blk, dtype=blk.dtype, device=sel.device)])
+        order = torch.argsort(q, stable=True)
+        q, blk = q[order], blk[order]
+    return q, blk
+
+
+def _score_blocks_ref(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, qdense: Tensor, k: int,
+                      torch: ModuleType) -> tuple[Tensor, Tensor]:
+    """Per-query top-k over the documents of the selected blocks (torch ops: de-duplicated by
+    sorting (query, document) keys)."""
+    q, blk = _selected(sel, tbase, extra_blk, torch)
+    owner, flat = _expand(sh.block_ptr, blk, torch)
+    key = torch.unique(q[owner] * sh.n_rows + sh.block_docs[flat])
+    return _topk_pairs(key // sh.n_rows, key % sh.n_rows, sh, qdense, k, sel.shape[0], torch)
+
+
+def _seen_sets(sh: _Shard, nq: int, torch: ModuleType) -> Tensor:
+    """One bit per (query, row), set for rows already scored or deleted."""
+    words = max(1, -(-sh.n_rows // 32))
+    if sh.deleted_words is not None:
+        return sh.deleted_words[None, :].repeat(nq, 1)
+    out: Tensor = torch.zeros((nq, words), dtype=torch.int32, device=sh.device)
     return out
 
 
-def _block_docs(pair_q: Tensor, blk: Tensor, sh: _Shard, torch: ModuleType) -> tuple[Tensor, Tensor]:
-    owner, flat = _expand(sh.block_ptr, blk, torch)
-    q = pair_q[owner]
-    d = sh.block_docs[flat]
-    key = torch.unique(q * sh.n_rows + d)  # de-duplicate documents met in several blocks
-    return key // sh.n_rows, key % sh.n_rows
-
-
-def _kth_scores(pair_q: Tensor, blk: Tensor, sh: _Shard, qdense: Tensor, k: int, nq: int,
-                torch: ModuleType) -> Tensor:
-    cq, cd = _block_docs(pair_q, blk, sh, torch)
-    s, _ = _topk_pairs(cq, cd, sh, qdense, k, nq, torch)
-    kth = s[:, -1]
-    theta: Tensor = torch.where(torch.isfinite(kth), kth, torch.zeros_like(kth))
-    return theta
+def _score_blocks_fused(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, qdense: Tensor, k: int,
+                        seen: Tensor, torch: ModuleType) -> tuple[Tensor, Tensor]:
+    """Per-query top-k over the documents of the selected blocks not yet in ``seen`` (Triton:
+    one program per selected block writes its documents' scores into the query's row of a
+    padded (nq, width) matrix)."""
+    nq = sel.shape[0]
+    dev = sel.device
+    q, blk = _selected(sel, tbase, extra_blk, torch)
+    size = sh.block_ptr[blk + 1] - sh.block_ptr[blk]
+    per_q = torch.zeros(nq, dtype=torch.int64, device=dev).index_add_(0, q, size)
+    width = max(int(per_q.max()) if nq else 0, k)  # the second and last wait of a stage
+    q_first = torch.cumsum(per_q, 0) - per_q
+    col = torch.cumsum(size, 0) - size - q_first[q]
+    mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=dev)
+    mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=dev)
+    gpu_kernels.score_blocks(q, blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_val,
+                             qdense, seen, mat_s, mat_r)
+    s, pos = torch.topk(mat_s, k, dim=1)
+    return s, torch.gather(mat_r, 1, pos)
 
 
 def _topk_pairs(cand_q: Tensor, cand_doc: Tensor, sh: _Shard, qdense: Tensor, k: int, nq: int,

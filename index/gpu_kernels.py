@@ -1,11 +1,15 @@
 """Triton kernels for the GPU scoring path (CUDA only; imported lazily by :mod:`lsr.index.gpu`).
 
-One kernel: the exact scores of a flat list of (query, document) candidate pairs on the forward
-index. Each program takes ``BLOCK_C`` candidates and walks their rows ``BLOCK_N`` non-zeros at a
-time: the rows are contiguous (coalesced reads of int32 components and float16 values) and the
-query weights are gathered from the query block's dense rows, which stay in L2 because the
-candidates come grouped by query. The torch-op path in :mod:`lsr.index.gpu` computes the same
-sums and is what runs on the CPU; the two agree to float32 rounding.
+The approximate path's two steps that dominated a batch as chains of torch ops, each one kernel:
+``summary_scores`` joins each (query, term) pair's query components with the term's block
+summaries (a binary search per component, then atomic adds into the pair's row of padded
+summary scores); ``score_blocks`` scores the documents of selected blocks exactly, skipping
+documents already in the query's seen-set (a bit per query and row, set with an atomic OR), and
+writes them into the query's row of a padded score matrix, so candidates need no sort to be
+de-duplicated. Rows are read contiguously (int32 components, float values) and query weights
+gathered from the tile's dense query rows, which stay in L2. The torch-op path in
+:mod:`lsr.index.gpu` computes the same sums and is what runs on the CPU; the two agree to
+float32 rounding (CI checks it under Triton's CPU interpreter).
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["available", "score_pairs"]
+__all__ = ["available", "score_blocks", "summary_scores"]
 
-_KERNEL: tuple[Any, Any] | None = None  # (the triton module, the compiled kernel)
+_FUSED: dict[str, Any] | None = None  # the approximate path's kernels, compiled on first use
 
 
 def available(device: object) -> bool:
@@ -34,57 +38,132 @@ def available(device: object) -> bool:
     return True
 
 
-def _kernel() -> tuple[Any, Any]:
-    global _KERNEL
-    if _KERNEL is not None:
-        return _KERNEL
+def _fused() -> dict[str, Any]:
+    global _FUSED
+    if _FUSED is not None:
+        return _FUSED
     import triton
     import triton.language as tl
 
     # Triton ships no type information (the decorator is untyped), and it reads parameter
-    # annotations as its own hints (tl.constexpr, pointer dtypes), so the kernel's parameters stay
-    # unannotated: the two ignores below are for that and nothing else ("unused-ignore" because
-    # they are needed only where the module is held to the strict flags).
+    # annotations as its own hints (tl.constexpr, pointer dtypes), so the kernels' parameters stay
+    # unannotated: the ignores below are for that and nothing else ("unused-ignore" because they
+    # are needed only where the module is held to the strict flags).
     # do_not_specialize: one compiled kernel for any batch
-    @triton.jit(do_not_specialize=["n_cand", "q_stride"])  # type: ignore[untyped-decorator, unused-ignore]
-    def score_pairs_kernel(cand_q, cand_doc, n_cand, fwd_ptr, fwd_idx, fwd_val, qdense, q_stride, out,  # type: ignore[no-untyped-def, unused-ignore]
-                           BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
-        pid = tl.program_id(0)
-        offs_c = pid.to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
-        live = offs_c < n_cand
-        doc = tl.load(cand_doc + offs_c, mask=live, other=0).to(tl.int64)
-        q = tl.load(cand_q + offs_c, mask=live, other=0).to(tl.int64)
-        start = tl.load(fwd_ptr + doc, mask=live, other=0)
-        length = tl.load(fwd_ptr + doc + 1, mask=live, other=0) - start
-        longest = tl.max(length, 0)
-        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    @triton.jit(do_not_specialize=["n_query_cols", "dim", "max_blocks"])  # type: ignore[untyped-decorator, unused-ignore]
+    def summary_kernel(terms, tbase, q_comp, q_val, q_len, n_query_cols, ent_ptr, ent_key, ent_blk, ent_val,  # type: ignore[no-untyped-def, unused-ignore]
+                       ssum, dim, max_blocks, C: tl.constexpr, STEPS: tl.constexpr, BLOCK_J: tl.constexpr,
+                       BLOCK_E: tl.constexpr):
+        pair = tl.program_id(0).to(tl.int64)
+        t = tl.load(terms + pair).to(tl.int64)
+        if t >= 0:
+            q = pair // C
+            e_lo = tl.load(ent_ptr + t)
+            e_hi = tl.load(ent_ptr + t + 1)
+            first_blk = tl.load(tbase + pair)
+            n = tl.load(q_len + q).to(tl.int64)
+            row = ssum + pair * max_blocks
+            for j0 in range(0, n, BLOCK_J):
+                offs_j = j0 + tl.arange(0, BLOCK_J)
+                mj = offs_j < n
+                comp = tl.load(q_comp + q * n_query_cols + offs_j, mask=mj, other=0).to(tl.int64)
+                w = tl.load(q_val + q * n_query_cols + offs_j, mask=mj, other=0.0)
+                key = t * dim + comp
+                # lower and upper bound of `key` in the term's entries, side by side
+                lo = tl.zeros([BLOCK_J], dtype=tl.int64) + e_lo
+                hi = tl.zeros([BLOCK_J], dtype=tl.int64) + e_hi
+                lo2 = tl.zeros([BLOCK_J], dtype=tl.int64) + e_lo
+                hi2 = tl.zeros([BLOCK_J], dtype=tl.int64) + e_hi
+                for _ in tl.static_range(STEPS):
+                    a = (lo < hi) & mj
+                    mid = (lo + hi) // 2
+                    v = tl.load(ent_key + mid, mask=a, other=0).to(tl.int64)
+                    lo = tl.where(a & (v < key), mid + 1, lo)
+                    hi = tl.where(a & (v >= key), mid, hi)
+                    a2 = (lo2 < hi2) & mj
+                    mid2 = (lo2 + hi2) // 2
+                    v2 = tl.load(ent_key + mid2, mask=a2, other=0).to(tl.int64)
+                    lo2 = tl.where(a2 & (v2 <= key), mid2 + 1, lo2)
+                    hi2 = tl.where(a2 & (v2 > key), mid2, hi2)
+                cnt = tl.where(mj, lo2 - lo, 0)
+                longest = tl.max(cnt, 0)
+                for e0 in range(0, longest, BLOCK_E):
+                    offs_e = e0 + tl.arange(0, BLOCK_E)
+                    m = offs_e[None, :] < cnt[:, None]
+                    pos = lo[:, None] + offs_e[None, :]
+                    blk = tl.load(ent_blk + pos, mask=m, other=0).to(tl.int64)
+                    val = tl.load(ent_val + pos, mask=m, other=0.0).to(tl.float32)
+                    tl.atomic_add(row + (blk - first_blk), w[:, None] * val, mask=m)
+
+    @triton.jit(do_not_specialize=["q_stride", "seen_stride", "out_stride"])  # type: ignore[untyped-decorator, unused-ignore]
+    def blocks_kernel(sel_q, sel_blk, sel_col, block_ptr, block_docs, fwd_ptr, fwd_idx, fwd_val, qdense, q_stride,  # type: ignore[no-untyped-def, unused-ignore]
+                      seen, seen_stride, out_s, out_r, out_stride, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        q = tl.load(sel_q + pid).to(tl.int64)
+        b = tl.load(sel_blk + pid).to(tl.int64)
+        col = tl.load(sel_col + pid)
+        d0 = tl.load(block_ptr + b)
+        d1 = tl.load(block_ptr + b + 1)
         qrow = qdense + q * q_stride
-        for j in range(0, longest, BLOCK_N):
-            offs_n = j + tl.arange(0, BLOCK_N)
-            m = offs_n[None, :] < length[:, None]
-            pos = start[:, None] + offs_n[None, :]
-            comp = tl.load(fwd_idx + pos, mask=m, other=0)
-            val = tl.load(fwd_val + pos, mask=m, other=0.0).to(tl.float32)
-            w = tl.load(qrow[:, None] + comp, mask=m, other=0.0)
-            acc += tl.sum(w * val, axis=1)
-        tl.store(out + offs_c, acc, mask=live)
+        seen_row = seen + q * seen_stride
+        for c0 in range(d0, d1, BLOCK_C):
+            offs = c0 + tl.arange(0, BLOCK_C)
+            live = offs < d1
+            doc = tl.load(block_docs + offs, mask=live, other=0).to(tl.int64)
+            bit = (tl.full([BLOCK_C], 1, tl.int64) << (doc & 31)).to(tl.int32)
+            old = tl.atomic_or(seen_row + (doc >> 5), bit, mask=live)
+            fresh = live & ((old & bit) == 0)
+            start = tl.load(fwd_ptr + doc, mask=fresh, other=0)
+            length = tl.load(fwd_ptr + doc + 1, mask=fresh, other=0) - start
+            longest = tl.max(length, 0)
+            acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+            for j in range(0, longest, BLOCK_N):
+                offs_n = j + tl.arange(0, BLOCK_N)
+                m = offs_n[None, :] < length[:, None]
+                p = start[:, None] + offs_n[None, :]
+                comp = tl.load(fwd_idx + p, mask=m, other=0)
+                val = tl.load(fwd_val + p, mask=m, other=0.0).to(tl.float32)
+                wq = tl.load(qrow + comp, mask=m, other=0.0)
+                acc += tl.sum(wq * val, axis=1)
+            score = tl.where(fresh & (acc > 0), acc, float("-inf"))
+            dst = q * out_stride + col + (offs - d0)
+            tl.store(out_s + dst, score, mask=live)
+            tl.store(out_r + dst, doc.to(tl.int32), mask=live)
 
-    _KERNEL = (triton, score_pairs_kernel)
-    return _KERNEL
+    _FUSED = {"triton": triton, "summary": summary_kernel, "blocks": blocks_kernel}
+    return _FUSED
 
 
-def score_pairs(cand_q: torch.Tensor, cand_doc: torch.Tensor, fwd_ptr: torch.Tensor, fwd_idx32: torch.Tensor,
-                fwd_val16: torch.Tensor, qdense: torch.Tensor, *, block_c: int = 32, block_n: int = 64) -> torch.Tensor:
-    """Scores of pairs ``(cand_q[i], cand_doc[i])``: ``sum_j qdense[q, idx[j]] * val[j]`` over the
-    document's row ``fwd_ptr[d]:fwd_ptr[d+1]``. ``qdense`` is a contiguous float32 ``(n, dim)``."""
-    import torch
+def summary_scores(terms: torch.Tensor, tbase: torch.Tensor, q_comp: torch.Tensor, q_val: torch.Tensor,
+                   q_len: torch.Tensor, ent_ptr: torch.Tensor, ent_key: torch.Tensor, ent_blk: torch.Tensor,
+                   ent_val: torch.Tensor, ssum: torch.Tensor, *, dim: int, max_blocks: int, steps: int,
+                   block_j: int = 64, block_e: int = 16) -> None:
+    """Add into ``ssum`` (flat ``(n_pairs, max_blocks)`` float32) each (query, term) pair's summary
+    scores: for pair ``p = q * C + s`` with term ``t = terms[q, s]`` (``-1``: no term), every entry
+    of ``t``'s summaries whose component is one of query ``q``'s adds ``weight * value`` at
+    ``block - tbase[q, s]``. ``ent_key`` holds ``term * dim + component``, sorted; ``steps``
+    binary-search steps must cover the longest term's entries."""
+    k = _fused()
+    n_pairs, c = terms.shape
+    if n_pairs * c == 0:
+        return
+    k["summary"][(n_pairs * c,)](terms, tbase, q_comp, q_val, q_len, q_comp.stride(0), ent_ptr, ent_key, ent_blk,
+                                 ent_val, ssum, dim, max_blocks, C=c, STEPS=steps, BLOCK_J=block_j,
+                                 BLOCK_E=block_e, num_warps=4)
 
-    triton, kern = _kernel()
-    n = int(cand_q.numel())
-    out = torch.empty(n, dtype=torch.float32, device=qdense.device)
+
+def score_blocks(sel_q: torch.Tensor, sel_blk: torch.Tensor, sel_col: torch.Tensor, block_ptr: torch.Tensor,
+                 block_docs: torch.Tensor, fwd_ptr: torch.Tensor, fwd_idx32: torch.Tensor, fwd_val16: torch.Tensor,
+                 qdense: torch.Tensor, seen: torch.Tensor, out_s: torch.Tensor, out_r: torch.Tensor, *,
+                 block_c: int = 16, block_n: int = 64) -> None:
+    """For each selected block ``sel_blk[i]`` of query ``sel_q[i]``: its documents' exact scores
+    (``-inf`` where the score is not positive or the document is already in the query's row of
+    ``seen``, whose bits are then set) into ``out_s[q, sel_col[i] + j]`` and the rows into
+    ``out_r`` (int32)."""
+    k = _fused()
+    n = int(sel_q.numel())
     if n == 0:
-        return out
-    grid = (triton.cdiv(n, block_c),)
-    kern[grid](cand_q, cand_doc, n, fwd_ptr, fwd_idx32, fwd_val16, qdense, qdense.stride(0), out,
-               BLOCK_C=block_c, BLOCK_N=block_n, num_warps=4)
-    return out
+        return
+    k["blocks"][(n,)](sel_q, sel_blk, sel_col, block_ptr, block_docs, fwd_ptr, fwd_idx32, fwd_val16, qdense,
+                      qdense.stride(0), seen, seen.stride(0), out_s, out_r, out_s.stride(0),
+                      BLOCK_C=block_c, BLOCK_N=block_n, num_warps=4)

@@ -146,3 +146,27 @@ def test_from_exact_index_hides_deleted(data):
     ref.delete(ids[::3])
     hits = GpuIndex.from_index(ref, device="cpu").search(qs, k=10)
     np.testing.assert_array_equal(hits.ids, ref.search(qs, k=10).ids)
+
+
+def test_approx_tiles_and_padding_do_not_change_results(data):
+    # the approximate path pads each tile's queries to its longest one and its summary scores to
+    # the longest posting list: a tile of 5 and the whole batch (the default) must agree
+    docs, qs, _ = data
+    layout = BlockLayout.from_postings(docs, n_postings=200, block_size=8, summary_energy=0.6)
+    gi = GpuIndex.build(docs, device="cpu", layout=layout)
+    kw = dict(k=10, mode="approx", query_cut=5, heap_factor=0.8)
+    whole, tiled = gi.search(qs, **kw), gi.search(qs, tile=5, **kw)
+    np.testing.assert_array_equal(whole.rows, tiled.rows)
+    np.testing.assert_allclose(whole.scores, tiled.scores, rtol=1e-6)
+    with pytest.raises(ValueError, match="probe_blocks"):
+        gi.search(qs, probe_blocks=0, **kw)
+
+
+def test_seen_bitmap_words():
+    from lsr.index.gpu import _bitmap_words
+
+    mask = np.random.default_rng(1).random(1000) < 0.3
+    words = _bitmap_words(mask).view(np.uint32)
+    r = np.arange(mask.size)
+    assert words.size == -(-mask.size // 32)
+    np.testing.assert_array_equal(((words[r // 32] >> (r % 32)) & 1).astype(bool), mask)

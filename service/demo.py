@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shlex
+import socket
 import sys
 import time
 from pathlib import Path
@@ -111,10 +112,22 @@ def banner(*, host: str, port: int, collection: str, documents: int, key_file: P
     ])
 
 
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror}); another server there? pass --port") \
+                from None
+
+
 def run_demo(args: argparse.Namespace, prog: str, started: float) -> int:
     """Index the demo collection if need be, then serve it; returns the exit status."""
     from .app import create_app
     from .cli import open_store, settings_from_args
+    from .collection import validate_name
     from .encoders import known_model
     from .server import run
 
@@ -122,11 +135,10 @@ def run_demo(args: argparse.Namespace, prog: str, started: float) -> int:
         if args.model is None or not known_model(args.model):
             raise ValueError(f"--model {args.model!r} is not a model folder or known name (the demo needs a model "
                              f"to encode its documents; default {DEMO_MODEL})")
-        settings = settings_from_args(args)
         docs = demo_documents(args.demo_corpus, args.demo_limit)
-        from .collection import validate_name
-
         validate_name(args.demo_collection)
+        _check_port(args.host, args.port)  # before minutes of indexing, not after
+        settings = settings_from_args(args)  # after the checks: a refused start leaves no data folder behind
         prep = prepare(settings.data_dir, args.demo_collection, args.model, docs)
         if prep["indexed"]:
             log.info("indexed %d documents in %.1f s", prep["indexed"], prep["seconds"])

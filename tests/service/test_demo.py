@@ -11,6 +11,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -156,19 +157,23 @@ def test_ingest_url_while_the_server_runs(demo):
         assert hits and hits[0]["id"] == "275294"  # the 47th document of the corpus
         assert c.get("/v1/collections/more/documents/4983").json()["metadata"]["title"].startswith("Microstructural")
 
-    def fails(*args: str) -> str:
-        r = subprocess.run(lsr("ingest", *args, str(CORPUS), "--collection", "more", "--limit", "5"),
-                           capture_output=True, text=True, timeout=120, env={**os.environ, "LSR_API_KEY": ""})
-        assert r.returncode == 2, (r.returncode, r.stderr)
-        said = [ln for ln in r.stderr.splitlines() if ln.startswith("lsr ingest:")]
-        assert len(said) == 1 and r.stderr.rstrip().endswith(said[0]), r.stderr  # one line, the last one
-        return said[0]
-
-    assert "refused the API key" in fails("--url", demo.url, "--api-key", "wrong")
-    assert "needs an API key" in fails("--url", demo.url)
-    assert "cannot reach http://127.0.0.1:9" in fails("--url", "http://127.0.0.1:9", "--api-key", key)
-    assert "--url must start with http" in fails("--url", "localhost:1", "--api-key", key)
-    assert "would mix encodings" in fails("--url", demo.url, "--api-key", key, "--model", "splade-tiny")
+    bad = {  # each run must fail with exit 2 and one line saying why (run side by side: each pays a start-up)
+        "refused the API key": ("--url", demo.url, "--api-key", "wrong"),
+        "needs an API key": ("--url", demo.url),
+        "cannot reach http://127.0.0.1:9": ("--url", "http://127.0.0.1:9", "--api-key", key),
+        "--url must start with http": ("--url", "localhost:1", "--api-key", key),
+        "would mix encodings": ("--url", demo.url, "--api-key", key, "--model", "splade-tiny"),
+    }
+    procs = {want: subprocess.Popen(lsr("ingest", *args, str(CORPUS), "--collection", "more", "--limit", "5"),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "LSR_API_KEY": ""})
+             for want, args in bad.items()}
+    for want, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, (want, proc.returncode, err)
+        said = [ln for ln in err.splitlines() if ln.startswith("lsr ingest:")]
+        assert len(said) == 1 and err.rstrip().endswith(said[0]), err  # one line, the last one
+        assert want in said[0], (want, said[0])
     assert httpx.get(demo.url + "/v1/collections/more").json()["documents"] == 50  # the failures wrote nothing
 
 
@@ -231,9 +236,17 @@ def test_second_start_reuses_the_index_and_ready_means_warm(demo, demo_data):
 
 
 def test_demo_errors_are_one_line_and_exit_2(tmp_path):
-    r = subprocess.run(lsr("serve", "--demo", "--data", str(tmp_path / "d"), "--demo-corpus", str(tmp_path / "no.jsonl")),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "demo corpus" in r.stderr and "not found" in r.stderr
-    r = subprocess.run(lsr("serve", "--demo", "--data", str(tmp_path / "d"), "--demo-limit", "-3"),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--demo-limit must be 0 (all) or a positive number" in r.stderr
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    runs = [(["--demo-corpus", str(tmp_path / "no.jsonl")], "demo corpus"),
+            (["--demo-limit", "-3"], "--demo-limit must be 0 (all) or a positive number"),
+            (["--model", "no-such-model"], "is not a model folder or known name"),
+            (["--port", str(busy.getsockname()[1])], "another server there? pass --port")]
+    procs = [(subprocess.Popen(lsr("serve", "--demo", "--data", str(tmp_path / f"d{i}"), *args), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True), want) for i, (args, want) in enumerate(runs)]
+    for proc, want in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2 and want in err and len(err.strip().splitlines()) == 1, err
+    busy.close()
+    assert not any((tmp_path / f"d{i}").exists() for i in range(len(runs)))  # refused before anything was written

@@ -59,6 +59,13 @@ def splade_onnx(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def splade_torch():
+    from lsr.models import SparseEncoder
+
+    return SparseEncoder.load("splade-tiny", device="cpu")
+
+
 def _docs(n: int) -> list[dict]:
     from lsr.index.corpus import read_corpus
 
@@ -66,12 +73,11 @@ def _docs(n: int) -> list[dict]:
 
 
 @pytest.mark.timeout(600)
-def test_export_matches_torch_on_scifact(splade_onnx):
-    from lsr.models import SparseEncoder
+def test_export_matches_torch_on_scifact(splade_onnx, splade_torch):
     from lsr.models.onnx import OnnxSparseEncoder
 
-    texts = [d["text"] for d in _docs(24)] + ["", "fever"]
-    torch_enc = SparseEncoder.load("splade-tiny", device="cpu")
+    texts = [d["text"] for d in _docs(20)] + ["", "fever"]
+    torch_enc = splade_torch
     enc = OnnxSparseEncoder.load(splade_onnx)
     assert enc.kind == "splade" and enc.vocab == torch_enc.vocab
     assert enc.token_ids(texts, 256) == torch_enc._token_ids(texts, "document", None)
@@ -83,7 +89,7 @@ def test_export_matches_torch_on_scifact(splade_onnx):
 
 
 @pytest.mark.timeout(600)
-def test_serves_onnx_splade_tiny_without_torch(splade_onnx, tmp_path):
+def test_serves_onnx_splade_tiny_without_torch(splade_onnx, splade_torch, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -118,9 +124,7 @@ def test_serves_onnx_splade_tiny_without_torch(splade_onnx, tmp_path):
     # nothing in the server even tried to import torch or transformers
     assert not blocked.exists() or blocked.read_text() == "", blocked.read_text()
     # the served document vector is the torch encoder's (this process has torch)
-    from lsr.models import SparseEncoder
-
-    ref = SparseEncoder.load("splade-tiny", device="cpu").encode_documents([docs[5]["text"]]).to_dicts(tokens=True)[0]
+    ref = splade_torch.encode_documents([docs[5]["text"]]).to_dicts(tokens=True)[0]
     assert set(served) == set(ref)
     assert max(abs(served[t] - w) for t, w in ref.items()) <= 1e-4
     assert json.loads((splade_onnx / "lsr_config.json").read_text())["onnx"]["exporter"].startswith("torch.onnx")

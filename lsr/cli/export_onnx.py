@@ -7,12 +7,14 @@ import argparse
 import logging
 import sys
 
+from lsr.index.cli import HelpFormatter
+
 log = logging.getLogger("lsr.export_onnx")
 
 
 def build_parser(prog: str = "lsr export-onnx") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=prog, formatter_class=HelpFormatter,
         description="Export a SPLADE or inference-free model to ONNX (dynamic batch and length; the pooled sparse "
                     "vector is computed in the graph) with its tokenizer, lsr config and query weight table, and "
                     "check the graph against the torch encoder.")

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from lsr.index.cli import HelpFormatter
+
 from .runtime import RayMissing, connect
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,8 @@ def open_cluster_store(args: argparse.Namespace, settings: Any) -> Any:
 
 def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
     p = argparse.ArgumentParser(prog=prog, description="Encode a JSONL corpus with Ray Data and index it into a "
-                                                       "sharded collection whose replicas live on a Ray cluster.")
+                                                       "sharded collection whose replicas live on a Ray cluster.",
+                                formatter_class=HelpFormatter)
     p.add_argument("corpus", help="corpus.jsonl[.gz] (BEIR layout)")
     p.add_argument("--collection", "-c", required=True)
     p.add_argument("--cluster", required=True, help="Ray address (HOST:PORT, auto) or 'local'")

@@ -110,7 +110,8 @@ def _fused() -> dict[str, Any]:
             offs = c0 + tl.arange(0, BLOCK_C)
             live = offs < d1
             doc = tl.load(block_docs + offs, mask=live, other=0).to(tl.int64)
-            bit = (tl.full([BLOCK_C], 1, tl.int64) << (doc & 31)).to(tl.int32)
+            # shifted in int32 (1 << 31 is the sign bit), not narrowed from int64 afterwards
+            bit = tl.full([BLOCK_C], 1, tl.int32) << (doc & 31).to(tl.int32)
             old = tl.atomic_or(seen_row + (doc >> 5), bit, mask=live)
             fresh = live & ((old & bit) == 0)
             start = tl.load(fwd_ptr + doc, mask=fresh, other=0)

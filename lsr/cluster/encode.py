@@ -77,8 +77,7 @@ def encode_stream(texts: list[str], model: str, *, actors: int | None = None, gp
         fn_constructor_kwargs=dict(model=model, device=device, max_length=max_length, top_k=top_k,
                                    min_weight=min_weight, batch_size=batch_size, threads=int(max(1, cpus_per_actor)),
                                    queries=queries),
-        batch_size=block_rows, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,
-        batch_format="numpy",
+        batch_size=block_rows, concurrency=actors, num_cpus=cpus_per_actor, batch_format="numpy",
     )
     if gpus_per_actor:
         opts["num_gpus"] = gpus_per_actor

@@ -58,10 +58,9 @@ def connect(address: str, *, num_cpus: int | None = None, num_gpus: int | None =
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, namespace=NAMESPACE,
                  _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
     else:
-        # a head started with `ray start` uses token auth in Ray 2.60: the client needs the mode
-        # (the token itself is read from ~/.ray/auth_token or $RAY_AUTH_TOKEN)
-        if address != "auto":
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # A head started with `ray start` uses token auth in Ray 2.60: export RAY_AUTH_MODE=token
+        # (the token is read from ~/.ray/auth_token). Not set here: forcing it on a cluster that was
+        # started otherwise makes Ray Data's actors fail at creation (docs/cluster.md).
         ray.init(address=address, namespace=NAMESPACE, configure_logging=False)
     log.info("connected to Ray (%s): %s", address, ray.cluster_resources())
     return ray

@@ -38,6 +38,8 @@ from .runtime import NAMESPACE, require_ray
 
 log = logging.getLogger(__name__)
 
+_BUNDLE_BYTES = 1 << 20  # what a replica reserves (Ray's "memory" resource): a placement token only
+
 
 def shard_of(doc_id: str, n_shards: int) -> int:
     """The shard of a document id: a stable hash (blake2b, the same in every process and release)."""
@@ -90,6 +92,18 @@ def _raise(out: Any, what: str) -> Any:
     raise CollectionError(msg, status)
 
 
+def _check_layout(root: Path, shards: int, replicas: int) -> None:
+    """Refuse to open replica folders (visible from here) laid out for another shard count: their
+    documents were placed by ``mod`` another N, and a search would miss them."""
+    if not root.is_dir():
+        return
+    found = {p.name for p in root.glob("shard-*-replica-*") if p.is_dir()}
+    shard_ids = {int(n.split("-")[1]) for n in found if n.split("-")[1].isdigit()}
+    if shard_ids and max(shard_ids) + 1 != shards:
+        raise ValueError(f"{root} holds replicas of {max(shard_ids) + 1} shards; open it with --shards "
+                         f"{max(shard_ids) + 1} (re-sharding is not supported: ingest into a new folder)")
+
+
 class ClusterStore:
     """Collections sharded over ``len(shards)`` shards of R replicas each (see the module docstring)."""
 
@@ -109,6 +123,7 @@ class ClusterStore:
         self.resyncs = 0  # replicas brought back (a counter)
         self.copied_records = 0
         self.copied_folders = 0
+        self.placement_groups: list[str] = []
 
     # ------------------------------------------------------------------ launching
     @classmethod
@@ -117,31 +132,46 @@ class ClusterStore:
                max_concurrency: int = 16, timeout_s: float = 30.0) -> "ClusterStore":
         """Start (or find, by name) the N x R replica actors on a connected Ray cluster.
 
-        Replica r of shard s is placed on node (s + r) mod nodes (soft: Ray moves it when that node
-        is gone), so the replicas of a shard sit on different nodes when there are R nodes or more.
+        The replicas of a shard are placed on distinct nodes by a placement group (STRICT_SPREAD
+        when the cluster has R nodes or more); when a node is lost Ray moves its bundle to another
+        node and restarts the actor there.
         Each owns ``data_root/shard-SSS-replica-R`` on its node's disk. Actors are restarted by Ray
         without limit; a call in flight when one dies fails and the coordinator retries elsewhere.
         """
         ray = require_ray()
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from ray.util import get_placement_group, placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         if shards < 1 or replicas < 1:
             raise ValueError(f"--shards and --replicas must be at least 1, got {shards} and {replicas}")
-        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+        _check_layout(Path(data_root), shards, replicas)
+        n_nodes = len([n for n in ray.nodes() if n.get("Alive")])
         actor = ray.remote(ShardReplica)
         handles = []
         for s in range(shards):
+            # one placement group per shard, a bundle per replica on distinct nodes (STRICT_SPREAD);
+            # the bundles hold 1 MiB of Ray's "memory" resource only, so CPUs stay free for Ray Data
+            pg_name = f"{cluster_name}-shard-{s:03d}"
+            try:
+                pg = get_placement_group(pg_name)
+            except ValueError:
+                pg = placement_group([{"memory": _BUNDLE_BYTES}] * replicas, name=pg_name, lifetime="detached",
+                                     strategy="STRICT_SPREAD" if n_nodes >= replicas else "SPREAD")
+            if not pg.wait(timeout_seconds=120):
+                raise RuntimeError(f"shard {s}: Ray could not place {replicas} replicas on distinct nodes")
             row = []
             for r in range(replicas):
-                node = nodes[(s + r) % len(nodes)]
                 row.append(actor.options(
                     name=f"{cluster_name}-shard-{s:03d}-replica-{r}", namespace=NAMESPACE, get_if_exists=True,
                     lifetime="detached", max_restarts=-1, max_task_retries=0, num_cpus=num_cpus,
-                    max_concurrency=max_concurrency,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True),
+                    memory=_BUNDLE_BYTES, max_concurrency=max_concurrency,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r),
                 ).remote(str(data_root), s, r, merge_min_docs, merge_idle_s))
             handles.append(row)
-        return cls(handles, timeout_s=timeout_s)
+        store = cls(handles, timeout_s=timeout_s)
+        store.placement_groups = [f"{cluster_name}-shard-{s:03d}" for s in range(shards)]
+        return store
+
 
     def kill(self) -> None:
         """Stop the replica actors (their folders stay; a later launch opens them again)."""
@@ -152,23 +182,33 @@ class ClusterStore:
                     self.ray.kill(rep.handle, no_restart=True)
                 except Exception as exc:  # noqa: BLE001 - already gone
                     log.debug("kill %s/%s: %s", rep.shard, rep.index, exc)
+        from ray.util import get_placement_group, remove_placement_group
+
+        for name in self.placement_groups:
+            try:
+                remove_placement_group(get_placement_group(name))
+            except ValueError:
+                pass
 
     # ------------------------------------------------------------------ calls
-    def call(self, rep: Replica, method: str, *args: Any, timeout: float | None = None) -> Any:
-        """One replica call; :class:`ReplicaDown` (and the replica leaves the live set) when it fails."""
+    def call(self, rep: Replica, method: str, *args: Any, timeout: float | None = None,
+             slow_is_down: bool = True) -> Any:
+        """One replica call; :class:`ReplicaDown` (and the replica leaves the live set) when it fails
+        (or, with ``slow_is_down``, when it does not answer within ``timeout``)."""
         if method in ("status", "ping"):
             ref = getattr(rep.handle, method).remote(*args)
         else:  # data calls name the life of the actor they are meant for (a restarted one refuses)
             ref = getattr(rep.handle, method).remote(rep.incarnation, *args)
-        return self.wait(rep, ref, timeout)
+        return self.wait(rep, ref, timeout, slow_is_down)
 
-    def wait(self, rep: Replica, ref: Any, timeout: float | None = None) -> Any:
+    def wait(self, rep: Replica, ref: Any, timeout: float | None = None, slow_is_down: bool = True) -> Any:
         exc_mod = self.ray.exceptions
         try:
             out = self.ray.get(ref, timeout=timeout or self.timeout_s)
         except (exc_mod.RayActorError, exc_mod.GetTimeoutError, exc_mod.ActorUnavailableError,
                 exc_mod.ObjectLostError) as exc:
-            self.mark_down(rep, f"{type(exc).__name__}")
+            if slow_is_down or not isinstance(exc, exc_mod.GetTimeoutError):
+                self.mark_down(rep, f"{type(exc).__name__}")
             raise ReplicaDown(f"shard {rep.shard} replica {rep.index}: {type(exc).__name__}") from None
         if isinstance(out, tuple) and out[0] == "err" and out[1] == "seq":  # restarted, or behind
             self.mark_down(rep, out[3])
@@ -225,7 +265,8 @@ class ClusterStore:
             for rep in sh.replicas:
                 try:
                     if rep.live:
-                        inc = self.call(rep, "ping", timeout=5)
+                        # a busy replica (a merge, a loaded machine) is slow, not gone
+                        inc = self.call(rep, "ping", timeout=5, slow_is_down=False)
                         if inc == rep.incarnation:
                             continue
                         self.mark_down(rep, "restarted")

@@ -9,6 +9,7 @@ R = 1 a lost shard is a 503 over real HTTP, or ``partial: true`` when the reques
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -219,6 +220,75 @@ def test_node_removed_mid_load_loses_no_acked_write(stores, ray_cluster):
         assert doc is not None and doc["metadata"] == {"n": i}
         idx, val = docs.row(i)
         assert doc["vector"] == {int(t): float(w) for t, w in zip(idx, val)}
+
+
+def test_replica_behind_a_merge_catches_up_by_copying_the_folder(stores):
+    st, _ = stores
+    docs = make_docs(400, seed=8)
+    col = st.create("copy", {"model": None, "dim": DIM, "index": {}})
+    col.upsert(doc_ins(docs, 0, 200))
+    sh = st.shards[0]
+    away = sh.replicas[1]
+    folders = st.copied_folders
+    ray.kill(away.handle, no_restart=False)  # Ray restarts it; it replays its own log
+    col.upsert(doc_ins(docs, 200, 400))  # reaches the other replica only
+    assert not away.live
+    assert col.merge(force=True)  # the live replica folds its log into a segment: the records are gone
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not away.live:
+        time.sleep(0.2)
+    assert away.live, st.replica_states()
+    assert st.copied_folders > folders  # caught up by a copy of the folder, not from the log
+    copies = [ray.get(r.handle.ids.remote(r.incarnation, "copy"))[1] for r in sh.replicas]
+    assert copies[0] == copies[1]
+    assert set(copies[0]) == {f"d{i}" for i in range(400) if shard_of(f"d{i}", 2) == 0}
+    st_away = ray.get(away.handle.stats.remote(away.incarnation, "copy"))[1]
+    assert st_away["fresh_documents"] == 0 and st_away["segment_count"] >= 1
+
+
+def test_ingest_through_ray_data(ray_cluster, tmp_path):
+    """`lsr ingest --cluster`: Ray Data encodes on an actor pool, each shard builds its own segment;
+    the stored vectors equal the encoder's own output."""
+    cluster, _ = ray_cluster
+    root = Path(__file__).resolve().parents[2]
+    corpus = root / "tests" / "data" / "beir" / "scifact" / "corpus.jsonl.gz"
+    model = root / "models" / "inference-free-splade-tiny-scifact-nfcorpus"
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "lsr.cli.main", "ingest", "--cluster", cluster.address, str(corpus), "--collection",
+           "sf", "--shards", "2", "--replicas", "1", "--data", str(data), "--model", str(model), "--limit", "24",
+           "--actors", "1", "--block", "8", "--batch-size", "8"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["documents"] == 24 and out["shards"] == 2
+    st = ClusterStore.launch(data, 2, 1)  # the same named actors the ingest started (detached)
+    try:
+        st.load_all()
+        col = st.get("sf")
+        stats = col.stats()
+        assert stats["documents"] == 24 and stats["fresh_documents"] == 0 and stats["segment_count"] == 2
+        from lsr.index.corpus import read_corpus
+        from lsr.models import SparseEncoder
+
+        docs = list(read_corpus(corpus, 24))
+        enc = SparseEncoder.load(str(model)).encode_documents([d.full_text for d in docs])
+        for i in (0, 7, 23):
+            got = col.get(docs[i].id, with_vector=True)
+            idx, val = enc.row(i)
+            want = {int(t): float(w) for t, w in zip(idx, val) if w > 0}
+            assert got["vector"].keys() == want.keys()
+            assert max(abs(got["vector"][t] - want[t]) for t in want) < 1e-4
+            assert got["text"] == docs[i].full_text
+    finally:
+        st.kill()
+    for s in range(2):  # the names are free again for the next test
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(f"lsr-shard-{s:03d}-replica-0", namespace="lsr")
+            except ValueError:
+                break
+            time.sleep(0.2)
 
 
 def test_lost_shard_is_503_or_partial_over_http(ray_cluster, tmp_path):

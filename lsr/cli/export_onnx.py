@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from lsr.index.cli import HelpFormatter
 
@@ -33,6 +34,10 @@ def build_parser(prog: str = "lsr export-onnx") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "lsr export-onnx") -> int:
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.log_level in ("warning", "error"):  # the exporter's tracing notes say nothing about the result
+        for mod in ("torch", "transformers", "onnxscript", "onnx_ir"):
+            warnings.filterwarnings("ignore", module=mod)
+        warnings.filterwarnings("ignore", category=FutureWarning)
     if args.vocab_chunk <= 0:
         print(f"{prog}: --vocab-chunk must be positive, got {args.vocab_chunk}", file=sys.stderr)
         return 2
@@ -41,6 +46,12 @@ def main(argv: list[str] | None = None, prog: str = "lsr export-onnx") -> int:
     except ModuleNotFoundError as exc:
         print(f"{prog}: needs torch, transformers and onnx ({exc}); pip install 'lsr[onnx]'", file=sys.stderr)
         return 2
+    if args.log_level in ("warning", "error"):
+        try:
+            import torch  # noqa: F401 - torch's logging set-up first, then quiet its exporter's notes
+        except ModuleNotFoundError:
+            pass  # export_onnx says what to install
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed", ...
     try:
         summary = export_onnx(args.model, args.out, opset=args.opset, vocab_chunk=args.vocab_chunk,
                               tolerance=args.tolerance, overwrite=args.force)

@@ -536,7 +536,9 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
         maxP = max(maxP, P)
     for d in range(fwd_ptr.shape[0] - 1):
         maxlen = max(maxlen, fwd_ptr[d + 1] - fwd_ptr[d])
-    maxC = max(1, np.int64(centroid_fraction * maxP))
+    maxC = np.int64(centroid_fraction * maxP)
+    if maxC < 1:
+        maxC = np.int64(1)
     n_blocks = np.zeros(nterms, np.int64)
     blk_size = np.zeros(cap_ptr[nterms], np.int64)
     for w in prange(wptr.shape[0] - 1):

@@ -109,6 +109,7 @@ class SeismicIndex(BaseIndex):
         self._idmap.set_live(np.asarray(self._deleted) == 0)
         self._local = threading.local()
         self._kernel_args = None  # the index arrays as the kernels take them; reset on change
+        self.build_seconds: dict[str, float] = {}  # wall seconds per build stage (an index built here)
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -221,8 +222,10 @@ class SeismicIndex(BaseIndex):
             index._build_knn(nknn, knn_query_cut, knn_heap_factor, nthreads)
             bar.next()
         bar.close()
-        log.info("built SeismicIndex: %d docs, %d postings, %d blocks, %d summary entries in %.2fs (%s)",
-                 len(docs), rows.shape[0], n_tot_blocks, n_ent, time.perf_counter() - t0, params)
+        index.build_seconds = bar.seconds
+        log.info("built SeismicIndex: %d docs, %d postings, %d blocks, %d summary entries in %.2fs (%s; stages %s)",
+                 len(docs), rows.shape[0], n_tot_blocks, n_ent, time.perf_counter() - t0, params,
+                 ", ".join(f"{k} {v:.2f}s" for k, v in bar.seconds.items()))
         return index
 
     def _build_knn(self, nknn: int, query_cut: int, heap_factor: float, nthreads: int) -> None:
@@ -565,8 +568,13 @@ class _Stages:
 
             self.bar = tqdm(total=len(names), desc=f"seismic: {names[0]}", unit="stage")
         self.i = 0
+        self.seconds: dict[str, float] = {}  # wall seconds per finished stage
+        self._t = time.perf_counter()
 
     def next(self) -> None:
+        now = time.perf_counter()
+        self.seconds[self.names[self.i]] = now - self._t
+        self._t = now
         self.i += 1
         if self.bar is not None:
             self.bar.update(1)

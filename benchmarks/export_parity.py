@@ -9,6 +9,15 @@ Document vectors are encoded once (in chunks, resumable) and cached under ``--ca
 (default ``.cache/export``, git-ignored); queries are encoded by the model's query side. The
 Anserini export quantises weights as ``round(w x scale)`` on both sides (``--scale``, default 100).
 Prints a markdown table with each engine's nDCG@10 and its difference from lsr's.
+
+Measured 2026-12-02 (SciFact test, 300 queries, 5,183 documents, shipped inference-free model; 2 shared
+cores under heavy load; document encoding 2,645 s with one torch thread, cached afterwards):
+
+| engine (same vectors) | nDCG@10 | vs lsr exact | build / load (s) | search, 300 queries (s) |
+|---|---:|---:|---:|---:|
+| lsr exact search | 0.7199 | — | — | 0.5 |
+| Lucene impact index (Pyserini 1.6.0, scale 100) | 0.7187 | -0.0012 | 65.1 (with JVM start) | 25.0 |
+| Qdrant local mode (qdrant-client 1.20.0) | 0.7199 | +0.0000 | 50.4 | 670.2 (pure-Python local mode) |
 """
 
 from __future__ import annotations

@@ -140,8 +140,8 @@ def test_label_free_from_corpus_alone_and_reproducible_from_cache(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["corpus.jsonl"]  # nothing to read judgments from
     cache = tmp_path / "cache"
     _train(folder, cache, tmp_path / "first")
-    names = sorted(p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in cache.iterdir())
-    assert names == ["candidates-corpus", "queries-corpus", "teacher-scores-bm25", "teacher-scores-dense",
+    names = sorted(p.name.rsplit("-", 1)[0] for p in cache.iterdir())  # name minus the key
+    assert names == ["candidates-corpus-only", "queries-corpus-only", "teacher-scores-bm25", "teacher-scores-dense",
                      "teacher-scores-sparse"]
     raw = [json.loads(line) for line in next(cache.glob("queries-*.jsonl")).read_text().splitlines()]
     assert len(raw) == 4 and all(len(r["queries"]) == 1 for r in raw)  # the first 4 documents, one query each

@@ -35,6 +35,7 @@ ENCODER_KINDS = ("splade", "inference-free", "decoder", "encoder")
 INDEX_KINDS = ("exact", "seismic")
 SEARCH_KEYS = {*SearchParams.__dataclass_fields__, "threads"}
 COMMON_KEYS = {"name", "index", "k", "batch_size", "docs", "queries", "query_encoder", "k1", "b"}
+HYBRID_KEYS = {"dense", "alpha", "fusion", "rrf_k", "candidates"}
 
 
 @dataclass
@@ -80,7 +81,13 @@ def parse_system(spec: str) -> SystemSpec:
     - ``bm25`` (options ``k1``, ``b``): Pyserini Lucene BM25;
     - ``splade:splade-tiny``, ``inference-free:DIR``, ``decoder:DIR``, ``encoder:DIR`` (kind read
       from the folder): ``lsr.models.SparseEncoder.load(MODEL)`` encodes documents and queries;
-    - ``vectors:DOCS.npz`` with ``queries=QUERIES.npz`` or ``query_encoder=MODEL``: pre-encoded vectors.
+    - ``vectors:DOCS.npz`` with ``queries=QUERIES.npz`` or ``query_encoder=MODEL``: pre-encoded vectors;
+    - ``dense:MODEL`` (e.g. ``dense:minilm``): a sentence-transformers bi-encoder, exact cosine scores;
+    - ``hybrid:SPARSE`` where SPARSE is any of the sparse heads above (``hybrid:inference-free:DIR``,
+      ``hybrid:vectors:DOCS.npz,queries=Q.npz``, or a folder), with ``dense=MODEL`` (default
+      ``minilm``) and ``alpha=`` (weight of the dense side in a convex combination of per-query
+      min-max normalised scores, default 0.5) or ``fusion=rrf`` (reciprocal rank fusion, ``rrf_k=60``),
+      over the union of each side's top ``candidates=`` (default: the run depth ``k``).
     Options: ``name=`` (row label), ``index=exact|seismic``, ``k=`` (depth, default 1000),
     ``batch_size=``; ``query_cut``, ``heap_factor``, ``threads`` go to ``search``; any other key
     (``n_postings=``, ``centroid_fraction=``, ``summary_energy=``...) to the index's ``build``.
@@ -93,11 +100,18 @@ def parse_system(spec: str) -> SystemSpec:
     head, opts = parts[0], parts[1:]
     kind, _, model = head.partition(":")
     kind = kind.strip().lower()
-    if kind not in ("bm25", "vectors") + ENCODER_KINDS:
+    if kind not in ("bm25", "vectors", "dense", "hybrid") + ENCODER_KINDS:
         raise ValueError(
-            f"system {spec!r}: unknown kind {kind!r}; expected bm25, vectors or one of {', '.join(ENCODER_KINDS)}"
+            f"system {spec!r}: unknown kind {kind!r}; expected bm25, vectors, dense, hybrid or one of "
+            f"{', '.join(ENCODER_KINDS)}"
         )
     s = SystemSpec(kind=kind, model=model or None, spec=spec)
+    if kind == "hybrid":
+        sub, _, rest = (model or "").partition(":")
+        if sub.strip().lower() in ENCODER_KINDS + ("vectors",):
+            s.options["sparse_kind"], s.model = sub.strip().lower(), rest or None
+        else:
+            s.options["sparse_kind"] = "encoder"
     for o in opts:
         if not o:
             continue
@@ -114,7 +128,7 @@ def parse_system(spec: str) -> SystemSpec:
             s.index = v
         elif key in SEARCH_KEYS:
             s.search_params[key] = v
-        elif key in COMMON_KEYS:
+        elif key in COMMON_KEYS or (key in HYBRID_KEYS and kind == "hybrid"):
             s.options[key] = v
         else:
             s.build_params[key] = v
@@ -124,9 +138,12 @@ def parse_system(spec: str) -> SystemSpec:
             raise ValueError(f"system {spec!r}: {key} must be an int >= 1, got {v!r}")
     if s.options.get("k", 1) > MAX_K:
         raise ValueError(f"system {spec!r}: k={s.options['k']} exceeds the limit of {MAX_K}")
-    if kind in ENCODER_KINDS and not s.model:
-        raise ValueError(f"system {spec!r}: name the model, e.g. {kind}:splade-tiny or {kind}:/path/to/checkpoint")
-    if kind == "vectors":
+    if kind in ENCODER_KINDS + ("dense", "hybrid") and not s.model:
+        example = "minilm" if kind == "dense" else "inference-free:DIR,alpha=0.5" if kind == "hybrid" else "splade-tiny"
+        raise ValueError(f"system {spec!r}: name the model, e.g. {kind}:{example} or {kind}:/path/to/checkpoint")
+    if kind == "hybrid":
+        _check_hybrid(s, spec)
+    if kind == "vectors" or s.options.get("sparse_kind") == "vectors":
         s.options.setdefault("docs", s.model)
         if not s.options.get("docs"):
             raise ValueError(f"system {spec!r}: give the document vectors, e.g. vectors:docs.npz,queries=q.npz")
@@ -135,6 +152,12 @@ def parse_system(spec: str) -> SystemSpec:
     if not s.name:
         if kind == "bm25":
             s.name = "BM25 (Pyserini)"
+        elif kind == "dense":
+            s.name = f"dense {Path(s.model).name if s.model and '/' in s.model else s.model}"
+        elif kind == "hybrid":
+            label = Path(s.model).name if s.model and "/" in s.model else s.model
+            how = "RRF" if s.options["fusion"] == "rrf" else f"alpha={s.options['alpha']}"
+            s.name = f"hybrid {label} + {s.options['dense']} ({how})"
         else:
             label = Path(s.model).name if s.model and ("/" in s.model) else s.model
             s.name = f"{label or kind}" + (f" [{s.index}]" if s.index != "exact" else "")
@@ -142,6 +165,27 @@ def parse_system(spec: str) -> SystemSpec:
             if extra:
                 s.name += " " + " ".join(f"{k}={v}" for k, v in extra.items())
     return s
+
+
+def _check_hybrid(s: SystemSpec, spec: str) -> None:
+    o = s.options
+    o.setdefault("dense", "minilm")
+    o.setdefault("fusion", "convex")
+    if o["fusion"] not in ("convex", "rrf"):
+        raise ValueError(f"system {spec!r}: fusion must be convex or rrf, got {o['fusion']!r}")
+    if o["fusion"] == "convex":
+        o.setdefault("alpha", 0.5)
+        a = o["alpha"]
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
+            raise ValueError(f"system {spec!r}: alpha must be a number in [0, 1], got {a!r}")
+    elif "alpha" in o:
+        raise ValueError(f"system {spec!r}: alpha applies to fusion=convex, not rrf")
+    else:
+        o.setdefault("rrf_k", 60)
+    for key in ("rrf_k", "candidates"):
+        v = o.get(key, 1)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"system {spec!r}: {key} must be an int >= 1, got {v!r}")
 
 
 @dataclass
@@ -368,6 +412,121 @@ class Runner:
         self._indexes[key] = (index, build)
         return index, build
 
+    # ------------------------------------------------------------------ dense side (hybrid)
+    def dense_encoder(self, model: str):
+        key = ("dense", model)
+        if key not in self._encoders:
+            from lsr.models.dense import DenseEncoder
+
+            self._encoders[key] = DenseEncoder.load(model)
+        return self._encoders[key]
+
+    def dense_doc_vectors(self, model: str, batch_size: int = 32) -> tuple[np.ndarray, dict]:
+        """Dense document embeddings (corpus order, float32), cached under the cache folder in
+        chunks of 512 documents, so an interrupted encoding resumes where it stopped."""
+        key = ("dense-docs", model)
+        if key in self._doc_vectors:
+            return self._doc_vectors[key]  # type: ignore[return-value]
+        info: dict[str, Any] = {}
+        cache = None
+        if self.cache_dir is not None:
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"dense-{model}")
+            cache = self.cache_dir / f"{self.ds.name}-{self._fingerprint()}" / f"{slug}.npy"
+        if cache is not None and cache.exists():
+            emb = np.load(cache)
+            info["dense_doc_vectors"] = str(cache)
+            side = cache.with_suffix(".json")
+            if side.exists():
+                info["dense_doc_vectors_encoded"] = json.loads(side.read_text(encoding="utf-8"))
+        else:
+            enc = self.dense_encoder(model)
+            texts = self.doc_texts
+            chunk = 512
+            parts = []
+            t0 = time.perf_counter()
+            encoded = 0
+            from tqdm.auto import tqdm
+
+            for start in tqdm(range(0, len(texts), chunk), desc=f"dense {model}: encode documents ({chunk} a step)",
+                              disable=not self.show_progress):
+                part = cache.with_suffix(f".part{start:07d}.npy") if cache is not None else None
+                if part is not None and part.exists():
+                    parts.append(np.load(part))
+                    continue
+                emb_part = enc.encode(texts[start:start + chunk], batch_size=batch_size)
+                encoded += min(chunk, len(texts) - start)
+                if part is not None:
+                    part.parent.mkdir(parents=True, exist_ok=True)
+                    np.save(part, emb_part)
+                parts.append(emb_part)
+            dt = time.perf_counter() - t0
+            emb = np.concatenate(parts) if parts else np.zeros((0, enc.dim), np.float32)
+            info.update(dense_encode_docs_s=dt, dense_docs_per_s=encoded / dt if dt > 0 and encoded else None)
+            if cache is not None:
+                np.save(cache, emb)
+                side = {**info, "model": model, "batch_size": batch_size, "machine": _machine_line(),
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                cache.with_suffix(".json").write_text(json.dumps(side, indent=1), encoding="utf-8")
+                for part in cache.parent.glob(f"{cache.stem}.part*.npy"):
+                    part.unlink()
+        self._doc_vectors[key] = (emb, info)  # type: ignore[assignment]
+        return emb, info
+
+    def dense_query_vectors(self, model: str) -> np.ndarray:
+        key = ("dense-queries", model)
+        if key not in self._query_vectors:
+            self._query_vectors[key] = (self.dense_encoder(model).encode(self.qtexts), None)  # type: ignore[assignment]
+        return self._query_vectors[key][0]  # type: ignore[return-value]
+
+    def _run_dense(self, spec: SystemSpec, k: int, e: dict) -> dict:
+        docs, info = self.dense_doc_vectors(spec.model, int(spec.options.get("batch_size", 32)))
+        e.update(info)
+        queries = self.dense_query_vectors(spec.model)
+        with eff.timer(e, "batch_search_s"):
+            scores = queries @ docs.T
+        return {q: dict(_top(scores[i], k, self.ds.doc_ids)) for i, q in enumerate(self.qids)}
+
+    def _run_hybrid(self, spec: SystemSpec, k: int, e: dict) -> dict:
+        """Sparse run and exact dense scores, fused per query over the union of each side's top
+        ``candidates``; a candidate missing from one side's list is scored exactly on that side."""
+        from lsr.index.fusion import fuse
+
+        o = spec.options
+        cand = min(int(o.get("candidates", k)), len(self.ds.doc_ids))
+        sparse = SystemSpec(kind=o["sparse_kind"], model=spec.model, name=f"{spec.name} [sparse]", index=spec.index,
+                            build_params=spec.build_params, search_params=spec.search_params,
+                            options={key: v for key, v in o.items() if key in COMMON_KEYS and key != "name"})
+        e_sparse: dict[str, Any] = {}
+        sparse_run = self._run_sparse(sparse, cand, e_sparse)
+        e.update({f"sparse_{key}": v for key, v in e_sparse.items() if isinstance(v, (int, float, str))})
+        d_emb, info = self.dense_doc_vectors(o["dense"], int(o.get("batch_size", 32)))
+        e.update(info)
+        q_emb = self.dense_query_vectors(o["dense"])
+        d_sp = self.doc_vectors(sparse)[0].to_scipy()
+        q_sp = self.query_vectors(sparse)[0].to_scipy()
+        row_of = {d: i for i, d in enumerate(self.ds.doc_ids)}
+        run = {}
+        t0 = time.perf_counter()
+        dense_all = q_emb @ d_emb.T
+        for i, q in enumerate(self.qids):
+            dense = dense_all[i]
+            s_list = sorted(sparse_run.get(q, {}).items(), key=lambda x: -x[1])[:cand]
+            d_list = _top(dense, cand, self.ds.doc_ids)
+
+            def sparse_of(ids, i=i):
+                rows = [row_of[d] for d in ids]
+                return np.asarray((d_sp[rows] @ q_sp[i].T).todense()).ravel()
+
+            def dense_of(ids, dense=dense):
+                return dense[[row_of[d] for d in ids]]
+
+            fused = fuse(s_list, d_list, method=o["fusion"], alpha=float(o.get("alpha", 0.5)), k=k,
+                         rrf_k=int(o.get("rrf_k", 60)), sparse_of=sparse_of, dense_of=dense_of)
+            run[q] = dict(fused)
+        e["fusion_s"] = time.perf_counter() - t0
+        e["candidates"] = cand
+        return run
+
     # ------------------------------------------------------------------ systems
     def run(self, spec: SystemSpec) -> SystemResult:
         res = SystemResult(spec)
@@ -375,6 +534,10 @@ class Runner:
         try:
             if spec.kind == "bm25":
                 run = self._run_bm25(spec, k, res.efficiency)
+            elif spec.kind == "dense":
+                run = self._run_dense(spec, k, res.efficiency)
+            elif spec.kind == "hybrid":
+                run = self._run_hybrid(spec, k, res.efficiency)
             else:
                 run = self._run_sparse(spec, k, res.efficiency)
         except _Skip as exc:
@@ -482,6 +645,14 @@ class Runner:
             for i in mismatch:
                 run.update(_hits_to_run(index.search(queries[i], k=k, **sp1), [self.qids[i]]))
         return run
+
+
+def _top(scores: np.ndarray, k: int, doc_ids: Sequence[str]) -> list[tuple[str, float]]:
+    """The ``k`` best (doc id, score) of a dense score row, best first (ties: corpus order)."""
+    k = min(k, scores.shape[0])
+    part = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(scores.shape[0])
+    part = part[np.lexsort((part, -scores[part]))]
+    return [(doc_ids[j], float(scores[j])) for j in part]
 
 
 def _machine_line() -> str:

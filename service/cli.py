@@ -66,15 +66,15 @@ def serve_parser(prog: str = "lsr-serve") -> argparse.ArgumentParser:
                    help="torch threads of a model's forward pass (the search threads need the other cores)")
     g.add_argument("--query-batch-wait-ms", type=float, default=Limits.query_batch_wait_ms,
                    help="how long a query batch waits for more queries")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages from ORIGIN (e.g. http://localhost:3000) call the API from a browser; repeat for "
+                        "more; none by default")
     c = p.add_argument_group("cluster: sharded, replicated collections on Ray (pip install 'lsr[cluster]'; docs/cluster.md)")
     c.add_argument("--cluster", default=None, metavar="ADDRESS",
                    help="serve collections sharded over Ray actors: a Ray address (HOST:PORT, auto) or 'local' (a "
                         "Ray runtime started in this process); --data is then each replica's folder on its node")
     c.add_argument("--shards", type=int, default=2, help="with --cluster: shards per collection (by a hash of the id)")
     c.add_argument("--replicas", type=int, default=2, help="with --cluster: copies of each shard")
-    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
-                   help="let pages from ORIGIN (e.g. http://localhost:3000) call the API from a browser; repeat for "
-                        "more; none by default")
     p.add_argument("--log-level", default="info")
     add_demo_arguments(p)
     return p
@@ -189,7 +189,7 @@ def ingest_main(argv: list[str] | None = None, prog: str = "lsr ingest") -> int:
     p.add_argument("--batch-size", type=int, default=None, help="documents per batch (default 256; 64 with --url)")
     p.add_argument("--url", default=None, help="a running server (e.g. http://127.0.0.1:8000): post the documents "
                                                "through its API instead of writing --data")
-    p.add_argument("--api-key", default=os.environ.get("LSR_API_KEY"),
+    p.add_argument("--api-key", default=None,  # not the environment's key as a default: --help would print it
                    help="write key for --url (default $LSR_API_KEY; a server that generated its key keeps it in "
                         "DATA/api_key)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request with --url")
@@ -232,7 +232,8 @@ def _ingest_url(args: argparse.Namespace, prog: str) -> int:
         return 2
     try:
         model = {"model": args.model} if "model" in args else {}
-        out = ingest_http(args.corpus, args.collection, url=args.url, api_key=args.api_key, dim=args.dim,
+        key = args.api_key or os.environ.get("LSR_API_KEY") or None
+        out = ingest_http(args.corpus, args.collection, url=args.url, api_key=key, dim=args.dim,
                           limit=args.limit, batch_size=args.batch_size or 64, timeout=args.timeout, **model)
     except (OSError, ValueError, IngestError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)

@@ -88,18 +88,7 @@ class Service:
             callback()
 
     def _warm_up(self) -> None:
-        # Compile (or load from Numba's cache) the Seismic kernels now rather than on a user's first query.
-        from lsr.index import ExactIndex, SeismicIndex
-
-        rng = np.random.default_rng(0)
-        rows = [{int(t): 1.0 for t in rng.choice(64, 4, replace=False)} for _ in range(32)]
-        docs = SparseBatch.from_dicts(rows, dim=64)
-        idx = SeismicIndex.build(docs, None)
-        idx.search(docs[:1], k=3, threads=1)
-        idx.search(docs[:4], k=3, threads=self.settings.threads)
-        exact = ExactIndex.build(docs, None)  # scores a collection's fresh (not yet merged) documents
-        exact.search(docs[:1], k=3, threads=1)
-        exact.search(docs[:4], k=3, threads=self.settings.threads)
+        warm_kernels(self.settings.threads)
 
     def _preload_models(self, store: CollectionStore) -> None:
         """Load the default model and every collection's model before /ready: a text query never waits for one."""
@@ -173,6 +162,22 @@ class Service:
         for p in self._hidden:
             message = message.replace(p, "<server path>")
         return message
+
+
+def warm_kernels(threads: int) -> None:
+    """Compile (or load from Numba's on-disk cache) the Seismic and exact kernels, build and search, on toy
+    data: run before /ready so no user query pays for it."""
+    from lsr.index import ExactIndex, SeismicIndex
+
+    rng = np.random.default_rng(0)
+    rows = [{int(t): 1.0 for t in rng.choice(64, 4, replace=False)} for _ in range(32)]
+    docs = SparseBatch.from_dicts(rows, dim=64)
+    idx = SeismicIndex.build(docs, None)
+    idx.search(docs[:1], k=3, threads=1)
+    idx.search(docs[:4], k=3, threads=threads)
+    exact = ExactIndex.build(docs, None)  # scores a collection's fresh (not yet merged) documents
+    exact.search(docs[:1], k=3, threads=1)
+    exact.search(docs[:4], k=3, threads=threads)
 
 
 # ---------------------------------------------------------------------------- dependencies

@@ -336,6 +336,18 @@ def run_dataset(kind: str, args, info: dict) -> dict:
     best = max(ok, key=lambda p: p["qps"].get(max(p["qps"]), 0))
     kw = dict(mode="approx", query_cut=best["query_cut"], heap_factor=best["heap_factor"])
     res["profile_setting"] = kw
+    if any(sh.fwd_idx32 is not None for sh in ga._shards):
+        # the Triton kernels against the torch-op path on the same device: the same rows expected
+        fused = ga.search(queries, k=10, **kw).rows
+        saved = [sh.fwd_idx32 for sh in ga._shards]
+        for sh in ga._shards:
+            sh.fwd_idx32 = None
+        ref = ga.search(queries, k=10, **kw).rows
+        for sh, x in zip(ga._shards, saved):
+            sh.fwd_idx32 = x
+        res["kernels_vs_torch_ops"] = {"rows_equal": float(np.mean(fused == ref)),
+                                       "recall_kernels": recall_at(fused, truth), "recall_torch_ops": recall_at(ref, truth)}
+        log(f"[{kind}] Triton kernels vs torch ops: {res['kernels_vs_torch_ops']}")
     res["profile"] = [torch_profile(ga, queries, b, args.device, 5 if b < 1024 else 2, **kw)
                       for b in args.profile_batches if b <= len(queries)]
     if args.baseline:

@@ -642,8 +642,8 @@ def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_f
     of ``max_blocks`` summary scores, so choosing probe and kept blocks is one top-k and one
     comparison over a padded tensor, with no sort, and the host waits for the device only to
     size the candidate lists (twice). With the Triton kernels, the summary join is one kernel and
-    each candidate stage one kernel that skips documents already scored for that query (a bit per
-    query and document), so no candidate list is de-duplicated by sorting and the documents of the
+    each candidate stage two (mark the query's seen-set, a bit per query and document, then score
+    the documents met for the first time), so no candidate list is de-duplicated by sorting and the documents of the
     probe blocks are not scored again."""
     dev = sh.device
     nq = qd.comp.shape[0]
@@ -754,8 +754,8 @@ def _seen_sets(sh: _Shard, nq: int, torch: ModuleType) -> Tensor:
 def _score_blocks_fused(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, qdense: Tensor, k: int,
                         seen: Tensor, torch: ModuleType) -> tuple[Tensor, Tensor]:
     """Per-query top-k over the documents of the selected blocks not yet in ``seen`` (Triton:
-    one program per selected block writes its documents' scores into the query's row of a
-    padded (nq, width) matrix)."""
+    one program per selected block writes its documents' rows and scores into the query's row of
+    a padded (nq, width) matrix)."""
     nq = sel.shape[0]
     dev = sel.device
     q, blk = _selected(sel, tbase, extra_blk, torch)

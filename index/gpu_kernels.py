@@ -3,9 +3,9 @@
 The approximate path's two steps that dominated a batch as chains of torch ops, each one kernel:
 ``summary_scores`` joins each (query, term) pair's query components with the term's block
 summaries (a binary search per component, then atomic adds into the pair's row of padded
-summary scores); ``score_blocks`` scores the documents of selected blocks exactly, skipping
-documents already in the query's seen-set (a bit per query and row, set with an atomic OR), and
-writes them into the query's row of a padded score matrix, so candidates need no sort to be
+summary scores); ``score_blocks`` marks the documents of selected blocks in the query's seen-set
+(a bit per query and row, set with an atomic OR; a document already there is dropped) and scores
+the rest exactly into the query's row of a padded score matrix, so candidates need no sort to be
 de-duplicated. Rows are read contiguously (int32 components, float values) and query weights
 gathered from the tile's dense query rows, which stay in L2. The torch-op path in
 :mod:`lsr.index.gpu` computes the same sums and is what runs on the CPU; the two agree to
@@ -95,9 +95,33 @@ def _fused() -> dict[str, Any]:
                     val = tl.load(ent_val + pos, mask=m, other=0.0).to(tl.float32)
                     tl.atomic_add(row + (blk - first_blk), w[:, None] * val, mask=m)
 
-    @triton.jit(do_not_specialize=["q_stride", "seen_stride", "out_stride"])  # type: ignore[untyped-decorator, unused-ignore]
-    def blocks_kernel(sel_q, sel_blk, sel_col, block_ptr, block_docs, fwd_ptr, fwd_idx, fwd_val, qdense, q_stride,  # type: ignore[no-untyped-def, unused-ignore]
-                      seen, seen_stride, out_s, out_r, out_stride, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+    # The seen-set test is a kernel of its own, over 1-D tensors as wide as the program's threads:
+    # where a tensor is replicated over threads (as a 1-D slice of a 2-D tile is), only one thread
+    # of each replica runs an atomic and the others do not see the value it returns, so an atomic's
+    # result is only stored here, never broadcast into the scoring tile.
+    @triton.jit(do_not_specialize=["seen_stride", "out_stride"])  # type: ignore[untyped-decorator, unused-ignore]
+    def mark_kernel(sel_q, sel_blk, sel_col, block_ptr, block_docs, seen, seen_stride, out_r, out_stride,  # type: ignore[no-untyped-def, unused-ignore]
+                    BLOCK: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        q = tl.load(sel_q + pid).to(tl.int64)
+        b = tl.load(sel_blk + pid).to(tl.int64)
+        col = tl.load(sel_col + pid)
+        d0 = tl.load(block_ptr + b)
+        d1 = tl.load(block_ptr + b + 1)
+        seen_row = seen + q * seen_stride
+        for c0 in range(d0, d1, BLOCK):
+            offs = c0 + tl.arange(0, BLOCK)
+            live = offs < d1
+            doc = tl.load(block_docs + offs, mask=live, other=0).to(tl.int64)
+            # shifted in int32 (1 << 31 is the sign bit), not narrowed from int64 afterwards
+            bit = tl.full([BLOCK], 1, tl.int32) << (doc & 31).to(tl.int32)
+            old = tl.atomic_or(seen_row + (doc >> 5), bit, mask=live)
+            first = (old & bit) == 0
+            tl.store(out_r + q * out_stride + col + (offs - d0), tl.where(first, doc, -1).to(tl.int32), mask=live)
+
+    @triton.jit(do_not_specialize=["q_stride", "out_stride"])  # type: ignore[untyped-decorator, unused-ignore]
+    def blocks_kernel(sel_q, sel_blk, sel_col, block_ptr, fwd_ptr, fwd_idx, fwd_val, qdense, q_stride,  # type: ignore[no-untyped-def, unused-ignore]
+                      out_s, out_r, out_stride, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
         q = tl.load(sel_q + pid).to(tl.int64)
         b = tl.load(sel_blk + pid).to(tl.int64)
@@ -105,15 +129,12 @@ def _fused() -> dict[str, Any]:
         d0 = tl.load(block_ptr + b)
         d1 = tl.load(block_ptr + b + 1)
         qrow = qdense + q * q_stride
-        seen_row = seen + q * seen_stride
         for c0 in range(d0, d1, BLOCK_C):
             offs = c0 + tl.arange(0, BLOCK_C)
             live = offs < d1
-            doc = tl.load(block_docs + offs, mask=live, other=0).to(tl.int64)
-            # shifted in int32 (1 << 31 is the sign bit), not narrowed from int64 afterwards
-            bit = tl.full([BLOCK_C], 1, tl.int32) << (doc & 31).to(tl.int32)
-            old = tl.atomic_or(seen_row + (doc >> 5), bit, mask=live)
-            fresh = live & ((old & bit) == 0)
+            dst = q * out_stride + col + (offs - d0)
+            doc = tl.load(out_r + dst, mask=live, other=-1).to(tl.int64)  # -1: seen before (mark_kernel)
+            fresh = live & (doc >= 0)
             start = tl.load(fwd_ptr + doc, mask=fresh, other=0)
             length = tl.load(fwd_ptr + doc + 1, mask=fresh, other=0) - start
             longest = tl.max(length, 0)
@@ -126,12 +147,9 @@ def _fused() -> dict[str, Any]:
                 val = tl.load(fwd_val + p, mask=m, other=0.0).to(tl.float32)
                 wq = tl.load(qrow + comp, mask=m, other=0.0)
                 acc += tl.sum(wq * val, axis=1)
-            score = tl.where(fresh & (acc > 0), acc, float("-inf"))
-            dst = q * out_stride + col + (offs - d0)
-            tl.store(out_s + dst, score, mask=live)
-            tl.store(out_r + dst, doc.to(tl.int32), mask=live)
+            tl.store(out_s + dst, tl.where(fresh & (acc > 0), acc, float("-inf")), mask=live)
 
-    _FUSED = {"triton": triton, "summary": summary_kernel, "blocks": blocks_kernel}
+    _FUSED = {"triton": triton, "summary": summary_kernel, "mark": mark_kernel, "blocks": blocks_kernel}
     return _FUSED
 
 
@@ -157,14 +175,16 @@ def score_blocks(sel_q: torch.Tensor, sel_blk: torch.Tensor, sel_col: torch.Tens
                  block_docs: torch.Tensor, fwd_ptr: torch.Tensor, fwd_idx32: torch.Tensor, fwd_val16: torch.Tensor,
                  qdense: torch.Tensor, seen: torch.Tensor, out_s: torch.Tensor, out_r: torch.Tensor, *,
                  block_c: int = 16, block_n: int = 64) -> None:
-    """For each selected block ``sel_blk[i]`` of query ``sel_q[i]``: its documents' exact scores
-    (``-inf`` where the score is not positive or the document is already in the query's row of
-    ``seen``, whose bits are then set) into ``out_s[q, sel_col[i] + j]`` and the rows into
-    ``out_r`` (int32)."""
+    """For each selected block ``sel_blk[i]`` of query ``sel_q[i]``: its documents' rows into
+    ``out_r[q, sel_col[i] + j]`` (int32; ``-1`` where the document is already in the query's row
+    of ``seen``, whose bits are then set) and their exact scores into ``out_s`` (``-inf`` where
+    the score is not positive or the row is ``-1``). Two launches: the seen-set marks, then the
+    scores."""
     k = _fused()
     n = int(sel_q.numel())
     if n == 0:
         return
-    k["blocks"][(n,)](sel_q, sel_blk, sel_col, block_ptr, block_docs, fwd_ptr, fwd_idx32, fwd_val16, qdense,
-                      qdense.stride(0), seen, seen.stride(0), out_s, out_r, out_s.stride(0),
-                      BLOCK_C=block_c, BLOCK_N=block_n, num_warps=4)
+    k["mark"][(n,)](sel_q, sel_blk, sel_col, block_ptr, block_docs, seen, seen.stride(0), out_r, out_r.stride(0),
+                    BLOCK=128, num_warps=4)
+    k["blocks"][(n,)](sel_q, sel_blk, sel_col, block_ptr, fwd_ptr, fwd_idx32, fwd_val16, qdense, qdense.stride(0),
+                      out_s, out_r, out_s.stride(0), BLOCK_C=block_c, BLOCK_N=block_n, num_warps=4)

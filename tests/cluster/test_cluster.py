@@ -291,6 +291,38 @@ def test_ingest_through_ray_data(ray_cluster, tmp_path):
             time.sleep(0.2)
 
 
+def test_encode_cli_through_ray_data_writes_what_the_plain_loop_writes(ray_cluster, tmp_path):
+    cluster, _ = ray_cluster
+    root = Path(__file__).resolve().parents[2]
+    base = [sys.executable, "-m", "lsr.cli.encode", "--input",
+            str(root / "tests" / "data" / "beir" / "scifact" / "corpus.jsonl.gz"), "--model",
+            str(root / "models" / "inference-free-splade-tiny-scifact-nfcorpus"), "--limit", "12", "--batch-size", "4",
+            "--no-progress"]
+    plain = subprocess.run(base + ["--out", str(tmp_path / "plain.npz")], capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    viaray = subprocess.run(base + ["--out", str(tmp_path / "ray.npz"), "--cluster", cluster.address, "--actors", "1"],
+                            capture_output=True, text=True, timeout=600)
+    assert viaray.returncode == 0, viaray.stderr[-3000:]
+    from lsr.index.sparse import load_vectors
+
+    a, ids_a = load_vectors(tmp_path / "plain.npz")
+    b, ids_b = load_vectors(tmp_path / "ray.npz")
+    assert list(ids_a) == list(ids_b) and len(ids_a) == 12  # input order kept
+    assert np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+
+
+@pytest.mark.parametrize("argv", [
+    ["lsr.cli.main", "ingest", "--cluster", "local", "corpus.jsonl", "--collection", "c", "--shards", "0"],
+    ["lsr.cli.main", "serve", "--cluster", "local", "--replicas", "0", "--model", "none"],
+])
+def test_cluster_cli_rejects_bad_counts(argv, tmp_path):
+    r = subprocess.run([sys.executable, "-m", *argv, "--data", str(tmp_path / "d")], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "--shards and --replicas must be at least 1" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_lost_shard_is_503_or_partial_over_http(ray_cluster, tmp_path):
     import httpx
 

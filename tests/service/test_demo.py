@@ -49,7 +49,7 @@ class DemoServer:
         self.proc: subprocess.Popen[str] | None = None
         self.seconds = 0.0
 
-    def start(self, timeout: float = 300) -> "DemoServer":
+    def start(self, timeout: float = 600) -> "DemoServer":  # first start: torch import, encoding, kernels
         t0 = time.monotonic()
         self._err = open(self.err_path, "w")
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=self._err, text=True, env=self.env)

@@ -142,8 +142,23 @@ def check_vector(doc_id: str, indices: npt.ArrayLike, values: npt.ArrayLike, dim
     return np.zeros(0, np.int32), np.zeros(0, np.float32)
 
 
-def validate_record(rec: Record, dim: int) -> None:
-    """Check a log record's shape and vectors (replay and repair); raises ValueError."""
+def check_dense(doc_id: str, dense: npt.ArrayLike, dense_dim: int) -> np.ndarray:
+    """Validate one dense embedding: ``dense_dim`` finite numbers; returns it as float32."""
+    try:
+        arr = np.asarray(dense, np.float64)
+    except (TypeError, ValueError):
+        raise CollectionError(f"document {doc_id!r}: dense_vector must be a list of numbers", 422) from None
+    if arr.shape != (dense_dim,):
+        raise CollectionError(f"document {doc_id!r}: dense_vector has {arr.size} values, the collection's dense "
+                              f"model gives {dense_dim}", 422)
+    if not np.isfinite(arr).all() or (np.abs(arr) > 1e30).any():
+        raise CollectionError(f"document {doc_id!r}: dense_vector values must be finite", 422)
+    return arr.astype(np.float32)
+
+
+def validate_record(rec: Record, dim: int, dense_dim: int | None = None) -> None:
+    """Check a log record's shape and vectors (replay and repair); raises ValueError. A document's
+    dense embedding (``e``) is checked against ``dense_dim`` when given."""
     if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int):
         raise ValueError("record lacks an integer 'seq'")
     op = rec.get("op")
@@ -165,6 +180,13 @@ def validate_record(rec: Record, dim: int) -> None:
                 raise ValueError(f"document {d['id']!r}: metadata is not an object")
             if d.get("text") is not None and not isinstance(d["text"], str):
                 raise ValueError(f"document {d['id']!r}: text is not a string")
+            if d.get("e") is not None:
+                try:
+                    check_dense(d["id"], d["e"], dense_dim if dense_dim else len(d["e"]))
+                except (CollectionError, TypeError) as exc:
+                    raise ValueError(str(exc)) from None
+            elif dense_dim:
+                raise ValueError(f"document {d['id']!r} lacks its dense embedding 'e'")
     elif op == "delete":
         ids = rec.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -180,6 +202,7 @@ class FreshDoc:
     text: str | None
     metadata: dict[str, Any] | None
     seq: int
+    dense: np.ndarray | None = None  # float32 embedding (collections with a dense model)
 
 
 @dataclass
@@ -191,6 +214,7 @@ class DocIn:
     values: np.ndarray
     text: str | None = None
     metadata: dict[str, Any] | None = None
+    dense: np.ndarray | None = None  # the embedding, for a collection with a dense model
 
 
 @dataclass
@@ -226,6 +250,7 @@ class View:
         self._fresh_ids: list[str] | None = None
         self._scorer: ExactIndex | None = None
         self._fresh_table: MetadataTable | None = None
+        self._fresh_dense: np.ndarray | None = None
         self._lock = threading.Lock()
         self.research_count = 0  # segment searches repeated with a larger k (too many tombstones hit)
 
@@ -313,6 +338,52 @@ class View:
             out.append(cands[:k])
         return out
 
+    def dense_search(self, queries: np.ndarray, k: int, flt: MetadataFilter | None = None) -> list[list[Candidate]]:
+        """Exact top-``k`` by dot product of dense embeddings (cosine for normalised ones) over live
+        documents (that pass ``flt``); ``queries`` is (n, dense_dim) float32."""
+        nq = queries.shape[0]
+        per_query: list[list[Candidate]] = [[] for _ in range(nq)]
+        for seg in self.segments:
+            if seg.dense is None:
+                continue
+            ok = ~self.dead[seg.name]
+            if flt is not None:
+                ok &= seg.metadata_table().mask(flt)
+            rows = np.flatnonzero(ok)
+            if rows.size:
+                scores = queries @ np.asarray(seg.dense[rows], np.float32).T
+                for q in range(nq):
+                    for j in _top_rows(scores[q], k):
+                        per_query[q].append(Candidate(seg.ids[rows[j]], float(scores[q, j]), seg.name, int(rows[j])))
+        if self.fresh:
+            ids, _ = self.fresh_scorer()
+            with self._lock:
+                if self._fresh_dense is None:
+                    vecs = [self.fresh[i].dense for i in ids]
+                    self._fresh_dense = (np.stack([v for v in vecs if v is not None]) if all(v is not None for v in vecs)
+                                         else np.zeros((0, queries.shape[1]), np.float32))
+                fresh_dense = self._fresh_dense
+            if fresh_dense.shape[0] == len(ids):
+                ok_rows = np.arange(len(ids)) if flt is None else np.flatnonzero(self.fresh_table().mask(flt))
+                scores = queries @ fresh_dense[ok_rows].T
+                for q in range(nq):
+                    for j in _top_rows(scores[q], k):
+                        r = int(ok_rows[j])
+                        per_query[q].append(Candidate(ids[r], float(scores[q, j]), "fresh", r))
+        out = []
+        for cands in per_query:
+            cands.sort(key=lambda c: (-c.score, c.id))
+            out.append(cands[:k])
+        return out
+
+    def dense_vector(self, cand: Candidate) -> np.ndarray | None:
+        if cand.segment == "fresh":
+            return self.fresh[cand.id].dense
+        for seg in self.segments:
+            if seg.name == cand.segment:
+                return None if seg.dense is None else np.asarray(seg.dense[cand.row], np.float32)
+        raise KeyError(cand.segment)
+
     def vector(self, cand: Candidate) -> tuple[np.ndarray, np.ndarray]:
         if cand.segment == "fresh":
             d = self.fresh[cand.id]
@@ -330,6 +401,15 @@ class View:
             if seg.name == cand.segment:
                 return seg.doc(cand.row, text=text)
         raise KeyError(cand.segment)
+
+
+def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest scores, best first (ties: position ascending)."""
+    if scores.shape[0] > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(scores.shape[0])
+    return part[np.lexsort((part, -scores[part]))]
 
 
 def _batch_from_fresh(docs: Sequence[FreshDoc], dim: int) -> SparseBatch:
@@ -370,6 +450,7 @@ class Collection:
         self.manifest = manifest
         self.config = manifest["config"]
         self.dim = int(self.config["dim"])
+        self.dense_dim: int | None = self.config.get("dense_dim")  # set with a dense model (hybrid search)
         self.policy = policy or MergePolicy()
         self._lock = threading.Lock()  # serialises writes and the merge's swap
         self._merge_lock = threading.Lock()  # one merge at a time
@@ -477,7 +558,7 @@ class Collection:
             scan = scan_log(wal_dir / log_name(n), last=(i == len(current) - 1))
             for off, rec in zip(scan.offsets, scan.records):
                 try:
-                    validate_record(rec, col.dim)
+                    validate_record(rec, col.dim, col.dense_dim)
                 except ValueError as exc:
                     raise WalCorruption(log_name(n), off, f"record fails validation: {exc}") from None
                 col._apply(rec)
@@ -540,7 +621,8 @@ class Collection:
                 if old is not None:
                     self._mark_dead(old, touched)
                 self.fresh[doc_id] = FreshDoc(
-                    np.asarray(d["t"], np.int32), np.asarray(d["w"], np.float32), d.get("text"), d.get("metadata"), seq
+                    np.asarray(d["t"], np.int32), np.asarray(d["w"], np.float32), d.get("text"), d.get("metadata"), seq,
+                    np.asarray(d["e"], np.float32) if d.get("e") is not None else None,
                 )
                 self.loc[doc_id] = FRESH
         elif rec["op"] == "delete":
@@ -588,14 +670,27 @@ class Collection:
             if not isinstance(d.id, str) or not d.id:
                 raise CollectionError(f"document id {d.id!r} must be a non-empty string", 422)
             checked.append(check_vector(d.id, d.indices, d.values, self.dim))
+        dense: list[np.ndarray | None] = []
+        for d in docs:
+            if self.dense_dim:
+                if d.dense is None:
+                    raise CollectionError(f"document {d.id!r}: collection {self.name!r} keeps a dense embedding per "
+                                          "document; give text (encoded by its dense model) or dense_vector", 422)
+                dense.append(check_dense(d.id, d.dense, self.dense_dim))
+            elif d.dense is not None:
+                raise CollectionError(f"document {d.id!r}: collection {self.name!r} has no dense model; "
+                                      "drop dense_vector", 422)
+            else:
+                dense.append(None)
         with self._lock:
             self._check_open()
             rec: Record = {
                 "seq": self.seq + 1,
                 "op": "upsert",
                 "docs": [
-                    {"id": d.id, "t": idx.tolist(), "w": val.tolist(), "text": d.text, "metadata": d.metadata}
-                    for d, (idx, val) in zip(docs, checked)
+                    {"id": d.id, "t": idx.tolist(), "w": val.tolist(), "text": d.text, "metadata": d.metadata,
+                     **({"e": e.tolist()} if e is not None else {})}
+                    for d, (idx, val), e in zip(docs, checked, dense)
                 ],
             }
             self._append(rec)
@@ -745,6 +840,7 @@ class Collection:
             sources: list[tuple[str, int]] = []
             texts: list[str | None] = []
             metas: list[dict[str, Any] | None] = []
+            dense_rows: list[np.ndarray] = []
             parts: list[SparseBatch] = []
             seg_name = f"seg-{generation:06d}"
             new_seg = None
@@ -759,6 +855,8 @@ class Collection:
                         sources.append((seg.name, row))
                         texts.append(doc.get("text"))
                         metas.append(doc.get("metadata"))
+                    if self.dense_dim and seg.dense is not None and live_rows.size:
+                        dense_rows.append(np.asarray(seg.dense[live_rows], np.float32))
                 if fresh_snap:
                     parts.append(_batch_from_fresh([d for _, d in fresh_snap], self.dim))
                     for doc_id, d in fresh_snap:
@@ -766,10 +864,16 @@ class Collection:
                         sources.append(("fresh", d.seq))
                         texts.append(d.text)
                         metas.append(d.metadata)
+                        if self.dense_dim and d.dense is not None:
+                            dense_rows.append(d.dense[None, :])
                 if ids:
                     vectors = SparseBatch.concat(parts)
+                    dense = np.concatenate(dense_rows) if self.dense_dim else None
+                    if dense is not None and dense.shape[0] != len(ids):
+                        raise SegmentError(f"{len(ids)} documents but {dense.shape[0]} dense embeddings")
                     new_seg = Segment.build(
-                        self.path / "segments" / seg_name, vectors, ids, texts, metas, self.config.get("index") or {}
+                        self.path / "segments" / seg_name, vectors, ids, texts, metas, self.config.get("index") or {},
+                        dense=dense,
                     )
             except Exception as exc:
                 raise self._merge_failed(exc, f"building segment {seg_name}") from exc

@@ -51,6 +51,7 @@ DocId = Annotated[Text, Field(min_length=1, max_length=512)]
 CollectionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 Metadata = Annotated[dict[str, Any] | None, AfterValidator(_plain_json)]
 Filter = Annotated[dict[str, Any] | None, AfterValidator(_filter)]
+DenseVector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]] | None, Field(max_length=4096)]
 _WEIGHT_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WEIGHT}
 # JSON object keys are strings: say in the schema that these are decimal term ids (< 10^9 < 2^31)
 IdVector = Annotated[
@@ -93,6 +94,9 @@ class CollectionCreate(_Strict):
     )
     dim: int | None = Field(default=None, ge=1, le=MAX_DIM, description="vocabulary size; implied by the model")
     index: IndexParams = Field(default_factory=IndexParams)
+    dense_model: Text | None = Field(
+        default=None, max_length=256, description="a sentence-transformers model (e.g. minilm) whose embedding of "
+        "each document is kept beside its sparse vector, for mode=hybrid searches")
 
 
 class SegmentInfo(BaseModel):
@@ -110,6 +114,7 @@ class CollectionInfo(BaseModel):
                                "with `lsr repair NAME`)")
     model: str | None = None
     dim: int | None = None
+    dense_model: str | None = None
     index: dict[str, Any] = Field(default_factory=dict)
     documents: int = 0
     fresh_documents: int = 0
@@ -147,6 +152,8 @@ class DocumentIn(_VectorFields):
     id: DocId | Annotated[int, Field(ge=0, le=2**63 - 1)]
     text: Text | None = Field(default=None, max_length=MAX_TEXT, description="stored; encoded when no vector is given")
     metadata: Metadata = None
+    dense_vector: DenseVector = Field(default=None, description="the document's dense embedding (a collection with "
+                                      "a dense_model); omitted: its text is embedded")
 
 
 class DocumentsUpsert(_Strict):
@@ -183,6 +190,14 @@ class Knobs(_Strict):
         None, gt=0, le=1, description="Seismic: a block is scored when its summary reaches heap_factor x the k-th score"
     )
     explain: bool = Field(False, description="add matching terms and their contributions to each hit")
+    mode: Literal["sparse", "hybrid"] = Field(
+        "sparse", description="hybrid: fuse the sparse ranking with the dense one (a collection with a dense_model)")
+    alpha: float | None = Field(default=None, ge=0, le=1, description="hybrid: weight of the dense side in a convex "
+                                "combination of per-query min-max normalised scores (0: sparse only; default 0.5)")
+    fusion: Literal["convex", "rrf"] = Field("convex", description="hybrid: convex combination, or reciprocal rank "
+                                             "fusion (k=60)")
+    candidates: int | None = Field(default=None, ge=1, le=MAX_K, description="hybrid: each side's top list "
+                                   "(default max(k, 100)); the fused ranking is over their union")
     filter: Filter = Field(
         default=None, description="rank only documents whose metadata match: {field: value} (equality), "
         "{field: [values]} (any of), {field: {gte|gt|lte|lt: bound}} (range; numbers, or strings such as ISO "
@@ -194,7 +209,10 @@ class Knobs(_Strict):
 
 class QueryIn(_VectorFields):
     text: Text | None = Field(default=None, max_length=MAX_TEXT, description="encoded with the collection's model; "
-                              "a text with no vocabulary terms (empty, whitespace, emoji only) is a 422")
+                              "a text with no vocabulary terms (empty, whitespace, emoji only) is a 422. With "
+                              "mode=hybrid and a sparse vector given, the text is embedded for the dense side only")
+    dense_vector: DenseVector = Field(default=None, description="mode=hybrid: the query's dense embedding "
+                                      "(omitted: the text is embedded by the collection's dense model)")
 
 
 class SearchRequest(Knobs, QueryIn):
@@ -221,6 +239,8 @@ class Explanation(BaseModel):
 class Hit(BaseModel):
     id: str
     score: float
+    sparse_score: float | None = Field(default=None, description="mode=hybrid: the sparse dot product")
+    dense_score: float | None = Field(default=None, description="mode=hybrid: the dense dot product")
     metadata: dict[str, Any] | None = None
     text: str | None = None
     explanation: Explanation | None = None

@@ -1,8 +1,9 @@
 """Immutable on-disk segments of a collection.
 
 A segment folder holds the document vectors (``vectors.npz``), the stored documents
-(``docs.jsonl`` + row offsets, ``meta.jsonl`` + row offsets), a Seismic index (``index/``, built by
-:mod:`lsr.index`) and ``segment.json`` with the sha256 of every file, written last. Every file and
+(``docs.jsonl`` + row offsets, ``meta.jsonl`` + row offsets), the dense embeddings of a hybrid
+collection (``dense.npy``), a Seismic index (``index/``, built by :mod:`lsr.index`) and
+``segment.json`` with the sha256 of every file, written last. Every file and
 folder is fsynced through :mod:`lsr.index.fileio` (sites ``segment.file``, ``segment.meta``, ``segment.dir``, and
 ``segments.dir`` for the parent ``segments/`` folder) before a manifest may name the segment.
 Loading verifies the checksums by default (``verify=False`` skips them for a folder just written).
@@ -86,6 +87,7 @@ class Segment:
         self._fd = os.open(str(path / "docs.jsonl"), os.O_RDONLY)
         self._meta_fd = -1
         self._table: MetadataTable | None = None
+        self.dense: np.ndarray | None = None  # (n, dense_dim) float32, memory-mapped, when the collection has one
         self._table_lock = threading.Lock()
         if (path / "meta.jsonl").exists():
             self._meta_offsets = np.load(path / "meta.offsets.npy")
@@ -104,6 +106,7 @@ class Segment:
         texts: Sequence[str | None],
         metadata: Sequence[dict[str, Any] | None],
         index_params: dict[str, Any] | None = None,
+        dense: np.ndarray | None = None,
     ) -> "Segment":
         """Write a segment folder (every file and folder fsynced) and return it loaded.
 
@@ -116,14 +119,15 @@ class Segment:
         if path.exists():  # a partial folder of a failed merge of this process
             shutil.rmtree(path)
         try:
-            return cls._build(path, vectors, [str(x) for x in ids], texts, metadata, dict(index_params or {}))
+            return cls._build(path, vectors, [str(x) for x in ids], texts, metadata, dict(index_params or {}), dense)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
 
     @classmethod
     def _build(cls, path: Path, vectors: SparseBatch, ids: list[str], texts: Sequence[str | None],
-               metadata: Sequence[dict[str, Any] | None], params: dict[str, Any]) -> "Segment":
+               metadata: Sequence[dict[str, Any] | None], params: dict[str, Any],
+               dense: np.ndarray | None = None) -> "Segment":
         fileio.makedirs(path)
         with fileio.open_new(path / "vectors.npz") as fh:
             np.savez(_Writer(fh), indptr=vectors.indptr, indices=vectors.indices, values=vectors.values,
@@ -150,7 +154,10 @@ class Segment:
                     buf, mbuf = [], []
             fileio.write(fh, b"".join(buf))
             fileio.write(mh, b"".join(mbuf))
-        for name, arr in (("docs.offsets.npy", offsets), ("meta.offsets.npy", meta_offsets)):
+        arrays = [("docs.offsets.npy", offsets), ("meta.offsets.npy", meta_offsets)]
+        if dense is not None:  # one float32 embedding per row (hybrid search); checksummed like the rest
+            arrays.append(("dense.npy", np.ascontiguousarray(dense, np.float32)))
+        for name, arr in arrays:
             with fileio.open_new(path / name) as fh:
                 np.save(_Writer(fh), arr)
         # A failing build raises here: no silent fallback to exact scoring.
@@ -201,7 +208,12 @@ class Segment:
             index = ExactIndex.build(vectors)
         else:
             raise SegmentError(f"{_rel(meta_path)}: unknown segment kind {meta['kind']!r}")
-        return cls(path.name, path, meta, ids, vectors, index)
+        seg = cls(path.name, path, meta, ids, vectors, index)
+        if (path / "dense.npy").exists():
+            seg.dense = np.load(path / "dense.npy", mmap_mode="r")
+            if seg.dense.ndim != 2 or seg.dense.shape[0] != len(ids):
+                raise SegmentError(f"{_rel(path / 'dense.npy')}: shape {seg.dense.shape} does not match {len(ids)} rows")
+        return seg
 
     def close(self) -> None:
         """Release the document file. Only call it when no search can still hold this segment: a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
+from .. import dense
 from .. import schemas as S
 from ..collection import Collection
 from ..deps import Col, NamePath, Store, Svc, read_key, write_key
@@ -17,6 +18,7 @@ def info(col: Collection) -> S.CollectionInfo:
     st = col.stats()
     return S.CollectionInfo(
         name=col.name, model=col.config.get("model"), dim=col.dim, index=col.config.get("index") or {},
+        dense_model=col.config.get("dense_model"),
         documents=st["documents"], fresh_documents=st["fresh_documents"],
         segments=[S.SegmentInfo(**s) for s in st["segments"]],
         bytes=st["bytes"], wal_bytes=st.get("wal_bytes", 0), created_at=col.manifest.get("created_at", 0.0),
@@ -46,6 +48,12 @@ async def create_collection(req: S.CollectionCreate, store: Store, svc: Svc) -> 
     elif dim is None:
         raise ApiError(422, "invalid", "a collection without a model needs dim (the vocabulary size)")
     config = {"model": model, "dim": dim, "index": req.index.model_dump(exclude_none=True)}
+    if req.dense_model is not None:
+        try:
+            config["dense_dim"] = await svc.run(svc.write_pool, dense.dimension, req.dense_model)
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            raise ApiError(422, "invalid", f"dense_model {req.dense_model!r} cannot be loaded: {exc}") from None
+        config["dense_model"] = req.dense_model
     col = await svc.run(svc.write_pool, store.create, req.name, config)
     svc.vocab_cache.pop(col.name, None)
     return info(col)

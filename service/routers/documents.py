@@ -7,6 +7,7 @@ from typing import cast
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Query
 
+from .. import dense
 from .. import schemas as S
 from ..collection import DocIn
 from ..deps import Col, Svc, read_key, write_key
@@ -42,7 +43,8 @@ async def upsert_documents(req: S.DocumentsUpsert, col: Col, svc: Svc) -> S.Upse
                 raise ApiError(422, "invalid", f"{what}: give text, vector or vector_ids")
             to_encode.append(i)
             v = (np.zeros(0, np.int32), np.zeros(0, np.float32))
-        docs.append(DocIn(doc_id, v[0], v[1], d.text, d.metadata))
+        dv = np.asarray(d.dense_vector, np.float32) if d.dense_vector is not None else None
+        docs.append(DocIn(doc_id, v[0], v[1], d.text, d.metadata, dv))
     if to_encode:
         model = need_model(col, "documents")
         enc = await svc.run(svc.search_pool, svc.models.encode_documents, model,
@@ -51,6 +53,13 @@ async def upsert_documents(req: S.DocumentsUpsert, col: Col, svc: Svc) -> S.Upse
         for j, i in enumerate(to_encode):
             idx, val = enc.row(j)
             docs[i].indices, docs[i].values = idx.astype(np.int32), val.astype(np.float32)
+    dense_model = col.config.get("dense_model")
+    to_embed = [i for i, d in enumerate(req.documents) if d.dense_vector is None and d.text is not None]
+    if dense_model and to_embed:  # hybrid collection: embed the texts of documents that bring no embedding
+        emb = await svc.run(svc.search_pool, dense.encode, dense_model,
+                            cast("list[str]", [req.documents[i].text for i in to_embed]))
+        for j, i in enumerate(to_embed):
+            docs[i].dense = emb[j]
     seq = await svc.run(svc.write_pool, col.upsert, docs)
     return S.UpsertResult(upserted=len(docs), ids=[d.id for d in docs], seq=seq)
 

@@ -12,8 +12,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from lsr.index.filter import MetadataFilter
+from lsr.index.fusion import fuse
 from lsr.index.sparse import SparseBatch
 
+from .. import dense
 from .. import schemas as S
 from ..collection import Candidate, Collection, View
 from ..deps import Col, Service, Svc, read_key
@@ -33,7 +35,7 @@ def _json(content: Any) -> Response:
 @router.post("/search", response_model=S.SearchResponse)
 async def search(req: S.SearchRequest, col: Col, svc: Svc) -> Response:
     """Search by text (encoded with the collection's model) or by a sparse vector."""
-    q = S.QueryIn(text=req.text, vector=req.vector, vector_ids=req.vector_ids)
+    q = S.QueryIn(text=req.text, vector=req.vector, vector_ids=req.vector_ids, dense_vector=req.dense_vector)
     res = await _search(svc, col, [q], req, 1)
     return _json(res[0])
 
@@ -53,6 +55,22 @@ async def _search(svc: Service, col: Collection, queries: list[S.QueryIn], knobs
     if knobs.k > svc.limits.max_k:
         raise ApiError(422, "invalid", f"k={knobs.k} exceeds the limit of {svc.limits.max_k}")
     many = len(queries) > 1
+    hybrid = knobs.mode == "hybrid"
+    dense_model: str | None = col.config.get("dense_model") if isinstance(col, Collection) else None
+    if hybrid and not dense_model:
+        raise ApiError(422, "invalid", f"mode=hybrid: collection {col.name!r} has no dense_model")
+    dense_texts: list[str] = []
+    for i, q in enumerate(queries):
+        what = f"queries[{i}]" if many else "query"
+        if q.dense_vector is not None and not hybrid:
+            raise ApiError(422, "invalid", f"{what}: dense_vector needs mode=hybrid")
+        if hybrid and q.dense_vector is None:
+            if q.text is None:
+                raise ApiError(422, "invalid", f"{what}: mode=hybrid needs text or dense_vector for the dense side")
+            dense_texts.append(q.text)
+        if hybrid and q.dense_vector is not None and len(q.dense_vector) != col.dense_dim:
+            raise ApiError(422, "invalid", f"{what}: dense_vector has {len(q.dense_vector)} values, the collection's "
+                           f"dense model gives {col.dense_dim}")
     lookup = svc.col_vocab(col)[1] if any(q.vector is not None for q in queries) else None
     vecs: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(queries)
     texts: list[str] = []
@@ -61,7 +79,7 @@ async def _search(svc: Service, col: Collection, queries: list[S.QueryIn], knobs
     for i, q in enumerate(queries):
         what = f"queries[{i}]" if many else "query"
         v = to_vector(q, col, lookup, what, svc.limits)
-        if v is not None and q.text is not None:
+        if v is not None and q.text is not None and not hybrid:  # hybrid: the text is for the dense side
             raise ApiError(422, "invalid", f"{what}: give text or a vector, not both")
         if v is None:
             if q.text is None:
@@ -87,6 +105,16 @@ async def _search(svc: Service, col: Collection, queries: list[S.QueryIn], knobs
             for j, i in enumerate(where):
                 vecs[i] = enc.row(j)
         filled = cast("list[tuple[np.ndarray, np.ndarray]]", vecs)  # every query has its vector by now
+        if hybrid and dense_model:
+            emb = dense.encode(dense_model, dense_texts) if dense_texts else None
+            rows, j = [], 0
+            for q in queries:
+                if q.dense_vector is not None:
+                    rows.append(np.asarray(q.dense_vector, np.float32))
+                else:
+                    rows.append(cast(np.ndarray, emb)[j])
+                    j += 1
+            return _run_hybrid(svc, col, _batch(filled, col.dim), np.stack(rows), knobs, threads, t0)
         return _run(svc, col, _batch(filled, col.dim), knobs, threads, t0)
 
     return await svc.run(svc.search_pool, work)
@@ -132,6 +160,51 @@ def _run(svc: Service, col: Collection, qb: SparseBatch, knobs: S.Knobs, threads
             res.update(partial=True, missing_shards=list(view.missing_shards))
         out.append(res)
     return out
+
+
+def _run_hybrid(svc: Service, col: Collection, qb: SparseBatch, qd: np.ndarray, knobs: S.Knobs, threads: int,
+                t0: float) -> list[dict[str, Any]]:
+    """Each side's top ``candidates`` (sparse: the index search; dense: exact dot products), fused
+    over their union; a candidate missing from one side's list is scored exactly on that side."""
+    flt = MetadataFilter.parse(knobs.filter) if knobs.filter is not None else None
+    cand_k = knobs.candidates or max(knobs.k, 100)
+    view, sparse_res = col.search(qb, cand_k, {"query_cut": knobs.query_cut, "heap_factor": knobs.heap_factor},
+                                  threads, flt=flt)
+    dense_res = view.dense_search(qd, cand_k, flt)
+    vocab = svc.col_vocab(col)[0] if knobs.explain else None
+    out = []
+    for qi in range(qd.shape[0]):
+        q_idx, q_val = qb.row(qi)
+        by_id = {c.id: c for c in dense_res[qi]}
+        by_id.update({c.id: c for c in sparse_res[qi]})
+
+        def sparse_of(ids: list[str]) -> list[float]:
+            return [_sparse_dot(view, by_id[d], q_idx, q_val) for d in ids]
+
+        def dense_of(ids: list[str], qi: int = qi) -> list[float]:
+            return [float(np.dot(cast(np.ndarray, view.dense_vector(by_id[d])), qd[qi])) for d in ids]
+
+        fused = fuse([(c.id, c.score) for c in sparse_res[qi]], [(c.id, c.score) for c in dense_res[qi]],
+                     method=knobs.fusion, alpha=0.5 if knobs.alpha is None else knobs.alpha, k=knobs.k,
+                     sparse_of=sparse_of, dense_of=dense_of)
+        hits = []
+        for doc_id, score in fused:
+            c = by_id[doc_id]
+            doc = view.document(c, text=knobs.include_text)
+            hit = {"id": doc_id, "score": score, "sparse_score": sparse_of([doc_id])[0],
+                   "dense_score": dense_of([doc_id])[0], "metadata": doc.get("metadata"),
+                   "text": doc.get("text") if knobs.include_text else None}
+            if knobs.explain:
+                hit["explanation"] = _explain(view, c, q_idx, q_val, vocab)
+            hits.append(hit)
+        out.append({"hits": hits, "took_ms": (time.perf_counter() - t0) * 1000})
+    return out
+
+
+def _sparse_dot(view: View, cand: Candidate, q_idx: np.ndarray, q_val: np.ndarray) -> float:
+    d_idx, d_val = view.vector(cand)
+    _, qi_pos, di_pos = np.intersect1d(q_idx, d_idx, assume_unique=True, return_indices=True)
+    return float(np.dot(q_val[qi_pos].astype(np.float64), d_val[di_pos].astype(np.float64)))
 
 
 def _explain(view: View, cand: Candidate, q_idx: np.ndarray, q_val: np.ndarray,

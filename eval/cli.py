@@ -20,7 +20,9 @@ from .metrics import DEFAULT_MEASURES
 SYSTEM_HELP = (
     "a system: 'bm25' (Pyserini Lucene, k1=0.9 b=0.4), 'splade:MODEL' / 'inference-free:DIR' / "
     "'decoder:DIR' / 'encoder:DIR' (an lsr encoder name or checkpoint folder), or "
-    "'vectors:DOCS.npz,queries=Q.npz' (pre-encoded); options after commas: name=LABEL, "
+    "'vectors:DOCS.npz,queries=Q.npz' (pre-encoded), 'dense:MODEL' (e.g. dense:minilm, exact cosine), or "
+    "'hybrid:SPARSE,dense=minilm,alpha=0.5' / 'hybrid:SPARSE,fusion=rrf' (SPARSE: one of the sparse heads "
+    "above, e.g. inference-free:DIR); options after commas: name=LABEL, "
     "index=exact|seismic, query_cut=, heap_factor=, threads=, batch_size=, k=, and index build "
     "parameters (n_postings=, centroid_fraction=, summary_energy=, ...). Repeat for several systems."
 )

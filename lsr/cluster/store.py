@@ -581,9 +581,16 @@ class ClusterCollection:
         return int(self.stats()["documents"])
 
     def stats(self) -> dict[str, Any]:
+        """Summed over the shards that answer; ``missing_shards`` names the others (their documents
+        are not counted; /ready and the collection list show the shard loss)."""
         per = self.store.shards
-        parts = self._fan_reads("stats")
-        segs = [dict(s, name=f"shard-{i:03d}/{s['name']}") for i, p in enumerate(parts) for s in p["segments"]]
+        got = self._fan(lambda s: self._stats_or_none(s), list(range(self.store.n_shards)))
+        missing = [s for s, p in enumerate(got) if p is None]
+        parts = [p for p in got if p is not None]
+        if not parts:
+            raise ShardUnavailable(f"collection {self.name!r}: no shard has a live replica")
+        segs = [dict(seg, name=f"shard-{i:03d}/{seg['name']}") for i, p in enumerate(got) if p is not None
+                for seg in p["segments"]]
         return {
             "documents": sum(p["documents"] for p in parts),
             "fresh_documents": sum(p["fresh_documents"] for p in parts),
@@ -596,7 +603,15 @@ class ClusterCollection:
             "shards": len(per),
             "merge_failures": sum(p["merge_failures"] for p in parts),
             "last_merge_error": next((p["last_merge_error"] for p in parts if p["last_merge_error"]), None),
+            "missing_shards": missing,
         }
+
+    def _stats_or_none(self, s: int) -> dict[str, Any] | None:
+        try:
+            out: dict[str, Any] = self._read(self.store.shards[s], "stats")
+            return out
+        except ShardUnavailable:
+            return None
 
     def _fan_reads(self, method: str, *args: Any) -> list[Any]:
         return self._fan(lambda s: self._read(self.store.shards[s], method, *args), list(range(self.store.n_shards)))

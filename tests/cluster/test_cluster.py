@@ -366,6 +366,12 @@ def test_lost_shard_is_503_or_partial_over_http(ray_cluster, tmp_path):
             ray.kill(lost, no_restart=True)
             r = c.post("/v1/collections/r1/search", json={"vector_ids": q, "k": 5})
             assert r.status_code == 503 and r.json()["error"] == "shard_unavailable", r.text
+            in_shard0 = sum(shard_of(f"d{i}", 2) == 0 for i in range(200))
+            assert c.get("/v1/collections/r1").json()["documents"] == in_shard0  # the shard that answers
+            deadline = time.monotonic() + 30  # the monitor notices the loss: /ready says degraded, and why
+            while (ready := c.get("/ready").json())["status"] != "degraded" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert ready["status"] == "degraded" and "[1]" in ready["failed"]["r1"], ready
             r = c.post("/v1/collections/r1/search", json={"vector_ids": q, "k": 200, "allow_partial": True})
             assert r.status_code == 200, r.text
             out = r.json()

@@ -189,10 +189,10 @@ def test_node_removed_mid_load_loses_no_acked_write(stores, ray_cluster):
         t.start()
     while len(acked) < 200:
         time.sleep(0.05)
-    victim = workers[0]
-    node_id = victim.node_id
-    on_victim = [s["replica"] for s in (ray.get(r.handle.status.remote()) for sh in st.shards for r in sh.replicas)
-                 if s["node"] == node_id]
+    # a worker node that holds replicas (at most one of each shard: placement groups spread them)
+    homes = [ray.get(r.handle.status.remote())["node"] for sh in st.shards for r in sh.replicas]
+    victim = max((w for w in workers if w.node_id in homes), key=lambda w: homes.count(w.node_id))
+    on_victim = [h for h in homes if h == victim.node_id]
     t_remove = time.monotonic()
     cluster.remove_node(victim)
     for t in threads:
@@ -222,28 +222,35 @@ def test_node_removed_mid_load_loses_no_acked_write(stores, ray_cluster):
         assert doc["vector"] == {int(t): float(w) for t, w in zip(idx, val)}
 
 
-def test_replica_behind_a_merge_catches_up_by_copying_the_folder(stores):
-    st, _ = stores
-    docs = make_docs(400, seed=8)
-    col = st.create("copy", {"model": None, "dim": DIM, "index": {}})
-    col.upsert(doc_ins(docs, 0, 200))
-    sh = st.shards[0]
-    away = sh.replicas[1]
-    folders = st.copied_folders
-    ray.kill(away.handle, no_restart=False)  # Ray restarts it; it replays its own log
-    col.upsert(doc_ins(docs, 200, 400))  # reaches the other replica only
-    assert not away.live
-    assert col.merge(force=True)  # the live replica folds its log into a segment: the records are gone
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not away.live:
-        time.sleep(0.2)
-    assert away.live, st.replica_states()
-    assert st.copied_folders > folders  # caught up by a copy of the folder, not from the log
-    copies = [ray.get(r.handle.ids.remote(r.incarnation, "copy"))[1] for r in sh.replicas]
-    assert copies[0] == copies[1]
-    assert set(copies[0]) == {f"d{i}" for i in range(400) if shard_of(f"d{i}", 2) == 0}
-    st_away = ray.get(away.handle.stats.remote(away.incarnation, "copy"))[1]
-    assert st_away["fresh_documents"] == 0 and st_away["segment_count"] >= 1
+def test_replica_behind_a_merge_catches_up_by_copying_the_folder(ray_cluster, tmp_path):
+    # a store of its own without the monitor thread: catch-up runs when the test calls it
+    st = ClusterStore.launch(tmp_path / "replicas", 1, 2, cluster_name="cp", merge_min_docs=10**9,
+                             merge_idle_s=1e9, timeout_s=60)
+    try:
+        st.load_all()
+        docs = make_docs(400, seed=8)
+        col = st.create("copy", {"model": None, "dim": DIM, "index": {}})
+        col.upsert(doc_ins(docs, 0, 200))
+        sh = st.shards[0]
+        away = sh.replicas[1]
+        ray.kill(away.handle, no_restart=False)  # Ray restarts it; it replays its own log
+        col.upsert(doc_ins(docs, 200, 400))  # the restarted actor refuses a call meant for its old life
+        assert not away.live and sh.committed["copy"] == 2
+        assert col.merge(force=True)  # the live replica folds its log into a segment: the records are gone
+        deadline = time.monotonic() + 120
+        while not away.live and time.monotonic() < deadline:
+            st.check_replicas()
+            time.sleep(0.2)
+        assert away.live, st.replica_states()
+        assert st.copied_folders == 1 and st.copied_records == 0  # a copy of the folder, not of the log
+        copies = [ray.get(r.handle.ids.remote(r.incarnation, "copy"))[1] for r in sh.replicas]
+        assert copies[0] == copies[1] and set(copies[0]) == {f"d{i}" for i in range(400)}
+        st_away = ray.get(away.handle.stats.remote(away.incarnation, "copy"))[1]
+        assert st_away["fresh_documents"] == 0 and st_away["segment_count"] == 1 and st_away["seq"] == 2
+        _, res = col.search(make_queries(docs, 5, seed=9), 10, KNOBS, 1)  # both replicas serve
+        assert all(len(r) == 10 for r in res)
+    finally:
+        st.kill()
 
 
 def test_ingest_through_ray_data(ray_cluster, tmp_path):

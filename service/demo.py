@@ -10,6 +10,7 @@ command prints the search page's address and a ``curl`` line that returns hits.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -87,6 +88,7 @@ def prepare(data_dir: Path, collection: str, model: str, docs: list[Doc]) -> dic
     if missing:
         log.info("indexing %d documents into %s/%s with %s", len(missing), data_dir, collection, model)
         ingest(missing, collection, data_dir=data_dir, model=model, batch_size=32)
+        gc.collect()  # the encoder's garbage goes now, not in the middle of the first query
     return {"documents": len(docs), "indexed": len(missing), "seconds": time.perf_counter() - t0}
 
 

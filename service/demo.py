@@ -31,7 +31,7 @@ DEMO_CORPUS = _ROOT / "tests" / "data" / "beir" / "scifact" / "corpus.jsonl.gz"
 DEMO_MODEL = _ROOT / "models" / "inference-free-splade-tiny-scifact-nfcorpus"
 DEMO_DATA = "./lsr-demo"
 DEMO_COLLECTION = "scifact"
-DEMO_LIMIT = 1000
+DEMO_LIMIT = 500
 DEMO_QUERY = "vitamin D deficiency and the risk of fractures"
 LICENCE = "SciFact, CC BY-NC 2.0 (Allen Institute for AI): non-commercial research use"
 

@@ -449,7 +449,7 @@ class _Pinned:
 
     def stage(self, name: str, array: np.ndarray, torch: ModuleType) -> Tensor:
         """``array`` as a host tensor to copy from: a pinned copy when on, else the array itself."""
-        t = torch.from_numpy(array)
+        t: Tensor = torch.from_numpy(array)
         if not self.on:
             return t
         buf = self.buffer(name, array.shape, t.dtype, torch)
@@ -746,7 +746,8 @@ def _seen_sets(sh: _Shard, nq: int, torch: ModuleType) -> Tensor:
     """One bit per (query, row), set for rows already scored or deleted."""
     words = max(1, -(-sh.n_rows // 32))
     if sh.deleted_words is not None:
-        return sh.deleted_words[None, :].repeat(nq, 1)
+        seen: Tensor = sh.deleted_words[None, :].repeat(nq, 1)
+        return seen
     out: Tensor = torch.zeros((nq, words), dtype=torch.int32, device=sh.device)
     return out
 

@@ -109,9 +109,9 @@ class SegmentInfo(BaseModel):
 
 class CollectionInfo(BaseModel):
     name: str
-    status: Literal["ok", "failed"] = "ok"
+    status: Literal["ok", "degraded", "failed"] = "ok"
     reason: str | None = Field(default=None, description="why a failed collection could not be opened (repair it "
-                               "with `lsr repair NAME`)")
+                               "with `lsr repair NAME`), or why a degraded one answers only in part")
     model: str | None = None
     dim: int | None = None
     dense_model: str | None = None

@@ -27,9 +27,16 @@ def info(col: Collection) -> S.CollectionInfo:
 
 @router.get("", response_model=S.CollectionList, dependencies=[Depends(read_key)])
 async def list_collections(store: Store) -> S.CollectionList:
-    """Every collection; one that failed to open is listed with `status: "failed"` and its `reason`."""
-    out = [info(c) for c in list(store.collections.values())]
+    """Every collection, once; one that failed to open is listed with `status: "failed"` and its
+    `reason`; an open one that answers only in part (a sharded collection that lost a shard) with
+    `status: "degraded"` and why."""
     failed = dict(store.failed)
+    out = []
+    for c in list(store.collections.values()):
+        entry = info(c)
+        if c.name in failed:
+            entry.status, entry.reason = "degraded", failed.pop(c.name)
+        out.append(entry)
     out += [S.CollectionInfo(name=n, status="failed", reason=r) for n, r in sorted(failed.items())]
     return S.CollectionList(collections=out)
 

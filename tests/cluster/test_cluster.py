@@ -379,6 +379,8 @@ def test_lost_shard_is_503_or_partial_over_http(ray_cluster, tmp_path):
             while (ready := c.get("/ready").json())["status"] != "degraded" and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert ready["status"] == "degraded" and "[1]" in ready["failed"]["r1"], ready
+            listed = [x for x in c.get("/v1/collections").json()["collections"] if x["name"] == "r1"]
+            assert len(listed) == 1 and listed[0]["status"] == "degraded", listed  # once, not also as failed
             r = c.post("/v1/collections/r1/search", json={"vector_ids": q, "k": 200, "allow_partial": True})
             assert r.status_code == 200, r.text
             out = r.json()

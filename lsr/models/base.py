@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsr.models.inference_free import check_texts, decode_batch
+from lsr.models.inference_free import check_texts, decode_batch, encode_options
 from lsr.models.pooling import check_pooling
 from lsr.index.sparse import SparseBatch
 
@@ -180,12 +180,7 @@ class SparseEncoder(torch.nn.Module):
     @torch.inference_mode()
     def _encode(self, texts, side, batch_size, show_progress_bar, top_k, min_weight) -> SparseBatch:
         texts = check_texts(texts)
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        top_k = self.top_k if top_k is None else int(top_k)
-        min_weight = self.min_weight if min_weight is None else float(min_weight)
-        if top_k is not None and top_k <= 0:
-            raise ValueError(f"top_k must be positive, got {top_k}")
+        top_k, min_weight = encode_options(batch_size, top_k, min_weight, self.top_k, self.min_weight)
         n = len(texts)
         if n == 0:
             return SparseBatch.empty(0, self.dim).with_vocab(self.vocab)

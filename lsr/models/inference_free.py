@@ -19,7 +19,7 @@ import numpy as np
 from lsr.index.sparse import SparseBatch
 from lsr.index.stats import bm25_idf, document_frequencies
 
-__all__ = ["IdfQueryEncoder", "check_texts", "corpus_token_ids", "QUERY_WEIGHTS_FILE"]
+__all__ = ["IdfQueryEncoder", "check_texts", "encode_options", "corpus_token_ids", "QUERY_WEIGHTS_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,19 @@ def check_texts(texts, what: str = "texts") -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"{what}[{i}] must be a str, got {type(t).__name__}")
     return out
+
+
+def encode_options(batch_size: int, top_k: int | None, min_weight: float | None,
+                   default_top_k: int | None, default_min_weight: float | None) -> tuple[int | None, float | None]:
+    """An encode call's pruning options, the encoder's defaults filled in; a batch size or top_k
+    that is not positive raises ValueError. Shared by every encoder (torch and ONNX Runtime)."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    top_k = default_top_k if top_k is None else int(top_k)
+    min_weight = default_min_weight if min_weight is None else float(min_weight)
+    if top_k is not None and top_k <= 0:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    return top_k, min_weight
 
 
 def _load_tokenizer(folder: Path):

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lsr.index.sparse import SparseBatch
-from lsr.models.inference_free import QUERY_WEIGHTS_FILE, IdfQueryEncoder, check_texts, decode_batch
+from lsr.models.inference_free import QUERY_WEIGHTS_FILE, IdfQueryEncoder, check_texts, decode_batch, encode_options
 
 __all__ = ["OnnxSparseEncoder", "export_onnx", "is_onnx_folder", "onnx_folder", "ONNX_FILE", "OnnxExportError"]
 
@@ -206,12 +206,7 @@ class OnnxSparseEncoder:
 
     def _encode(self, texts: list[str], max_length: int, side: str, batch_size: int, show_progress_bar: bool,
                 top_k: int | None, min_weight: float | None) -> SparseBatch:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        top_k = self.top_k if top_k is None else int(top_k)
-        min_weight = self.min_weight if min_weight is None else float(min_weight)
-        if top_k is not None and top_k <= 0:
-            raise ValueError(f"top_k must be positive, got {top_k}")
+        top_k, min_weight = encode_options(batch_size, top_k, min_weight, self.top_k, self.min_weight)
         n = len(texts)
         if n == 0:
             return SparseBatch.empty(0, self.dim).with_vocab(self.vocab)

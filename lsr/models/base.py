@@ -268,7 +268,7 @@ class SparseEncoder(torch.nn.Module):
     def load(name_or_dir, kind: str | None = None, device=None, **opts) -> "SparseEncoder":
         """Load a short name (``splade-tiny``, ``smollm2-135m``, ``minilm``) or a folder.
 
-        Folders: an lsr folder (``lsr_config.json``), a sentence-transformers v5+ ``SparseEncoder``
+        Folders: an ``lsr export-onnx`` folder (an ``OnnxSparseEncoder``), an lsr folder (``lsr_config.json``), a sentence-transformers v5+ ``SparseEncoder``
         folder (``modules.json``: MLM transformer + ``SpladePooling``, or a ``Router`` whose query
         side is ``SparseStaticEmbedding``), or a plain transformers checkpoint (``*ForMaskedLM`` ->
         SPLADE, ``*ForCausalLM`` -> decoder). ``kind`` overrides the detected kind; ``opts`` override
@@ -278,6 +278,11 @@ class SparseEncoder(torch.nn.Module):
         from lsr.models.hub import model_path
 
         folder = model_path(name_or_dir)
+        if kind is None:
+            from lsr.models.onnx import OnnxSparseEncoder, is_onnx_folder
+
+            if is_onnx_folder(folder):  # an `lsr export-onnx` folder runs on ONNX Runtime (same verbs, no torch model)
+                return OnnxSparseEncoder.load(folder, **opts)  # type: ignore[return-value]
         detected, saved = detect(folder)
         kind = kind or detected
         if kind not in KINDS:

@@ -114,6 +114,29 @@ sys.meta_path.insert(0, _Block())
 """
 
 
+def test_lsr_encode_takes_an_export_folder(shipped_onnx, shipped_torch, docs, tmp_path):
+    """`SparseEncoder.load` (and so `lsr-encode --model`) opens an export folder as an ONNX Runtime encoder."""
+    import json
+    import subprocess
+    import sys
+
+    from lsr.index.sparse import load_vectors
+    from lsr.models import SparseEncoder
+
+    assert isinstance(SparseEncoder.load(shipped_onnx), OnnxSparseEncoder)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+                              for i, t in enumerate(docs[:6]) if t), encoding="utf-8")
+    out = tmp_path / "docs.npz"
+    r = subprocess.run([sys.executable, "-m", "lsr.cli.encode", "--model", str(shipped_onnx), "--input", str(corpus),
+                        "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got, ids = load_vectors(out)
+    assert list(ids) == [f"d{i}" for i in range(6)]
+    ref = shipped_torch.encode_documents(docs[:6]).to_dense()
+    assert np.abs(got.to_dense() - ref).max() <= 1e-4
+
+
 def test_onnx_encoder_runs_without_torch(shipped_onnx, shipped_torch):
     code = BLOCKER + textwrap.dedent(f"""
         import json

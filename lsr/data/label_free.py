@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from lsr.index import fileio
 
 from lsr.data.pseudo_queries import GenerationSpec, cached_generate, clean_queries, corpus_hash, iter_doc_fields
 
@@ -65,12 +66,7 @@ def _json_cache(path: Path, compute):
         return json.loads(path.read_text(encoding="utf-8"))
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(value, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    fileio.atomic_write(path, json.dumps(value).encode("utf-8"), site="label-free.cache")
     logger.info("cached %s", path)
     return value
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from lsr.index import fileio
 
 __all__ = [
     "FEW_SHOT", "PROMPT_TEMPLATE", "build_prompt", "QueryGenerator", "clean_query", "clean_queries",
@@ -259,13 +260,8 @@ def cached_generate(name: str, docs: dict[str, str], spec: GenerationSpec, cache
     texts = gen.generate([docs[d] for d in ids], n=spec.queries_per_doc, seed=spec.seed, progress=progress)
     out = dict(zip(ids, texts))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for d in ids:
-            fh.write(json.dumps({"doc_id": d, "queries": out[d]}, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    lines = "".join(json.dumps({"doc_id": d, "queries": out[d]}, ensure_ascii=False) + "\n" for d in ids)
+    fileio.atomic_write(path, lines.encode("utf-8"), site="pseudo-queries.cache")
     logger.info("%s: pseudo-queries for %d documents cached at %s", name, len(out), path)
     return out, path
 

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lsr.index.base import MAX_K, SearchParams
+from lsr.index.exact import top_rows
 from lsr.index.sparse import SparseBatch, load_vectors, save_vectors
 from lsr.index.stats import flops
 
@@ -649,10 +650,7 @@ class Runner:
 
 def _top(scores: np.ndarray, k: int, doc_ids: Sequence[str]) -> list[tuple[str, float]]:
     """The ``k`` best (doc id, score) of a dense score row, best first (ties: corpus order)."""
-    k = min(k, scores.shape[0])
-    part = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(scores.shape[0])
-    part = part[np.lexsort((part, -scores[part]))]
-    return [(doc_ids[j], float(scores[j])) for j in part]
+    return [(doc_ids[j], float(scores[j])) for j in top_rows(scores, k)]
 
 
 def _machine_line() -> str:

@@ -19,6 +19,16 @@ from .storage import IndexFormatError, save_folder
 log = logging.getLogger(__name__)
 
 
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest entries of a 1-D score array, best first (ties: position
+    ascending, the order every lsr index breaks them); all positions when ``k`` reaches the length."""
+    if scores.shape[0] > k:  # every row scoring at least the k-th best, so a tie at the cut keeps the first rows
+        part = np.flatnonzero(scores >= scores[np.argpartition(-scores, k - 1)[k - 1]])
+    else:
+        part = np.arange(scores.shape[0])
+    out: np.ndarray = part[np.lexsort((part, -scores[part]))][:k]
+    return out
+
 class ExactIndex(BaseIndex):
     """Exact top-k over float32 document vectors (term-at-a-time over an inverted copy).
 

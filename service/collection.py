@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from lsr.index import ExactIndex, fileio
 from lsr.index.filter import MetadataFilter, MetadataTable
+from lsr.index.exact import top_rows
 from lsr.index.sparse import SparseBatch
 
 from .segment import Segment, SegmentError, verify_segment
@@ -353,7 +354,7 @@ class View:
             if rows.size:
                 scores = queries @ np.asarray(seg.dense[rows], np.float32).T
                 for q in range(nq):
-                    for j in _top_rows(scores[q], k):
+                    for j in top_rows(scores[q], k):
                         per_query[q].append(Candidate(seg.ids[rows[j]], float(scores[q, j]), seg.name, int(rows[j])))
         if self.fresh:
             ids, _ = self.fresh_scorer()
@@ -367,7 +368,7 @@ class View:
                 ok_rows = np.arange(len(ids)) if flt is None else np.flatnonzero(self.fresh_table().mask(flt))
                 scores = queries @ fresh_dense[ok_rows].T
                 for q in range(nq):
-                    for j in _top_rows(scores[q], k):
+                    for j in top_rows(scores[q], k):
                         r = int(ok_rows[j])
                         per_query[q].append(Candidate(ids[r], float(scores[q, j]), "fresh", r))
         out = []
@@ -403,13 +404,6 @@ class View:
         raise KeyError(cand.segment)
 
 
-def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` largest scores, best first (ties: position ascending)."""
-    if scores.shape[0] > k:
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
-        part = np.arange(scores.shape[0])
-    return part[np.lexsort((part, -scores[part]))]
 
 
 def _batch_from_fresh(docs: Sequence[FreshDoc], dim: int) -> SparseBatch:

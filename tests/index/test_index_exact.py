@@ -74,3 +74,13 @@ def test_delete_add_get(tied):
     assert got.to_dicts() == docs[np.array([305, 1])].to_dicts()
     with pytest.raises(KeyError):
         index.get([100])  # deleted
+
+
+def test_top_rows_is_the_sorted_prefix_with_ties_by_position():
+    from lsr.index.exact import top_rows
+
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, size=200).astype(np.float32)  # many ties
+    want = sorted(range(200), key=lambda j: (-scores[j], j))
+    for k in (1, 7, 50, 200, 500):
+        assert top_rows(scores, k).tolist() == want[:k]

@@ -117,28 +117,43 @@ def bench_search(args, tmp: Path) -> list[dict]:
 
     store = CollectionStore(tmp / "single", MergePolicy(min_docs=10**12, idle_s=1e12))
     col = store.create("bench", config)
-    build = fill(col, docs, args.write_batch)
-    seg_bytes = sum(s["bytes"] for s in col.stats()["segments"])
+    clusters = {}
+    for s in args.shards:
+        st = ClusterStore.launch(tmp / f"shards-{s}", s, 1, cluster_name=f"bench{s}", merge_min_docs=10**12,
+                                 merge_idle_s=1e12, max_concurrency=max(16, args.clients), timeout_s=1800)
+        st.load_all()
+        clusters[s] = (st, st.create("bench", config))
+    targets = [(0, col)] + [(s, c) for s, (_, c) in clusters.items()]
+    builds: dict[int, float] = {}
+    if args.concurrent_fill:  # all systems filled at once (the cores are shared: build times are not comparable)
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=lambda s=s, c=c: builds.__setitem__(s, fill(c, docs, args.write_batch)))
+                   for s, c in targets]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(f"# all systems filled concurrently in {time.perf_counter() - t0:.1f} s", flush=True)
+    seg_bytes = None
 
     def local(q):
         view, res = col.search(q, 10, KNOBS, 1)
         return [[view.document(c) for c in r] for r in res]
 
-    base = measure("single process (local collection)", 0, col, build, local)
-    base["bytes_per_doc"] = round(seg_bytes / len(docs), 1)
-    rows.append(base)
-    store.close()
-    for s in args.shards:
-        st = ClusterStore.launch(tmp / f"shards-{s}", s, 1, cluster_name=f"bench{s}", merge_min_docs=10**12,
-                                 merge_idle_s=1e12, max_concurrency=max(16, args.clients), timeout_s=600)
-        st.load_all()
-        ccol = st.create("bench", config)
-        build = fill(ccol, docs, args.write_batch)
-        row = measure(f"Ray, {s} shard actor{'s' if s > 1 else ''}", s, ccol, build,
-                      lambda q: ccol.search(q, 10, KNOBS, 1))
-        row["bytes_per_doc"] = round(sum(x["bytes"] for x in ccol.stats()["segments"]) / len(docs), 1)
+    for s, c in targets:
+        build = builds[s] if s in builds else fill(c, docs, args.write_batch)
+        if s == 0:
+            row = measure("single process (local collection)", 0, c, build, local)
+            seg_bytes = sum(x["bytes"] for x in c.stats()["segments"])
+            row["bytes_per_doc"] = round(seg_bytes / len(docs), 1)
+            store.close()
+        else:
+            row = measure(f"Ray, {s} shard actor{'s' if s > 1 else ''}", s, c, build,
+                          lambda q, c=c: c.search(q, 10, KNOBS, 1))
+            row["bytes_per_doc"] = round(sum(x["bytes"] for x in c.stats()["segments"]) / len(docs), 1)
+            clusters[s][0].kill()
+        row["concurrent_fill"] = bool(args.concurrent_fill)
         rows.append(row)
-        st.kill()
     return rows
 
 
@@ -182,6 +197,14 @@ def bench_encode(args) -> dict:
             "ray_start_s": round(first - t0, 1), "same_terms": bool(same_terms), "max_abs_diff": diff}
 
 
+def _gpu_name() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-docs", type=int, default=1_000_000)
@@ -199,6 +222,9 @@ def main(argv=None) -> None:
     ap.add_argument("--actors", type=int, default=None, help="Ray Data encoder actors (default: one per GPU, else CPU)")
     ap.add_argument("--block", type=int, default=256, help="documents per Ray Data block")
     ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument("--concurrent-fill", action="store_true",
+                    help="fill every system at once before measuring them one at a time (saves wall time on a big "
+                         "machine; the build times are then not comparable)")
     ap.add_argument("--cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     ap.add_argument("--work", default=None, help="folder for the collections (default: a temp folder)")
     ap.add_argument("--json", default=None)
@@ -207,7 +233,9 @@ def main(argv=None) -> None:
     loopback_env()
     connect("local", num_cpus=args.cpus)
     tmp = Path(args.work or tempfile.mkdtemp(prefix="lsr-cluster-bench-"))
-    out: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "host": platform.node()},
+    out: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "host": platform.node(),
+                             "gpu": _gpu_name()},
+                 "command": "python " + " ".join(sys.argv), "commit": os.environ.get("LSR_COMMIT"),
                  "params": vars(args)}
     if args.corpus:  # first: the cheaper of the two
         out["encode"] = bench_encode(args)

@@ -597,6 +597,15 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
 
 
 GROUP = 256  # blocks per summary group: a block id inside a group fits a uint8
+# A summary entry stores its term id's low 8 bits; the high bits are the entry's bucket in its
+# group's directory (sum_dir), so an entry costs 3 bytes (term low byte, block, code), not 4.
+BUCKET_BITS = 8
+BUCKET_MASK = (1 << BUCKET_BITS) - 1
+
+
+def n_buckets(dim: int) -> int:
+    """Buckets of a summary group's directory for vocabulary size ``dim``."""
+    return (int(dim) + BUCKET_MASK) >> BUCKET_BITS
 
 
 @_njit()
@@ -743,9 +752,13 @@ def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray,
                    cap_ptr: np.ndarray, term_blk_ptr: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
                    fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, dim: Int, items: np.ndarray,
                    wptr: np.ndarray, blk_thr: np.ndarray, blk_ties: np.ndarray, blk_min: np.ndarray,
-                   blk_quant: np.ndarray, sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray) -> None:
+                   blk_quant: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray,
+                   sum_code: np.ndarray) -> None:
     """Second pass: the kept entries of each group of <= 256 blocks, sorted by (term, block):
-    sum_comp (term id), sum_blk (block inside the group, uint8), sum_code (8-bit value)."""
+    sum_low (term id & 255, uint8), sum_blk (block inside the group, uint8), sum_code (8-bit
+    value), and per group the bucket directory sum_dir[g, h]: the offset (from the group's first
+    entry) of its first entry whose term id >> 8 is >= h; sum_dir[g, -1] is the group's size."""
+    n_buckets = sum_dir.shape[1] - 1
     max_ent = 1
     for g in range(grp_ptr.shape[0] - 1):
         max_ent = max(max_ent, grp_ptr[g + 1] - grp_ptr[g])
@@ -800,20 +813,50 @@ def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray,
                     cnt[c] += 1
                 comps_buf[:nu_g].sort()
                 off = e0
+                hb = 0
                 for i in range(nu_g):
                     c = comps_buf[i]
+                    h = c >> BUCKET_BITS
+                    while hb <= h:
+                        sum_dir[g, hb] = off - e0
+                        hb += 1
                     n_c = cnt[c]
                     cnt[c] = off
                     off += n_c
+                while hb <= n_buckets:
+                    sum_dir[g, hb] = ne
+                    hb += 1
                 for i in range(ne):
                     c = e_comp[i]
                     pos = cnt[c]
-                    sum_comp[pos] = c
+                    sum_low[pos] = c & BUCKET_MASK
                     sum_blk[pos] = e_blk[i]
                     sum_code[pos] = e_code[i]
                     cnt[c] = pos + 1
                 for i in range(nu_g):
                     cnt[comps_buf[i]] = 0
+
+
+def summary_comps(sum_low: np.ndarray, sum_dir: np.ndarray) -> np.ndarray:
+    """The full term id (int64) of every summary entry, from its low byte and its group's directory."""
+    sizes: np.ndarray = np.diff(np.asarray(sum_dir, np.int64), axis=1)
+    buckets = np.broadcast_to(np.arange(sizes.shape[1], dtype=np.int64), sizes.shape)
+    high = np.repeat(buckets.ravel(), sizes.ravel())
+    return (high << BUCKET_BITS) | np.asarray(sum_low, np.int64)
+
+
+def summary_directory(grp_ptr: np.ndarray, comps: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sum_low, sum_dir) of entries given by full term ids ``comps`` (sorted inside each group of
+    ``grp_ptr``): how an index of format 1, which stored the full ids, is read in the compact layout."""
+    grp_ptr = np.asarray(grp_ptr, np.int64)
+    comps = np.asarray(comps, np.int64)
+    n_groups = grp_ptr.shape[0] - 1
+    nbk = n_buckets(dim)
+    grp_of = np.repeat(np.arange(n_groups, dtype=np.int64), np.diff(grp_ptr))
+    counts = np.bincount(grp_of * (nbk + 1) + (comps >> BUCKET_BITS) + 1, minlength=n_groups * (nbk + 1))
+    dir_ = np.cumsum(counts.reshape(n_groups, nbk + 1), axis=1)
+    dtype = np.uint16 if dir_.size == 0 or dir_[:, -1].max() <= np.iinfo(np.uint16).max else np.uint32
+    return (comps & BUCKET_MASK).astype(np.uint8), np.ascontiguousarray(dir_, dtype)
 
 
 def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: float) -> tuple[np.ndarray, np.ndarray]:
@@ -965,7 +1008,7 @@ def _lower_bound(a: np.ndarray, lo: Int, hi: Int, x: Float) -> Int:
 
 @_njit()
 def _summary_scores(t: Int, q_idx: np.ndarray, q_val: np.ndarray, term_blk_ptr: np.ndarray, term_grp_ptr: np.ndarray,
-                    grp_ptr: np.ndarray, sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray,
+                    grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray,
                     blk_min: np.ndarray, blk_quant: np.ndarray, blk_acc: np.ndarray) -> int:
     """Dot products of the query with every block summary of term t's list, into blk_acc[:nb]."""
     gb0 = term_blk_ptr[t]
@@ -976,26 +1019,28 @@ def _summary_scores(t: Int, q_idx: np.ndarray, q_val: np.ndarray, term_blk_ptr: 
     g0 = term_grp_ptr[t]
     for g in range(g0, term_grp_ptr[t + 1]):
         base = (g - g0) * GROUP
-        lo = grp_ptr[g]
-        hi = grp_ptr[g + 1]
+        e0 = grp_ptr[g]
         for jj in range(nq):
             c = q_idx[jj]
-            pos = _lower_bound(sum_comp, lo, hi, c)
-            if pos == hi:
-                break
+            h = c >> BUCKET_BITS
+            lo = e0 + sum_dir[g, h]
+            hi = e0 + sum_dir[g, h + 1]
+            if lo == hi:
+                continue
+            x = c & BUCKET_MASK
+            pos = _lower_bound(sum_low, lo, hi, x)
             qv = q_val[jj]
-            while pos < hi and sum_comp[pos] == c:
+            while pos < hi and sum_low[pos] == x:
                 b = base + sum_blk[pos]
                 blk_acc[b] += qv * (blk_min[gb0 + b] + sum_code[pos] * blk_quant[gb0 + b])
                 pos += 1
-            lo = pos
     return nb
 
 
 @_njit()
 def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, heap_factor: Float, sort_blocks: bool,
                  n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray, post_rows: np.ndarray,
-                 term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_comp: np.ndarray, sum_blk: np.ndarray,
+                 term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray,
                  sum_code: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray, fwd_ptr: np.ndarray,
                  fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray, deleted: np.ndarray,
                  tail_ptr: np.ndarray, tail_comp: np.ndarray, tail_val: np.ndarray, n_main: Int, knn: np.ndarray,
@@ -1013,7 +1058,7 @@ def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, h
         t = q_idx[j]
         if q_val[j] <= 0:
             break
-        nb = _summary_scores(t, q_idx, q_val, term_blk_ptr, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
+        nb = _summary_scores(t, q_idx, q_val, term_blk_ptr, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk, sum_code,
                              blk_min, blk_quant, blk_acc)
         if nb == 0:
             continue
@@ -1083,8 +1128,9 @@ def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, h
 @_njit()
 def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
                    heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray,
-                   post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_comp: np.ndarray,
-                   sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray,
+                   post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_low: np.ndarray,
+                   sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
+                   blk_quant: np.ndarray,
                    fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray,
                    deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray, tail_val: np.ndarray,
                    n_main: Int, knn: np.ndarray, qdense: np.ndarray, stamp: np.ndarray, sv0: Int, blk_acc: np.ndarray,
@@ -1094,7 +1140,7 @@ def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val
     for qi in range(q0, q1):
         s, e = q_ptr[qi], q_ptr[qi + 1]
         _seismic_one(q_idx[s:e], q_val[s:e], k, query_cut, heap_factor, sort_blocks, n_knn,
-                     term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
+                     term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk, sum_code,
                      blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
                      tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(sv0 + qi - q0),
                      blk_acc, blk_idx, hs, hr, out_s[qi], out_r[qi])
@@ -1104,7 +1150,7 @@ def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val
 def seismic_search_serial(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
                           heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray,
                           blk_ptr: np.ndarray, post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
-                          sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
+                          sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
                           blk_quant: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
                           tab: np.ndarray, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
                           tail_val: np.ndarray, n_main: Int, knn: np.ndarray, qdense: np.ndarray, stamp: np.ndarray,
@@ -1118,7 +1164,7 @@ def seismic_search_serial(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarra
     out_s = np.empty((nq, k), np.float32)
     out_r = np.empty((nq, k), np.int64)
     _seismic_range(0, nq, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                   term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp, sum_blk, sum_code,
+                   term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk, sum_code,
                    blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
                    tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, blk_idx, out_s, out_r)
     return out_s, out_r
@@ -1128,7 +1174,7 @@ def seismic_search_serial(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarra
 def seismic_search_parallel(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
                             heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray,
                             blk_ptr: np.ndarray, post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
-                            sum_comp: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
+                            sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
                             blk_quant: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
                             tab: np.ndarray, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
                             tail_val: np.ndarray, n_main: Int, knn: np.ndarray, dim: Int, max_blocks: Int,
@@ -1146,8 +1192,8 @@ def seismic_search_parallel(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndar
         blk_idx = np.empty(max(max_blocks, 1), np.int64)
         q0 = c * chunk
         _seismic_range(q0, min(nq, (c + 1) * chunk), q_ptr, q_idx, q_val, k, query_cut, heap_factor,
-                       sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_comp,
-                       sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                       sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_low,
+                       sum_dir, sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
                        tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(1), blk_acc,
                        blk_idx, out_s, out_r)
     return out_s, out_r
@@ -1273,6 +1319,7 @@ def seismic_one_ref(q_idx: np.ndarray, q_val: np.ndarray, k: int, query_cut: int
             best.sort(key=lambda x: (-x[0], x[1]))
             del best[k:]
 
+    comps = summary_comps(a["sum_low"], a["sum_dir"])
     order = np.argsort(-q_val, kind="mergesort")[: min(query_cut, q_idx.size)]
     for j in order:
         t = int(q_idx[j])
@@ -1286,7 +1333,7 @@ def seismic_one_ref(q_idx: np.ndarray, q_val: np.ndarray, k: int, query_cut: int
         g0 = a["term_grp_ptr"][t]
         for g in range(g0, a["term_grp_ptr"][t + 1]):
             for e in range(a["grp_ptr"][g], a["grp_ptr"][g + 1]):
-                c = int(a["sum_comp"][e])
+                c = int(comps[e])
                 if c in q:
                     b = (g - g0) * GROUP + int(a["sum_blk"][e])
                     deq = a["blk_min"][gb0 + b] + np.float32(a["sum_code"][e]) * a["blk_quant"][gb0 + b]

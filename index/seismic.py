@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 _MAIN_ARRAYS = (
     "fwd_ptr", "fwd_comp", "fwd_val", "term_blk_ptr", "blk_ptr", "post_rows", "term_grp_ptr", "grp_ptr",
-    "sum_comp", "sum_blk", "sum_code", "blk_min", "blk_quant", "knn",
+    "sum_low", "sum_dir", "sum_blk", "sum_code", "blk_min", "blk_quant", "knn",
 )
 _TAIL_ARRAYS = ("tail_ptr", "tail_comp", "tail_val")
 
@@ -200,18 +200,22 @@ class SeismicIndex(BaseIndex):
             grp_ent = np.bincount(grp_of_block, weights=n_kept, minlength=int(term_grp_ptr[-1])).astype(np.int64)
             grp_ptr = np.concatenate([[0], np.cumsum(grp_ent)]).astype(np.int64)
             n_ent = int(grp_ptr[-1])
-            sum_comp = np.empty(n_ent, comp_dtype)
+            sum_low = np.empty(n_ent, np.uint8)
+            # group-relative offsets: 2 bytes while a group holds < 64 Ki entries (all but huge summaries)
+            dir_dtype = np.uint16 if grp_ent.size == 0 or grp_ent.max() <= np.iinfo(np.uint16).max else np.uint32
+            sum_dir = np.empty((int(term_grp_ptr[-1]), K.n_buckets(dim) + 1), dir_dtype)
             sum_blk = np.empty(n_ent, np.uint8)
             sum_code = np.empty(n_ent, np.uint8)
             K.summaries_fill(term_ptr, rows, n_blocks, blk_size, cap_ptr, term_blk_ptr, term_grp_ptr, grp_ptr,
                              fwd_ptr, fwd_comp, vals, dim, s_items, s_wptr, blk_thr, blk_ties, blk_min, blk_quant,
-                             sum_comp, sum_blk, sum_code)
+                             sum_low, sum_dir, sum_blk, sum_code)
             del blk_thr, blk_ties
             bar.next()
         arrays = {
             "fwd_ptr": fwd_ptr, "fwd_comp": fwd_comp, "fwd_val": fwd_val,
             "term_blk_ptr": term_blk_ptr, "blk_ptr": blk_ptr, "post_rows": rows,
-            "term_grp_ptr": term_grp_ptr, "grp_ptr": grp_ptr, "sum_comp": sum_comp, "sum_blk": sum_blk,
+            "term_grp_ptr": term_grp_ptr, "grp_ptr": grp_ptr, "sum_low": sum_low, "sum_dir": sum_dir,
+            "sum_blk": sum_blk,
             "sum_code": sum_code, "blk_min": blk_min, "blk_quant": blk_quant,
             "knn": np.full((0, 0), -1, np.int32),
             "tail_ptr": np.zeros(1, np.int64), "tail_comp": np.zeros(0, comp_dtype), "tail_val": np.zeros(0, np.uint16),
@@ -337,11 +341,11 @@ class SeismicIndex(BaseIndex):
             # memory-mapped arrays are passed as plain ndarray views of the same memory: Numba
             # unboxes an exact ndarray on its fast path, a np.memmap subclass costs ~0.3 us more each
             arrays = self._kernel_args = tuple(_plain(x) for x in (
-                a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["term_grp_ptr"], a["grp_ptr"], a["sum_comp"],
-                a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"], a["fwd_val"],
+                a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["term_grp_ptr"], a["grp_ptr"], a["sum_low"],
+                a["sum_dir"], a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"], a["fwd_val"],
                 K.F16_TABLE, self._deleted, a["tail_ptr"], a["tail_comp"], a["tail_val"], self._n_main, self._knn_arg()))
         if deleted is not None:  # a filtered search: its own skip mask in the tombstones' place
-            arrays = arrays[:14] + (deleted,) + arrays[15:]
+            arrays = arrays[:15] + (deleted,) + arrays[16:]
         nq = q_ptr.shape[0] - 1
         if nthreads == 1 or nq == 1:
             sc = self._take_scratch()
@@ -447,7 +451,7 @@ class SeismicIndex(BaseIndex):
         value = (np.asarray(a["blk_min"])[block] + code * np.asarray(a["blk_quant"])[block]).astype(np.float32)
         return {
             "term_blk_ptr": tbp, "blk_ptr": np.asarray(a["blk_ptr"], np.int64), "post_rows": np.asarray(a["post_rows"]),
-            "term_ent_ptr": gp[tgp], "comp": np.asarray(a["sum_comp"]).astype(np.int32), "block": block, "value": value,
+            "term_ent_ptr": gp[tgp], "comp": K.summary_comps(a["sum_low"], a["sum_dir"]).astype(np.int32), "block": block, "value": value,
         }
 
     # ------------------------------------------------------------------ info
@@ -489,6 +493,8 @@ class SeismicIndex(BaseIndex):
 
     @classmethod
     def _from_arrays(cls, path: str | Path, manifest: dict[str, Any], a: dict[str, np.ndarray]) -> "SeismicIndex":
+        if "sum_low" not in a and "sum_comp" in a:
+            a = _compact_format1(Path(path), a, int(manifest["counts"]["dim"]))
         missing = [n for n in _MAIN_ARRAYS + _TAIL_ARRAYS + ("deleted", "ids") if n not in a]
         if missing:
             raise IndexFormatError(f"{Path(path) / 'manifest.json'}: lists no array {missing[0]!r}")
@@ -521,7 +527,7 @@ def _check_structure(folder: Path, a: dict[str, np.ndarray], dim: int) -> None:
             bad(name, "offsets do not match their data")
     if a["fwd_val"].shape != a["fwd_comp"].shape or a["tail_val"].shape != a["tail_comp"].shape:
         bad("fwd_val", "values and components differ in length")
-    for name in ("fwd_comp", "tail_comp", "sum_comp"):
+    for name in ("fwd_comp", "tail_comp"):
         if a[name].size and int(a[name].max()) >= dim:
             bad(name, f"term id out of range for dim {dim}")
     if a["deleted"].shape[0] != n or a["ids"].shape[0] != n:
@@ -539,10 +545,17 @@ def _check_structure(folder: Path, a: dict[str, np.ndarray], dim: int) -> None:
     n_groups = (np.diff(tbp) + K.GROUP - 1) // K.GROUP
     if tgp.shape[0] != dim + 1 or tgp[0] != 0 or np.any(np.diff(tgp) != n_groups):
         bad("term_grp_ptr", "does not match the block counts")
-    if gp.shape[0] != int(tgp[-1]) + 1 or gp[0] != 0 or gp[-1] != a["sum_comp"].shape[0] or np.any(np.diff(gp) < 0):
-        bad("grp_ptr", "does not match sum_comp")
-    if a["sum_code"].shape != a["sum_comp"].shape or a["sum_blk"].shape != a["sum_comp"].shape:
-        bad("sum_code", "length differs from sum_comp")
+    n_ent = a["sum_low"].shape[0]
+    if gp.shape[0] != int(tgp[-1]) + 1 or gp[0] != 0 or gp[-1] != n_ent or np.any(np.diff(gp) < 0):
+        bad("grp_ptr", "does not match sum_low")
+    if a["sum_code"].shape != (n_ent,) or a["sum_blk"].shape != (n_ent,):
+        bad("sum_code", "length differs from sum_low")
+    # the directory bounds every entry a query term's bucket can reach (a term id is never an index)
+    sd = a["sum_dir"]
+    if (sd.dtype.kind != "u" or sd.ndim != 2 or sd.shape != (int(tgp[-1]), K.n_buckets(dim) + 1)
+            or (sd.size and (np.any(sd[:, 0] != 0) or np.any(sd[:, 1:] < sd[:, :-1])
+                             or np.any(sd[:, -1] != np.diff(gp))))):
+        bad("sum_dir", "does not match the summary groups")
     if a["blk_min"].shape[0] != nb or a["blk_quant"].shape[0] != nb:
         bad("blk_min", "length differs from the block count")
     if a["sum_blk"].size and gp.shape[0] > 1:
@@ -555,6 +568,24 @@ def _check_structure(folder: Path, a: dict[str, np.ndarray], dim: int) -> None:
     knn = a["knn"]
     if knn.ndim != 2 or (knn.shape[0] and (knn.shape[0] != n_main or int(knn.max()) >= n_main)):
         bad("knn", "does not match the forward index")
+
+
+def _compact_format1(folder: Path, a: dict[str, np.ndarray], dim: int) -> dict[str, np.ndarray]:
+    """Arrays of a format-1 folder (full 2-byte term ids per summary entry, ``sum_comp``) in the
+    compact layout (``sum_low`` + ``sum_dir``), converted in memory; the folder is not rewritten."""
+    gp, comps = np.asarray(a["grp_ptr"]), np.asarray(a["sum_comp"])
+    if gp.shape[0] < 1 or gp[0] != 0 or gp[-1] != comps.shape[0] or np.any(np.diff(gp) < 0):
+        raise IndexFormatError(f"{folder / 'grp_ptr.npy'}: does not match sum_comp")
+    if comps.size and int(comps.max()) >= dim:
+        raise IndexFormatError(f"{folder / 'sum_comp.npy'}: term id out of range for dim {dim}")
+    starts = np.zeros(comps.shape[0], bool)
+    starts[gp[:-1][np.diff(gp) > 0]] = True
+    if np.any((np.diff(comps.astype(np.int64)) < 0) & ~starts[1:]):
+        raise IndexFormatError(f"{folder / 'sum_comp.npy'}: entries not sorted by term inside a group")
+    out = {n: v for n, v in a.items() if n != "sum_comp"}
+    out["sum_low"], out["sum_dir"] = K.summary_directory(gp, comps, dim)
+    log.info("%s: format-1 summaries converted to the compact layout in memory (save the index to rewrite it)", folder)
+    return out
 
 
 class _Stages:

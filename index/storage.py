@@ -22,7 +22,7 @@ from . import fileio
 log = logging.getLogger(__name__)
 
 FORMAT = "lsr-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Seismic summaries store term ids as a low byte + group directory
 MANIFEST = "manifest.json"
 _CHUNK = 8 << 20
 

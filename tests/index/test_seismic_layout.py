@@ -1,0 +1,122 @@
+"""The compact summary layout (term low byte + per-group bucket directory) and format-1 folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lsr.index import IndexFormatError, SeismicIndex, load_index
+from lsr.index import kernels as K
+from lsr.index.storage import FORMAT_VERSION, sha256_file
+
+
+@pytest.fixture(scope="module")
+def built(small_random):
+    docs, _ = small_random
+    index = SeismicIndex.build(docs, centroid_fraction=0.2, summary_energy=0.5, n_postings=80)
+    index.delete([3])
+    return index
+
+
+def _entries_by_hand(index):
+    """Every summary entry as (global block, term, dequantised value), from the block summaries
+    recomputed with the NumPy reference (no use of the packed arrays)."""
+    a = index._a
+    vals = K.F16_TABLE[a["fwd_val"]]
+    out = set()
+    for gb in range(int(a["term_blk_ptr"][-1])):
+        rows = a["post_rows"][a["blk_ptr"][gb]:a["blk_ptr"][gb + 1]]
+        vecs = [(a["fwd_comp"][a["fwd_ptr"][d]:a["fwd_ptr"][d + 1]], vals[a["fwd_ptr"][d]:a["fwd_ptr"][d + 1]])
+                for d in rows]
+        comps, deq = K.block_summary_ref(vecs, index.params.summary_energy)
+        out |= {(gb, int(c), float(v)) for c, v in zip(comps, deq)}
+    return out
+
+
+def test_entries_decode_to_the_reference_summaries(built):
+    a = built._a
+    assert a["sum_low"].dtype == np.uint8 and a["sum_dir"].dtype == np.uint16
+    assert a["sum_dir"].shape == (int(a["term_grp_ptr"][-1]), K.n_buckets(built.dim) + 1)
+    ent = built.summary_entries()
+    got = {(int(b), int(c), float(v)) for b, c, v in zip(ent["block"], ent["comp"], ent["value"])}
+    assert got == _entries_by_hand(built)
+    # 3 bytes per entry plus the directory
+    st = built.stats()["bytes"]
+    assert st["sum_low"] + st["sum_blk"] + st["sum_code"] == 3 * built.stats()["summary_entries"]
+
+
+def test_directory_bounds_each_bucket(built):
+    a = built._a
+    gp = np.asarray(a["grp_ptr"])
+    comps = K.summary_comps(a["sum_low"], a["sum_dir"])
+    for g in range(0, gp.shape[0] - 1, 7):
+        c = comps[gp[g]:gp[g + 1]]
+        assert np.all(np.diff(c) >= 0)  # sorted by term inside a group
+        for h in np.unique(c >> K.BUCKET_BITS):
+            first = np.searchsorted(c >> K.BUCKET_BITS, h)
+            assert a["sum_dir"][g, h] == first
+    low, dir_ = K.summary_directory(gp, comps, built.dim)
+    assert np.array_equal(low, a["sum_low"]) and np.array_equal(dir_, a["sum_dir"])
+
+
+def _as_format1(folder, index):
+    """Rewrite a saved folder as format 1 wrote it: full 2-byte term ids in sum_comp."""
+    m = json.loads((folder / "manifest.json").read_text())
+    comps = K.summary_comps(index._a["sum_low"], index._a["sum_dir"]).astype(np.uint16)
+    np.save(folder / "sum_comp.npy", comps)
+    for name in ("sum_low", "sum_dir"):
+        (folder / f"{name}.npy").unlink()
+        del m["arrays"][name]
+    m["arrays"]["sum_comp"] = {"file": "sum_comp.npy", "dtype": comps.dtype.str, "shape": list(comps.shape),
+                               "bytes": (folder / "sum_comp.npy").stat().st_size,
+                               "sha256": sha256_file(folder / "sum_comp.npy")}
+    m["format_version"] = 1
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return m
+
+
+def test_format1_folder_loads_with_the_same_results(built, small_random, tmp_path):
+    _, queries = small_random
+    assert FORMAT_VERSION == 2
+    folder = built.save(tmp_path / "v1")
+    assert json.loads((folder / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
+    _as_format1(folder, built)
+    old = load_index(folder)
+    for kw in (dict(threads=1), dict(threads=2), dict(query_cut=3, heap_factor=0.7)):
+        a, b = built.search(queries, 10, **kw), old.search(queries, 10, **kw)
+        assert np.array_equal(a.rows, b.rows)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    for name in ("comp", "block", "value"):
+        assert np.array_equal(built.summary_entries()[name], old.summary_entries()[name])
+    # saved again, it is written in the current format
+    again = load_index(old.save(tmp_path / "v2"))
+    assert np.array_equal(again._a["sum_dir"], built._a["sum_dir"])
+
+
+def test_format1_folder_with_unsorted_entries_is_refused(built, tmp_path):
+    folder = built.save(tmp_path / "bad")
+    m = _as_format1(folder, built)
+    comps = np.load(folder / "sum_comp.npy")
+    gp = np.asarray(built._a["grp_ptr"])
+    i = int(gp[0] + np.argmax(np.diff(comps[gp[0]:gp[1]].astype(np.int64)) > 0))  # two different terms in group 0
+    comps[i], comps[i + 1] = comps[i + 1], comps[i]
+    np.save(folder / "sum_comp.npy", comps)
+    m["arrays"]["sum_comp"]["sha256"] = sha256_file(folder / "sum_comp.npy")
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="sum_comp.npy.*not sorted"):
+        load_index(folder)
+
+
+def test_inconsistent_directory_is_refused(built, tmp_path):
+    folder = built.save(tmp_path / "dir")
+    d = np.load(folder / "sum_dir.npy")
+    row = int(np.argmax(d[:, -1] > 0))
+    d[row, -1] += 1  # the group's size no longer matches grp_ptr
+    np.save(folder / "sum_dir.npy", d)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["arrays"]["sum_dir"]["sha256"] = sha256_file(folder / "sum_dir.npy")
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="sum_dir.npy.*summary groups"):
+        load_index(folder)

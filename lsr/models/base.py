@@ -1,16 +1,22 @@
 """The one encoder interface: :class:`SparseEncoder` (a ``torch.nn.Module``) and ``load`` dispatch.
 
 Subclasses (SPLADE, inference-free, decoder) supply tokenisation and the pooled ``(B, V)`` forward;
-this module owns batching (length-sorted), inference mode / autocast, pruning, CSR assembly,
-``save``/``load`` and the ``lsr_config.json`` that records kind, pooling, max lengths and pruning.
+this module owns the encode pipeline (tokenisation in a background thread, length buckets, pruning and
+non-zero selection on the device, CSR in input order), ``save``/``load`` and the ``lsr_config.json``
+that records kind, pooling, max lengths and pruning.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -19,13 +25,15 @@ from lsr.models.inference_free import check_texts, decode_batch, encode_options
 from lsr.models.pooling import check_pooling
 from lsr.index.sparse import SparseBatch
 
-__all__ = ["SparseEncoder", "LSR_CONFIG", "KINDS"]
+__all__ = ["SparseEncoder", "EncodeProfile", "LSR_CONFIG", "KINDS"]
 
 logger = logging.getLogger(__name__)
 
 LSR_CONFIG = "lsr_config.json"
 KINDS = ("splade", "inference-free", "decoder")
 FORMAT_VERSION = 1
+PAD_MULTIPLE = 8  # encode batches are padded to a multiple of 8 tokens (tensor-core friendly shapes)
+PREFETCH_BATCHES = 4  # tokenised batches the background thread may hold ahead of the device
 
 
 def default_device(device=None) -> torch.device:
@@ -79,6 +87,8 @@ class SparseEncoder(torch.nn.Module):
         self.top_k = None if top_k is None else int(top_k)
         self.min_weight = None if min_weight is None else float(min_weight)
         self._vocab: tuple[str, ...] | None = None
+        self._fast_tokenizers: dict[tuple, Any] = {}
+        self._fast_tokenizers_lock = threading.Lock()
         # bf16 autocast when encoding on a GPU; set False for float32 (e.g. bit-for-bit parity checks).
         self.amp = True
 
@@ -121,22 +131,63 @@ class SparseEncoder(torch.nn.Module):
         return self.max_query_length if side == "query" else self.max_doc_length
 
     def _token_ids(self, texts: list[str], side: str, max_length: int | None) -> list[list[int]]:
-        enc = self.tokenizer(texts, truncation=True, max_length=self._max_length(side, max_length),
-                             add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)
-        return enc["input_ids"]
+        return self._fast_token_ids(texts, self._max_length(side, max_length), add_special_tokens=True)
+
+    def _fast_token_ids(self, texts: list[str], max_length: int, *, add_special_tokens: bool) -> list[list[int]]:
+        """Token ids as ``self.tokenizer(texts, truncation=True, max_length=...)`` gives them, through the
+        fast tokenizer's batch call on a private copy set up once per length (``encode_batch`` runs on
+        all cores without the GIL, so it overlaps the device; the copy keeps the shared tokenizer's
+        truncation state out of it). A tokenizer without a ``tokenizers`` backend goes through its own call."""
+        tok = self._fast_tokenizer(max_length)
+        if tok is None:
+            enc = self.tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=add_special_tokens,
+                                 return_attention_mask=False, return_token_type_ids=False)
+            return enc["input_ids"]
+        encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # _fast skips the offsets (tokenizers >= 0.21)
+        return [e.ids for e in encode(texts, add_special_tokens=add_special_tokens)]
+
+    def _fast_tokenizer(self, max_length: int):
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        side = getattr(self.tokenizer, "truncation_side", "right")
+        split = bool(getattr(self.tokenizer, "split_special_tokens", False))
+        key = (id(backend), int(max_length), side, split)
+        tok = self._fast_tokenizers.get(key)
+        if tok is None:
+            with self._fast_tokenizers_lock:
+                tok = self._fast_tokenizers.get(key)
+                if tok is None:
+                    from tokenizers import Tokenizer
+
+                    tok = Tokenizer.from_str(backend.to_str())
+                    tok.no_padding()
+                    tok.enable_truncation(int(max_length), stride=0, strategy="longest_first", direction=side)
+                    tok.encode_special_tokens = split
+                    self._fast_tokenizers[key] = tok
+        return tok
 
     def _collate(self, ids: list[list[int]], side: str) -> dict[str, torch.Tensor]:
+        dev = self.device
+        return {k: v.to(dev) for k, v in self._collate_host(ids, side).items()}
+
+    def _collate_host(self, ids: list[list[int]], side: str, pad_multiple: int = 1,
+                      pin: bool = False) -> dict[str, torch.Tensor]:
+        """Token id lists -> right-padded ``input_ids`` / ``attention_mask`` on the host, filled in
+        one vectorised step; ``pin`` puts them in page-locked memory (asynchronous copies to a GPU)."""
         pad = self.tokenizer.pad_token_id
         pad = 0 if pad is None else pad
-        L = max(1, max((len(x) for x in ids), default=1))
-        input_ids = torch.full((len(ids), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), L), dtype=torch.long)
-        for i, x in enumerate(ids):
-            if x:
-                input_ids[i, : len(x)] = torch.as_tensor(x, dtype=torch.long)
-                mask[i, : len(x)] = 1
-        dev = self.device
-        return {"input_ids": input_ids.to(dev), "attention_mask": mask.to(dev)}
+        lens = np.fromiter(map(len, ids), np.int64, len(ids))
+        L = max(1, int(lens.max(initial=0)))
+        L = -(-L // pad_multiple) * pad_multiple
+        real = np.arange(L) < lens[:, None]
+        input_ids = torch.empty((len(ids), L), dtype=torch.long, pin_memory=pin)
+        mask = torch.empty((len(ids), L), dtype=torch.long, pin_memory=pin)
+        a = input_ids.numpy()
+        a.fill(pad)
+        a[real] = np.fromiter(itertools.chain.from_iterable(ids), np.int64, int(lens.sum()))
+        mask.numpy()[...] = real
+        return {"input_ids": input_ids, "attention_mask": mask}
 
     def _features(self, x, side: str) -> dict[str, torch.Tensor]:
         if isinstance(x, dict):
@@ -160,79 +211,134 @@ class SparseEncoder(torch.nn.Module):
 
     # ------------------------------------------------------------------ encoding
     def encode_queries(self, texts, batch_size: int = 32, show_progress_bar: bool = False,
-                       top_k: int | None = None, min_weight: float | None = None) -> SparseBatch:
+                       top_k: int | None = None, min_weight: float | None = None, *,
+                       max_tokens: int | None = None, profile: "EncodeProfile | None" = None) -> SparseBatch:
         """Queries -> ``SparseBatch`` over the vocabulary (``vocab`` set). See :meth:`encode_documents`."""
-        return self._encode(texts, "query", batch_size, show_progress_bar, top_k, min_weight)
+        return self._encode(texts, "query", batch_size, show_progress_bar, top_k, min_weight, max_tokens, profile)
 
     def encode_documents(self, texts, batch_size: int = 32, show_progress_bar: bool = False,
-                         top_k: int | None = None, min_weight: float | None = None) -> SparseBatch:
+                         top_k: int | None = None, min_weight: float | None = None, *,
+                         max_tokens: int | None = None, profile: "EncodeProfile | None" = None) -> SparseBatch:
         """Documents -> ``SparseBatch``, rows in input order.
 
-        Texts are sorted by token length before batching (less padding); texts longer than
-        ``max_doc_length`` tokens are truncated. ``top_k`` / ``min_weight`` override the model's
-        pruning defaults. An empty list gives a batch of 0 rows; a non-str item raises TypeError.
+        Texts are bucketed by length (each batch padded to its own longest text, rounded up to a
+        multiple of 8 tokens) and tokenised in a background thread while the model runs on the
+        previous batch; texts longer than ``max_doc_length`` tokens are truncated. ``batch_size`` caps
+        the texts per batch and ``max_tokens`` (optional) the padded tokens per batch (a text longer
+        than the budget still forms a batch of one). ``top_k`` / ``min_weight`` override the model's
+        pruning defaults. ``profile``: an :class:`EncodeProfile` to fill with each stage's time (the
+        stages then run one after another, the device synchronised after each: slower, for analysis).
+        An empty list gives a batch of 0 rows; a non-str item raises TypeError.
         """
-        return self._encode(texts, "document", batch_size, show_progress_bar, top_k, min_weight)
+        return self._encode(texts, "document", batch_size, show_progress_bar, top_k, min_weight, max_tokens, profile)
 
     def encode(self, texts, *, side: str = "document", **kw) -> SparseBatch:
         return self.encode_queries(texts, **kw) if side == "query" else self.encode_documents(texts, **kw)
 
     @torch.inference_mode()
-    def _encode(self, texts, side, batch_size, show_progress_bar, top_k, min_weight) -> SparseBatch:
+    def _encode(self, texts, side, batch_size, show_progress_bar, top_k, min_weight, max_tokens=None,
+                profile=None) -> SparseBatch:
+        t_start = time.perf_counter()
         texts = check_texts(texts)
         top_k, min_weight = encode_options(batch_size, top_k, min_weight, self.top_k, self.min_weight)
+        if max_tokens is not None and int(max_tokens) <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         n = len(texts)
         if n == 0:
             return SparseBatch.empty(0, self.dim).with_vocab(self.vocab)
         was_training = self.training
         self.eval()
         try:
-            ids = self._token_ids(texts, side, None)
-            order = np.argsort([-len(x) for x in ids], kind="stable")
             dev = self.device
-            use_autocast = dev.type == "cuda" and self.amp
-            idx_parts: list[np.ndarray] = []
+            cuda = dev.type == "cuda"
+            use_autocast = cuda and self.amp
+            host_collate = type(self)._collate is SparseEncoder._collate  # else a subclass builds its own features
+            batches = self._host_batches(texts, side, int(batch_size), max_tokens, host_collate, pin=cuda,
+                                         profile=profile)
+            inline = profile is not None or n <= _window_sizes(int(batch_size), max_tokens)[0]
+            if not inline:  # tokenise batch i+1 while the device runs batch i
+                batches = _prefetch(batches, PREFETCH_BATCHES, name="lsr-encode-tokenize")
+            clock = _Clock(dev if profile is not None else None)
+            rows_parts: list[np.ndarray] = []
+            count_parts: list[np.ndarray] = []
+            col_parts: list[np.ndarray] = []
             val_parts: list[np.ndarray] = []
-            counts = np.zeros(n, np.int64)
-            starts = range(0, n, batch_size)
             bar = None
             if show_progress_bar:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=n, desc="encode queries" if side == "query" else "encode documents", unit="text")
-            for s in starts:
-                sel = order[s : s + batch_size]
-                feats = self._collate([ids[i] for i in sel], side)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
-                    dense = self._pool_inference(feats, side)
-                dense = dense.float()
-                if min_weight is not None:
-                    dense = dense.masked_fill_(dense < min_weight, 0.0)
-                if top_k is not None and top_k < dense.shape[1]:
-                    vals, cols = dense.topk(top_k, dim=1)
-                    dense = torch.zeros_like(dense).scatter_(1, cols, vals)
-                nz = torch.nonzero(dense)  # row-major: columns sorted within each row
-                vals = dense[nz[:, 0], nz[:, 1]].cpu().numpy()
-                nz = nz.cpu().numpy()
-                rows_in_batch = np.bincount(nz[:, 0], minlength=len(sel)) if nz.size else np.zeros(len(sel), np.int64)
-                splits = np.cumsum(rows_in_batch)[:-1]
-                for j, (ci, vi) in enumerate(zip(np.split(nz[:, 1], splits), np.split(vals, splits))):
-                    idx_parts.append(ci)
-                    val_parts.append(vi)
-                    counts[sel[j]] = ci.size
+            try:
+                for hb in batches:
+                    clock.start()
+                    if hb.feats is not None:
+                        feats = {k: v.to(dev, non_blocking=cuda) for k, v in hb.feats.items()}
+                    else:
+                        feats = self._collate(hb.ids, side)
+                    clock.lap(profile, "h2d")
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                        dense = self._pool_inference(feats, side)
+                    clock.lap(profile, "forward")
+                    counts, cols, vals = sparse_rows(dense, top_k, min_weight)
+                    clock.lap(profile, "sparse")
+                    count_parts.append(counts.cpu().numpy())
+                    col_parts.append(cols.to(torch.int32).cpu().numpy())
+                    val_parts.append(vals.float().cpu().numpy())
+                    clock.lap(profile, "d2h")
+                    rows_parts.append(hb.rows)
+                    if bar is not None:
+                        bar.update(len(hb.rows))
+            finally:
                 if bar is not None:
-                    bar.update(len(sel))
-            if bar is not None:
-                bar.close()
-            # Parts are in sorted order; lay them out in input order.
-            pos = np.empty(n, np.int64)
-            pos[order] = np.arange(n)
-            indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            indices = np.concatenate([idx_parts[pos[i]] for i in range(n)]).astype(np.int32)
-            values = np.concatenate([val_parts[pos[i]] for i in range(n)]).astype(np.float32)
+                    bar.close()
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    close()  # stops the tokenising thread if the device side failed
+            t0 = time.perf_counter()
+            out = csr_in_input_order(np.concatenate(rows_parts), np.concatenate(count_parts),
+                                     np.concatenate(col_parts), np.concatenate(val_parts), n)
+            if profile is not None:
+                profile.assemble += time.perf_counter() - t0
+                profile.total += time.perf_counter() - t_start
+                profile.docs += n
+            indptr, indices, values = out
             return SparseBatch(indptr, indices, values, self.dim, self.vocab)
         finally:
             self.train(was_training)
+
+    def _host_batches(self, texts: list[str], side: str, batch_size: int, max_tokens: int | None,
+                      host_collate: bool, *, pin: bool, profile: "EncodeProfile | None") -> Iterator["_HostBatch"]:
+        """Length-bucketed batches, tokenised window by window: texts are ordered by characters (known
+        before tokenising), each window is tokenised in one batch call and re-sorted by tokens, and its
+        batches are padded to their own longest row."""
+        n = len(texts)
+        order = np.argsort(-np.fromiter(map(len, texts), np.int64, n), kind="stable")
+        first, rest = _window_sizes(batch_size, max_tokens)
+        start, size = 0, first
+        while start < n:
+            t0 = time.perf_counter()
+            window = order[start : start + size]
+            start += size
+            size = rest
+            ids = self._token_ids([texts[i] for i in window], side, None)
+            lens = np.fromiter(map(len, ids), np.int64, len(ids))
+            srt = np.argsort(-lens, kind="stable")
+            tok_s = time.perf_counter() - t0
+            for sel in plan_batches(lens[srt], batch_size, max_tokens, PAD_MULTIPLE):
+                t1 = time.perf_counter()
+                local = srt[sel]
+                bids = [ids[j] for j in local]
+                feats = self._collate_host(bids, side, PAD_MULTIPLE, pin) if host_collate else None
+                hb = _HostBatch(window[local], feats, None if host_collate else bids)
+                if profile is not None:
+                    L = -(-max(1, int(lens[local].max())) // PAD_MULTIPLE) * PAD_MULTIPLE
+                    profile.tokenize += tok_s + time.perf_counter() - t1
+                    tok_s = 0.0
+                    profile.batches += 1
+                    profile.tokens += int(lens[local].sum())
+                    profile.padded_tokens += L * len(local)
+                    profile.max_batch_tokens = max(profile.max_batch_tokens, L * len(local))
+                yield hb
 
     def decode(self, batch: SparseBatch, top_k: int | None = None) -> list[list[tuple[str, float]]]:
         """Rows as ``(token, weight)`` lists, heaviest first."""
@@ -335,3 +441,177 @@ def detect(folder: Path) -> tuple[str, dict[str, Any]]:
     if any(a.endswith("ForCausalLM") for a in arch):
         return "decoder", {}
     return "splade", {}
+
+
+@dataclass
+class EncodeProfile:
+    """Where an encode call's time went, in seconds per stage, summed over its batches.
+
+    Filled by ``encode_documents(..., profile=EncodeProfile())``; the stages then run one after
+    another with the device synchronised after each, so their sum is the serial cost (the normal
+    call overlaps tokenisation with the device and is faster than ``total`` here).
+    """
+
+    tokenize: float = 0.0  # token ids and the padded host arrays (page-locked on CUDA)
+    h2d: float = 0.0  # host -> device copies
+    forward: float = 0.0  # the model and the pooled (B, V) weights
+    sparse: float = 0.0  # pruning and the non-zero selection, on the device
+    d2h: float = 0.0  # non-zeros (indices, values, row counts) back to the host
+    assemble: float = 0.0  # CSR in input order on the host
+    total: float = 0.0
+    docs: int = 0
+    batches: int = 0
+    tokens: int = 0  # real tokens
+    padded_tokens: int = 0  # tokens the model ran on, padding included
+    max_batch_tokens: int = 0
+
+    STAGES = ("tokenize", "h2d", "forward", "sparse", "d2h", "assemble")
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class _HostBatch:
+    rows: np.ndarray  # input positions of the batch's texts
+    feats: dict[str, torch.Tensor] | None  # host tensors (base collation), or
+    ids: list[list[int]] | None  # token ids for a subclass's own ``_collate``
+
+
+class _Clock:
+    """Stage timer of a profiled encode call: synchronises ``device`` before each reading."""
+
+    def __init__(self, device: torch.device | None):
+        self.device = device
+        self.t = 0.0
+
+    def _now(self) -> float:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def start(self) -> None:
+        if self.device is not None:
+            self.t = self._now()
+
+    def lap(self, profile: EncodeProfile | None, stage: str) -> None:
+        if profile is not None:
+            t = self._now()
+            setattr(profile, stage, getattr(profile, stage) + t - self.t)
+            self.t = t
+
+
+def _window_sizes(batch_size: int, max_tokens: int | None) -> tuple[int, int]:
+    """Texts tokenised per call: one batch's worth first (the device starts early), then larger
+    windows (better length buckets, fewer calls)."""
+    rows = batch_size if max_tokens is None else max(1, min(batch_size, int(max_tokens) // 64))
+    return max(64, rows), max(1024, 4 * rows)
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None,
+                 pad_multiple: int = PAD_MULTIPLE) -> list[np.ndarray]:
+    """Split rows sorted by length (longest first) into batches of at most ``batch_size`` rows and,
+    with ``max_tokens``, at most that many padded tokens (a row longer than the budget goes alone)."""
+    out = []
+    n = len(lengths)
+    i = 0
+    while i < n:
+        rows = batch_size
+        if max_tokens is not None:
+            L = -(-max(1, int(lengths[i])) // pad_multiple) * pad_multiple
+            rows = max(1, min(batch_size, int(max_tokens) // L))
+        out.append(np.arange(i, min(n, i + rows)))
+        i += rows
+    return out
+
+
+def sparse_rows(dense: torch.Tensor, top_k: int | None = None,
+                min_weight: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pooled ``(B, V)`` weights -> ``(row counts, column ids, values)`` of their non-zeros, on
+    ``dense``'s device, rows in order and columns ascending within a row. ``min_weight`` zeroes
+    smaller weights, then ``top_k`` keeps each row's ``k`` largest (zeros dropped)."""
+    dense = dense.float()
+    if min_weight is not None:
+        dense = dense.masked_fill(dense < min_weight, 0.0)
+    if top_k is not None and top_k < dense.shape[1]:
+        vals, cols = dense.topk(top_k, dim=1)
+        cols, perm = cols.sort(dim=1)
+        vals = vals.gather(1, perm)
+        keep = vals != 0
+        return keep.sum(dim=1), cols[keep], vals[keep]
+    keep = dense != 0
+    return keep.sum(dim=1), keep.nonzero()[:, 1], dense[keep]
+
+
+def csr_in_input_order(rows: np.ndarray, counts: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                       n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR ``(indptr, indices, values)`` with row ``rows[j]`` holding the ``j``-th run of
+    ``counts[j]`` entries of ``cols`` / ``vals`` (runs laid end to end in processing order)."""
+    counts_in = np.zeros(n, np.int64)
+    counts_in[rows] = counts
+    src_start = np.zeros(n, np.int64)
+    src_start[rows] = np.cumsum(counts) - counts
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts_in, out=indptr[1:])
+    nnz = int(indptr[-1])
+    src = np.arange(nnz, dtype=np.int64) + np.repeat(src_start - indptr[:-1], counts_in)
+    return indptr, np.ascontiguousarray(cols[src], np.int32), np.ascontiguousarray(vals[src], np.float32)
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+class _prefetch:
+    """Run the generator ``items`` in a daemon thread, at most ``depth`` items ahead of the reader.
+
+    An exception in the thread is raised in the reader; ``close()`` (or the end of iteration) stops
+    and joins the thread, so a failure on the reading side does not leave it running."""
+
+    def __init__(self, items: Iterator, depth: int, name: str):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(items,), name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._put(_Failed(exc))
+            return
+        self._put(_DONE)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._stop.is_set():
+            raise StopIteration
+        item = self._q.get()
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, _Failed):
+            self.close()
+            raise item.exc
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -61,27 +61,56 @@ def head_pool(
     The MLM projection (``V`` x ``H``) dominates a small encoder's cost, and its ``(B, L, V)`` output
     is far larger than the caches: projecting a narrow slice of the vocabulary at a time and
     reducing it at once skips the full tensor and the activation over it (``max`` commutes with the
-    monotone activation). ``chunk_bytes`` bounds one slice: default 32 MiB on CPU (smaller slices are
-    faster on an idle machine but each slice is a parallel region, and on busy shared cores many small
-    regions cost more than they save), 512 MiB on GPU.
+    monotone activation). ``chunk_bytes`` bounds one slice of logits: default 32 MiB on CPU (smaller
+    slices are faster on an idle machine but each slice is a parallel region, and on busy shared cores
+    many small regions cost more than they save), 512 MiB on GPU.
+
+    Max pooling never masks the logits: both activations start with ``relu``, so a padding position
+    only has to score ``<= 0`` to be harmless. Its hidden state is zeroed and the bias rides on an
+    extra input column that is 1 on real tokens and 0 on padding (``[h, 1] . [w, b] = h.w + b``), so
+    padding scores exactly 0 and each slice is one matrix product and one ``amax`` (no masked copy
+    of the slice). Under autocast the inputs are cast once, not once per slice.
     """
     check_pooling(pooling, activation)
     B, L, H = hidden.shape
     V = weight.shape[0]
+    dev = hidden.device
     if chunk_bytes is None:
-        chunk_bytes = (32 << 20) if hidden.device.type == "cpu" else (512 << 20)
+        chunk_bytes = (32 << 20) if dev.type == "cpu" else (512 << 20)
+    if pooling == "max":
+        dtype = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else hidden.dtype
+        flat, w = _masked_projection_inputs(hidden, mask, weight, bias, dtype)
+        chunk = int(min(V, max(64, chunk_bytes // max(1, B * L * flat.element_size()))))
+        out = torch.empty(B, V, dtype=torch.float32, device=dev)
+        for s in range(0, V, chunk):
+            e = min(V, s + chunk)
+            out[:, s:e] = (flat @ w[s:e].T).view(B, L, e - s).amax(dim=1)
+        return activate(out, activation)  # rows with no real token: 0 -> 0
     chunk = int(min(V, max(64, chunk_bytes // max(1, B * L * hidden.element_size()))))
     keep = mask.bool().unsqueeze(-1)
     flat = hidden.reshape(B * L, H)
-    out = torch.empty(B, V, dtype=torch.float32, device=hidden.device)
+    out = torch.empty(B, V, dtype=torch.float32, device=dev)
     for s in range(0, V, chunk):
         e = min(V, s + chunk)
         w = weight[s:e]
         lc = (flat @ w.T if bias is None else torch.addmm(bias[s:e], flat, w.T)).view(B, L, e - s)
-        if pooling == "max":
-            out[:, s:e] = lc.masked_fill_(~keep, float("-inf")).amax(dim=1)
-        else:
-            out[:, s:e] = activate(lc.float(), activation).masked_fill_(~keep, 0.0).sum(dim=1)
-    if pooling == "max":
-        out = activate(out, activation)  # rows with no unmasked token: -inf -> 0
+        out[:, s:e] = activate(lc.float(), activation).masked_fill_(~keep, 0.0).sum(dim=1)
     return out
+
+
+def _masked_projection_inputs(hidden, mask, weight, bias, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B * L, K)`` inputs and ``(V, K)`` weights whose product is the logits on real tokens and 0 on
+    padding; ``K`` is ``H`` (no bias) or ``H + 1`` rounded up to a multiple of 8 (tensor-core shapes)."""
+    B, L, H = hidden.shape
+    real = mask.reshape(B * L, 1).bool()
+    h = hidden.reshape(B * L, H).to(dtype).masked_fill(~real, 0.0)
+    if bias is None:
+        return h, weight.to(dtype)
+    K = -(-(H + 1) // 8) * 8
+    flat = torch.zeros(B * L, K, dtype=dtype, device=hidden.device)
+    flat[:, :H] = h
+    flat[:, H : H + 1] = real
+    w = torch.zeros(weight.shape[0], K, dtype=dtype, device=weight.device)
+    w[:, :H] = weight
+    w[:, H] = bias
+    return flat, w

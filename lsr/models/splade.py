@@ -184,9 +184,7 @@ class InferenceFreeEncoder(SpladeEncoder):
 
     def _token_ids(self, texts, side, max_length):
         if side == "query":  # as sentence-transformers' SparseStaticEmbedding: no special tokens
-            enc = self.tokenizer(texts, truncation=True, max_length=self._max_length(side, max_length),
-                                 add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
-            return enc["input_ids"]
+            return self._fast_token_ids(texts, self._max_length(side, max_length), add_special_tokens=False)
         return super()._token_ids(texts, side, max_length)
 
     def forward_queries(self, x) -> torch.Tensor:

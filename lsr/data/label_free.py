@@ -72,9 +72,13 @@ def _json_cache(path: Path, compute):
 
 
 def mine_candidates(queries: dict[str, str], sources: dict[str, str], corpus: dict[str, str], spec: LabelFreeSpec,
-                    ) -> dict[str, list[str]]:
+                    encoder=None) -> dict[str, list[str]]:
     """``{qid: [source, other candidates...]}``: each miner's top ``mine_depth`` documents for the
-    query, interleaved (BM25 first, then SPLADE), duplicates and the source removed, source first."""
+    query, interleaved (BM25 first, then SPLADE), duplicates and the source removed, source first.
+
+    ``encoder``: the SPLADE miner's encoder, already loaded (anything with ``encode_documents`` and
+    ``encode_queries``, e.g. one that serves vectors computed earlier); without it ``spec.miner_model``
+    is loaded."""
     from lsr.index import ExactIndex
 
     qids = list(queries)
@@ -92,8 +96,10 @@ def mine_candidates(queries: dict[str, str], sources: dict[str, str], corpus: di
         from lsr.models import SparseEncoder
         from lsr.teachers.scorers import _device, resolve_model
 
-        enc = SparseEncoder.load(str(resolve_model(spec.miner_model)), kind="splade", device=_device(spec.device))
-        enc.eval()
+        enc = encoder
+        if enc is None:
+            enc = SparseEncoder.load(str(resolve_model(spec.miner_model)), kind="splade", device=_device(spec.device))
+            enc.eval()
         dids = list(corpus)
         dv = enc.encode_documents([corpus[d] for d in dids], batch_size=spec.encode_batch_size,
                                   show_progress_bar=spec.progress)

@@ -46,7 +46,11 @@ def _docs(batch: SparseBatch, start: int, stop: int) -> list[DocIn]:
 def fill(col, docs: SparseBatch, write_batch: int) -> float:
     t0 = time.perf_counter()
     for b in range(0, len(docs), write_batch):
-        col.upsert(_docs(docs, b, min(b + write_batch, len(docs))))
+        e = min(b + write_batch, len(docs))
+        if hasattr(col, "upsert_rows"):  # a sharded collection's bulk path: columns, not one object per document
+            col.upsert_rows([f"d{i}" for i in range(b, e)], docs[b:e], metadata=[{"n": i} for i in range(b, e)])
+        else:
+            col.upsert(_docs(docs, b, e))
     col.merge(force=True)
     return time.perf_counter() - t0
 

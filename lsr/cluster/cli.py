@@ -94,7 +94,8 @@ def cluster_ingest(docs: list[Any], collection: str, *, cluster: str, data: str,
                    block: int = 256) -> dict[str, Any]:
     """Encode ``docs`` on a Ray Data actor pool and write them to the sharded collection, then merge:
     every replica builds its shard's Seismic segment on its own node."""
-    from lsr.service.collection import DocIn, validate_name
+    from lsr.index.sparse import SparseBatch
+    from lsr.service.collection import validate_name
     from lsr.service.encoders import ModelRegistry
 
     from .encode import encode_stream
@@ -125,15 +126,19 @@ def cluster_ingest(docs: list[Any], collection: str, *, cluster: str, data: str,
         bar = tqdm(total=len(docs), desc=f"ingest {collection} (Ray Data)", unit="doc")
         for rows in encode_stream([d.full_text for d in docs], model, actors=actors, batch_size=batch_size,
                                   block_rows=block):
-            out = []
-            for pos, t, w in rows:
-                d = docs[pos]
+            picked = [docs[pos] for pos, _, _ in rows]
+            metas = []
+            for d in picked:
                 meta = dict(d.metadata or {})
                 if d.title:
                     meta.setdefault("title", d.title)
-                out.append(DocIn(d.id, t, w, d.full_text, meta or None))
-            col.upsert(out)
-            bar.update(len(out))
+                metas.append(meta or None)
+            lens = [t.size for _, t, _ in rows]
+            vectors = SparseBatch(np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                                  np.concatenate([t for _, t, _ in rows]), np.concatenate([w for _, _, w in rows]),
+                                  col.dim)
+            col.upsert_rows([d.id for d in picked], vectors, [d.full_text for d in picked], metas)
+            bar.update(len(picked))
         bar.close()
         encode_s = time.perf_counter() - t0
         col.merge(force=True)

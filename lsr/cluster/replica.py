@@ -106,14 +106,18 @@ class ShardReplica:
             return _err(exc)
 
     # ------------------------------------------------------------------ writes
-    def upsert(self, inc: str, name: str, base_seq: int, docs: list[dict[str, Any]]) -> Any:
-        """Apply one write that must follow ``base_seq``; returns the new sequence number once fsynced."""
+    def upsert(self, inc: str, name: str, base_seq: int, rows: dict[str, Any]) -> Any:
+        """Apply one write that must follow ``base_seq``; returns the new sequence number once fsynced.
+        ``rows``: the shard's documents as columns (ids, CSR indptr/t/w, optional text and metadata lists)."""
         try:
             self._check(inc)
             col = self.store.get(name)
             if col.seq != base_seq:
                 raise SeqMismatch(f"shard {self.shard} replica {self.replica}: {name} at seq {col.seq}, write follows {base_seq}")
-            seq = col.upsert([DocIn(d["id"], d["t"], d["w"], d.get("text"), d.get("metadata")) for d in docs])
+            ptr, t, w = rows["indptr"], rows["t"], rows["w"]
+            texts, meta = rows.get("text"), rows.get("metadata")
+            seq = col.upsert([DocIn(d, t[ptr[i]:ptr[i + 1]], w[ptr[i]:ptr[i + 1]], None if texts is None else texts[i],
+                                    None if meta is None else meta[i]) for i, d in enumerate(rows["ids"])])
             return ("ok", seq)
         except (CollectionError, OSError, SeqMismatch) as exc:
             return _err(exc)

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from lsr.index.sparse import SparseBatch
-from lsr.service.collection import (Candidate, CollectionError, CollectionFailed, DocIn, StorageFull, check_vector,
+from lsr.service.collection import (Candidate, CollectionError, CollectionFailed, DocIn, StorageFull, check_rows, check_vector,
                                     validate_dim, validate_name)
 from lsr.service.errors import ApiError
 
@@ -464,15 +464,44 @@ class ClusterCollection:
     def upsert(self, docs: Sequence[DocIn]) -> int:
         """Add or replace documents; returns once every live replica of each touched shard fsynced
         them. A batch spanning shards is not atomic across them (each shard's part is)."""
-        parts: dict[int, list[dict[str, Any]]] = {}
+        checked = []
         for d in docs:
             if not isinstance(d.id, str) or not d.id:
                 raise CollectionError(f"document id {d.id!r} must be a non-empty string", 422)
-            idx, val = check_vector(d.id, d.indices, d.values, self.dim)  # refused here, before any shard
-            parts.setdefault(shard_of(d.id, self.store.n_shards), []).append(
-                {"id": d.id, "t": idx, "w": val, "text": d.text, "metadata": d.metadata})
-        self._fan(lambda s: self._write(self.store.shards[s], "upsert", parts[s]), list(parts))
+            checked.append(check_vector(d.id, d.indices, d.values, self.dim))  # refused here, before any shard
+        lens = np.fromiter((t.size for t, _ in checked), np.int64, len(checked))
+        indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        cat = (lambda k: np.concatenate([c[k] for c in checked])) if checked else (lambda k: np.zeros(0))
+        self._send_rows([d.id for d in docs], indptr, cat(0).astype(np.int32), cat(1).astype(np.float32),
+                        [d.text for d in docs], [d.metadata for d in docs])
         return self.seq
+
+    def upsert_rows(self, ids: Sequence[str], vectors: SparseBatch, texts: Sequence[str | None] | None = None,
+                    metadata: Sequence[dict[str, Any] | None] | None = None) -> int:
+        """:meth:`upsert` for a bulk load: documents as one CSR batch, validated in one pass and sent to
+        each shard as arrays (no per-document objects on this side)."""
+        for what, col in (("texts", texts), ("metadata", metadata)):
+            if col is not None and len(col) != len(ids):
+                raise CollectionError(f"{len(ids)} ids but {len(col)} {what}", 422)
+        indptr, idx, val = check_rows(ids, vectors.indptr, vectors.indices, vectors.values, self.dim)
+        self._send_rows(list(ids), indptr, idx, val, texts, metadata)
+        return self.seq
+
+    def _send_rows(self, ids: list[str], indptr: np.ndarray, idx: np.ndarray, val: np.ndarray,
+                   texts: Sequence[str | None] | None, metadata: Sequence[dict[str, Any] | None] | None) -> None:
+        """Split checked rows by shard and write each shard's part as one columnar payload."""
+        if not ids:
+            return
+        shard = np.fromiter((shard_of(i, self.store.n_shards) for i in ids), np.int64, len(ids))
+        batch = SparseBatch(indptr, idx, val, self.dim)
+        parts: dict[int, dict[str, Any]] = {}
+        for s in np.unique(shard).tolist():
+            rows = np.flatnonzero(shard == s)
+            sub = batch[rows]
+            parts[s] = {"ids": [ids[r] for r in rows], "indptr": sub.indptr, "t": sub.indices, "w": sub.values,
+                        "text": None if texts is None else [texts[r] for r in rows],
+                        "metadata": None if metadata is None else [metadata[r] for r in rows]}
+        self._fan(lambda s: self._write(self.store.shards[s], "upsert", parts[s]), list(parts))
 
     def delete(self, ids: Iterable[str]) -> tuple[list[str], list[str]]:
         ids = list(dict.fromkeys(ids))

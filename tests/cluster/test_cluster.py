@@ -24,7 +24,7 @@ import pytest
 
 from lsr.index import ExactIndex
 from lsr.index.sparse import SparseBatch
-from lsr.service.collection import CollectionStore, DocIn, MergePolicy
+from lsr.service.collection import CollectionError, CollectionStore, DocIn, MergePolicy
 
 ray = pytest.importorskip("ray", reason="the cluster tests need the 'cluster' extra: pip install 'lsr[cluster]'")
 
@@ -128,6 +128,33 @@ def test_exact_search_equals_single_node(stores):
     _, got = col.search(queries, 10, KNOBS, 1)
     _, want = ref.search(queries, 10, KNOBS, 1)
     assert [[c.id for c in g] for g in got] == [[c.id for c in w] for w in want]
+
+
+def test_bulk_rows_write_what_per_document_writes_write(stores):
+    st, single = stores
+    docs = make_docs(900, seed=11)
+    config = {"model": None, "dim": DIM, "index": {}}
+    col, ref = st.create("bulk", config), single.create("bulk", config)
+    ids = [f"d{i}" for i in range(len(docs))]
+    # each row's terms reversed: the bulk path sorts them as the per-document path does
+    row = np.repeat(np.arange(len(docs)), docs.row_nnz())
+    order = np.lexsort((-docs.indices.astype(np.int64), row))
+    flipped = SparseBatch(docs.indptr, docs.indices[order], docs.values[order], DIM)
+    assert not np.array_equal(flipped.indices, docs.indices)
+    seq = col.upsert_rows(ids, flipped, texts=[f"text of {i}" for i in ids], metadata=[{"n": n} for n in range(len(ids))])
+    assert seq == col.seq and col.stats()["documents"] == len(docs)
+    fill([ref], docs)
+    assert col.get("d5", with_vector=True) == ref.get("d5", with_vector=True)
+    queries = make_queries(docs, 20, seed=12)
+    _, got = col.search(queries, 10, KNOBS, 1)
+    _, want = ref.search(queries, 10, KNOBS, 1)
+    assert [[c.id for c in g] for g in got] == [[c.id for c in w] for w in want]
+    # a bad row anywhere refuses the whole write before any shard sees it
+    bad = SparseBatch(np.array([0, 2, 4]), np.array([1, 2, 3, DIM + 5]), np.ones(4, np.float32), DIM + 10)
+    before = [sh.committed["bulk"] for sh in st.shards]
+    with pytest.raises(CollectionError, match="'new-1': term id 3005 outside"):
+        col.upsert_rows(["new-0", "new-1"], bad)
+    assert [sh.committed["bulk"] for sh in st.shards] == before and col.get("new-0") is None
 
 
 def test_approximate_recall_matches_single_node(stores):

@@ -329,7 +329,7 @@ class SparseEncoder(torch.nn.Module):
                 local = srt[sel]
                 bids = [ids[j] for j in local]
                 feats = self._collate_host(bids, side, PAD_MULTIPLE, pin) if host_collate else None
-                hb = _HostBatch(window[local], feats, None if host_collate else bids)
+                hb = _HostBatch(window[local], feats, [] if host_collate else bids)
                 if profile is not None:
                     L = -(-max(1, int(lens[local].max())) // PAD_MULTIPLE) * PAD_MULTIPLE
                     profile.tokenize += tok_s + time.perf_counter() - t1
@@ -475,7 +475,7 @@ class EncodeProfile:
 class _HostBatch:
     rows: np.ndarray  # input positions of the batch's texts
     feats: dict[str, torch.Tensor] | None  # host tensors (base collation), or
-    ids: list[list[int]] | None  # token ids for a subclass's own ``_collate``
+    ids: list[list[int]]  # token ids for a subclass's own ``_collate`` (empty with ``feats``)
 
 
 class _Clock:

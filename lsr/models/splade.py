@@ -195,7 +195,9 @@ class InferenceFreeEncoder(SpladeEncoder):
         return presence * self.query_weights
 
     def encode_queries(self, texts, batch_size: int = 32, show_progress_bar: bool = False,
-                       top_k: int | None = None, min_weight: float | None = None):
+                       top_k: int | None = None, min_weight: float | None = None, *,
+                       max_tokens: int | None = None, profile=None):
+        """Queries through the weight table (no model call: ``max_tokens`` and ``profile`` do not apply)."""
         top_k = self.top_k if top_k is None else top_k
         min_weight = self.min_weight if min_weight is None else min_weight
         return self.query_encoder.encode_queries(texts, batch_size=max(batch_size, 256),

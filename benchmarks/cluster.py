@@ -93,72 +93,116 @@ def recall(res, truth) -> float:
     return float(np.mean([len({c.id for c in r} & set(t)) / max(len(t), 1) for r, t in zip(res, truth)]))
 
 
-def bench_search(args, tmp: Path) -> list[dict]:
-    from lsr.cluster.store import ClusterStore
-    from lsr.index import ExactIndex
+def _data(args, tmp: Path) -> tuple[SparseBatch, SparseBatch]:
+    """The documents and queries, generated once and kept in the work folder (a later call reuses them)."""
+    from lsr.index.sparse import load_vectors, save_vectors
 
+    key = tmp / f"data-{args.n_docs}-{args.n_queries}-{args.seed}"
+    if (key / "queries.npz").exists():
+        docs, queries = load_vectors(key / "docs.npz")[0], load_vectors(key / "queries.npz")[0]
+        print(f"# {len(docs):,} documents and {len(queries):,} queries read from {key}", flush=True)
+        return docs, queries
     t0 = time.perf_counter()
     docs, queries = generate(args.n_docs, args.n_queries, args.seed)
     print(f"# {len(docs):,} documents ({docs.nnz / len(docs):.1f} nnz/doc), {len(queries):,} queries "
           f"({queries.nnz / len(queries):.1f} nnz) generated in {time.perf_counter() - t0:.1f} s", flush=True)
-    truth_hits = ExactIndex.build(docs).search(queries, k=10, threads=os.cpu_count())
-    truth = [[f"d{r}" for r in row if r >= 0] for row in truth_hits.rows]
+    key.mkdir(parents=True, exist_ok=True)
+    save_vectors(key / "docs.npz", docs)
+    save_vectors(key / "queries.npz", queries)  # last: its presence means both are complete
+    return docs, queries
+
+
+def bench_search(args, tmp: Path) -> list[dict]:
+    """Fill the systems that are not filled yet (a marker per system in the work folder), then, unless
+    ``--stage fill``, measure each one. With a kept ``--work`` folder the stages can run in separate
+    processes (a GPU host's call limit): filled collections are opened again, not rebuilt."""
+    from lsr.cluster.store import ClusterStore
+    from lsr.index import ExactIndex
+
+    docs, queries = _data(args, tmp)
     config = {"model": None, "dim": docs.dim, "index": {}}
-    rows = []
+    done = tmp / f"filled-{args.n_docs}"
+    done.mkdir(parents=True, exist_ok=True)
 
-    def measure(label: str, shards: int, col, build_s: float, search) -> dict:
-        search(queries[:8])  # warm
-        _, res = col.search(queries, 10, KNOBS, 1) if shards else col.search(queries, 10, KNOBS, 1)
-        lat = latency(search, queries, args.latency_queries)
-        qps, p99 = throughput(search, queries, args.clients, args.seconds)
-        row = {"system": label, "shards": shards, "build_s": round(build_s, 1), "recall@10": round(recall(res, truth), 4),
-               "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
-               "qps": round(qps, 1), "qps_p99_ms": round(p99, 2)}
-        print(row, flush=True)
-        if args.json:  # as it goes: a run cut short still leaves its rows
-            Path(args.json).write_text(json.dumps({"search": rows + [row]}, indent=1))
-        return row
+    def open_system(s: int):
+        if s == 0:
+            store = CollectionStore(tmp / "single", MergePolicy(min_docs=10**12, idle_s=1e12))
+            store.load_all()
+        else:
+            store = ClusterStore.launch(tmp / f"shards-{s}", s, 1, cluster_name=f"bench{s}", merge_min_docs=10**12,
+                                        merge_idle_s=1e12, max_concurrency=max(16, args.clients), timeout_s=1800)
+            store.load_all()
+        col = store.collections.get("bench")
+        return store, col if col is not None else store.create("bench", config)
 
-    store = CollectionStore(tmp / "single", MergePolicy(min_docs=10**12, idle_s=1e12))
-    col = store.create("bench", config)
-    clusters = {}
-    for s in args.shards:
-        st = ClusterStore.launch(tmp / f"shards-{s}", s, 1, cluster_name=f"bench{s}", merge_min_docs=10**12,
-                                 merge_idle_s=1e12, max_concurrency=max(16, args.clients), timeout_s=1800)
-        st.load_all()
-        clusters[s] = (st, st.create("bench", config))
-    targets = [(0, col)] + [(s, c) for s, (_, c) in clusters.items()]
-    builds: dict[int, float] = {}
-    if args.concurrent_fill:  # all systems filled at once (the cores are shared: build times are not comparable)
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=lambda s=s, c=c: builds.__setitem__(s, fill(c, docs, args.write_batch)))
-                   for s, c in targets]
+    def close_system(s: int, store) -> None:
+        store.close() if s == 0 else store.kill()
+
+    systems = [0] + args.shards
+    todo = [s for s in systems if not (done / f"{s}.json").exists()]
+    opened = {s: open_system(s) for s in todo}
+    for s in todo:  # a partly filled collection (a call cut short) starts again from empty
+        if len(opened[s][1]):
+            opened[s][0].delete("bench")
+            opened[s] = (opened[s][0], opened[s][0].create("bench", config))
+
+    def fill_one(s: int) -> None:
+        build = fill(opened[s][1], docs, args.write_batch)
+        fileio_write(done / f"{s}.json", {"build_s": build, "concurrent": bool(args.concurrent_fill)})
+        print(f"# system {s} filled in {build:.1f} s", flush=True)
+
+    if args.concurrent_fill:  # all at once (the cores are shared: build times are not comparable)
+        threads = [threading.Thread(target=fill_one, args=(s,)) for s in todo]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        print(f"# all systems filled concurrently in {time.perf_counter() - t0:.1f} s", flush=True)
-    seg_bytes = None
+    else:
+        for s in todo:
+            fill_one(s)
+    if args.stage == "fill":
+        for s, (store, _) in opened.items():
+            close_system(s, store)
+        return []
 
-    def local(q):
-        view, res = col.search(q, 10, KNOBS, 1)
-        return [[view.document(c) for c in r] for r in res]
-
-    for s, c in targets:
-        build = builds[s] if s in builds else fill(c, docs, args.write_batch)
+    truth_hits = ExactIndex.build(docs).search(queries, k=10, threads=os.cpu_count())
+    truth = [[f"d{r}" for r in row if r >= 0] for row in truth_hits.rows]
+    rows: list[dict] = []
+    for s in systems:
+        store, col = opened.pop(s) if s in opened else open_system(s)
         if s == 0:
-            row = measure("single process (local collection)", 0, c, build, local)
-            seg_bytes = sum(x["bytes"] for x in c.stats()["segments"])
-            row["bytes_per_doc"] = round(seg_bytes / len(docs), 1)
-            store.close()
+            label = "single process (local collection)"
+
+            def search(q, col=col):
+                view, res = col.search(q, 10, KNOBS, 1)
+                return [[view.document(c) for c in r] for r in res]
         else:
-            row = measure(f"Ray, {s} shard actor{'s' if s > 1 else ''}", s, c, build,
-                          lambda q, c=c: c.search(q, 10, KNOBS, 1))
-            row["bytes_per_doc"] = round(sum(x["bytes"] for x in c.stats()["segments"]) / len(docs), 1)
-            clusters[s][0].kill()
-        row["concurrent_fill"] = bool(args.concurrent_fill)
+            label = f"Ray, {s} shard actor{'s' if s > 1 else ''}"
+
+            def search(q, col=col):
+                return col.search(q, 10, KNOBS, 1)
+        search(queries[:8])  # warm
+        _, res = col.search(queries, 10, KNOBS, 1)
+        lat = latency(search, queries, args.latency_queries)
+        qps, p99 = throughput(search, queries, args.clients, args.seconds)
+        marker = json.loads((done / f"{s}.json").read_text())
+        row = {"system": label, "shards": s, "build_s": round(marker["build_s"], 1),
+               "concurrent_fill": marker["concurrent"], "recall@10": round(recall(res, truth), 4),
+               "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
+               "qps": round(qps, 1), "qps_p99_ms": round(p99, 2),
+               "bytes_per_doc": round(sum(x["bytes"] for x in col.stats()["segments"]) / len(docs), 1)}
+        print(row, flush=True)
         rows.append(row)
+        if args.json:  # as it goes: a run cut short still leaves its rows
+            Path(args.json).write_text(json.dumps({"search": rows}, indent=1))
+        close_system(s, store)
     return rows
+
+
+def fileio_write(path: Path, obj: dict) -> None:
+    from lsr.index import fileio
+
+    fileio.atomic_write(path, json.dumps(obj).encode(), site="bench")
 
 
 def bench_encode(args) -> dict:
@@ -226,6 +270,9 @@ def main(argv=None) -> None:
     ap.add_argument("--actors", type=int, default=None, help="Ray Data encoder actors (default: one per GPU, else CPU)")
     ap.add_argument("--block", type=int, default=256, help="documents per Ray Data block")
     ap.add_argument("--skip-search", action="store_true")
+    ap.add_argument("--stage", choices=["fill", "all"], default="all",
+                    help="fill: only fill the systems not yet filled in --work (then stop); all: fill what is "
+                         "missing, then measure")
     ap.add_argument("--concurrent-fill", action="store_true",
                     help="fill every system at once before measuring them one at a time (saves wall time on a big "
                          "machine; the build times are then not comparable)")
@@ -257,7 +304,7 @@ def main(argv=None) -> None:
 def print_report(out: dict) -> None:
     print(f"\n## lsr on Ray: {out['machine']['cpus']} CPUs, ray {out['machine']['ray']}, params "
           f"{ {k: v for k, v in out['params'].items() if k not in ('json', 'work')} }\n")
-    if "search" in out:
+    if out.get("search"):
         rows = out["search"]
         base = rows[0]
         print("| system | build s | bytes/doc | Recall@10 | p50 ms (1 client) | p99 ms (1 client) | overhead p50 ms | "

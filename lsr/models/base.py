@@ -34,6 +34,7 @@ KINDS = ("splade", "inference-free", "decoder")
 FORMAT_VERSION = 1
 PAD_MULTIPLE = 8  # encode batches are padded to a multiple of 8 tokens (tensor-core friendly shapes)
 PREFETCH_BATCHES = 4  # tokenised batches the background thread may hold ahead of the device
+_FAST_TOKENIZER_LOCK = threading.Lock()
 
 
 def default_device(device=None) -> torch.device:
@@ -88,7 +89,6 @@ class SparseEncoder(torch.nn.Module):
         self.min_weight = None if min_weight is None else float(min_weight)
         self._vocab: tuple[str, ...] | None = None
         self._fast_tokenizers: dict[tuple, Any] = {}
-        self._fast_tokenizers_lock = threading.Lock()
         # bf16 autocast when encoding on a GPU; set False for float32 (e.g. bit-for-bit parity checks).
         self.amp = True
 
@@ -155,7 +155,7 @@ class SparseEncoder(torch.nn.Module):
         key = (id(backend), int(max_length), side, split)
         tok = self._fast_tokenizers.get(key)
         if tok is None:
-            with self._fast_tokenizers_lock:
+            with _FAST_TOKENIZER_LOCK:
                 tok = self._fast_tokenizers.get(key)
                 if tok is None:
                     from tokenizers import Tokenizer

@@ -277,8 +277,14 @@ class SeismicIndex(BaseIndex):
             return self._empty_hits(k)
         if allowed is not None:
             return self._search_allowed(queries, k, p, resolve_threads(threads), allowed, exact_below)
+        # one query runs on the calling thread whatever ``threads`` says (a valid value is not
+        # resolved: reading Numba's thread count costs several microseconds, a tenth of a query)
+        if queries.indptr.shape[0] == 2 and (threads is None or (type(threads) is int and threads > 0)):
+            nthreads = 1
+        else:
+            nthreads = resolve_threads(threads)
         scores, rows = self._run(queries.indptr, queries.indices, queries.values, k, p.query_cut, p.heap_factor,
-                                 p.sorted_blocks, p.n_knn, resolve_threads(threads))
+                                 p.sorted_blocks, p.n_knn, nthreads)
         return Hits(self._idmap.lookup(rows), scores, rows)
 
     def _search_allowed(self, queries: SparseBatch, k: int, p: SearchParams, nthreads: int, allowed: np.ndarray,

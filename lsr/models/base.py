@@ -533,14 +533,16 @@ def sparse_rows(dense: torch.Tensor, top_k: int | None = None,
     dense = dense.float()
     if min_weight is not None:
         dense = dense.masked_fill(dense < min_weight, 0.0)
+    cols: torch.Tensor | None = None
+    vals = dense
     if top_k is not None and top_k < dense.shape[1]:
         vals, cols = dense.topk(top_k, dim=1)
         cols, perm = cols.sort(dim=1)
         vals = vals.gather(1, perm)
-        keep = vals != 0
-        return keep.sum(dim=1), cols[keep], vals[keep]
-    keep = dense != 0
-    return keep.sum(dim=1), keep.nonzero()[:, 1], dense[keep]
+    keep = vals != 0
+    nz = keep.nonzero()  # row-major: rows in order, columns ascending; the one host synchronisation
+    picked = nz[:, 1] if cols is None else cols[nz[:, 0], nz[:, 1]]
+    return keep.sum(dim=1), picked, vals[nz[:, 0], nz[:, 1]]
 
 
 def csr_in_input_order(rows: np.ndarray, counts: np.ndarray, cols: np.ndarray, vals: np.ndarray,

@@ -186,8 +186,8 @@ def test_csr_in_input_order_against_a_loop():
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("activation", ["relu", "log1p_relu"])
 def test_head_pool_padding_never_leaks(bias, activation):
-    """Padding positions score 0 in the folded projection; real tokens whose logits are all negative
-    still pool to 0, and an all-padding row is 0."""
+    """Padding positions score 0 in the folded projection (the GPU default, run here on the CPU); real
+    tokens whose logits are all negative still pool to 0, an all-padding row is 0; same as the masked path."""
     g = torch.Generator().manual_seed(1)
     B, L, H, V = 4, 6, 16, 300
     hidden = torch.randn(B, L, H, generator=g)
@@ -203,9 +203,10 @@ def test_head_pool_padding_never_leaks(bias, activation):
     logits = hidden @ w.T + (b if b is not None else 0)
     assert float(logits[1, :3].max()) <= 0 and float(logits[0, :3].max()) > 0
     want = splade_pool(logits, mask, "max", activation)
-    got = head_pool(hidden, mask, w, b, "max", activation, chunk_bytes=4096)
+    got = head_pool(hidden, mask, w, b, "max", activation, chunk_bytes=4096, fold_bias=True)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert float(got[2].abs().max()) == 0.0
+    torch.testing.assert_close(got, head_pool(hidden, mask, w, b, "max", activation, chunk_bytes=4096, fold_bias=False))
 
 
 def test_prefetch_hands_over_items_and_errors():

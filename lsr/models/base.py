@@ -33,7 +33,7 @@ LSR_CONFIG = "lsr_config.json"
 KINDS = ("splade", "inference-free", "decoder")
 FORMAT_VERSION = 1
 PAD_MULTIPLE = 8  # encode batches are padded to a multiple of 8 tokens (tensor-core friendly shapes)
-PREFETCH_BATCHES = 4  # tokenised batches the background thread may hold ahead of the device
+PREFETCH_WINDOWS = 2  # tokenised windows (see _windows) the background thread may hold ahead of the device
 _FAST_TOKENIZER_LOCK = threading.Lock()
 
 
@@ -255,9 +255,13 @@ class SparseEncoder(torch.nn.Module):
             host_collate = type(self)._collate is SparseEncoder._collate  # else a subclass builds its own features
             batches = self._host_batches(texts, side, int(batch_size), max_tokens, host_collate, pin=cuda,
                                          profile=profile)
-            inline = profile is not None or n <= _window_sizes(int(batch_size), max_tokens)[0]
-            if not inline:  # tokenise batch i+1 while the device runs batch i
-                batches = _prefetch(batches, PREFETCH_BATCHES, name="lsr-encode-tokenize")
+            windows = _windows(n, int(batch_size), max_tokens)
+            if profile is None and len(windows) > 1:  # tokenise the next window while the device runs this one
+                # room for whole windows: the thread tokenises window k+1 while window k's batches wait
+                longest = -(-self._max_length(side, None) // PAD_MULTIPLE) * PAD_MULTIPLE
+                rows = int(batch_size) if max_tokens is None else max(1, min(int(batch_size), int(max_tokens) // longest))
+                per_window = -(-max(e - s for s, e in windows) // rows)
+                batches = _prefetch(batches, PREFETCH_WINDOWS * per_window + 1, name="lsr-encode-tokenize")
             clock = _Clock(dev if profile is not None else None)
             rows_parts: list[np.ndarray] = []
             count_parts: list[np.ndarray] = []
@@ -313,13 +317,9 @@ class SparseEncoder(torch.nn.Module):
         batches are padded to their own longest row."""
         n = len(texts)
         order = np.argsort(-np.fromiter(map(len, texts), np.int64, n), kind="stable")
-        first, rest = _window_sizes(batch_size, max_tokens)
-        start, size = 0, first
-        while start < n:
+        for start, end in _windows(n, batch_size, max_tokens):
             t0 = time.perf_counter()
-            window = order[start : start + size]
-            start += size
-            size = rest
+            window = order[start:end]
             ids = self._token_ids([texts[i] for i in window], side, None)
             lens = np.fromiter(map(len, ids), np.int64, len(ids))
             srt = np.argsort(-lens, kind="stable")
@@ -501,11 +501,18 @@ class _Clock:
             self.t = t
 
 
-def _window_sizes(batch_size: int, max_tokens: int | None) -> tuple[int, int]:
-    """Texts tokenised per call: one batch's worth first (the device starts early), then larger
-    windows (better length buckets, fewer calls)."""
+def _windows(n: int, batch_size: int, max_tokens: int | None) -> list[tuple[int, int]]:
+    """``(start, end)`` of the texts tokenised per call: about one batch first (the device starts
+    early), then windows four times larger each time up to 1,024 texts or four batches (better
+    length buckets, fewer calls)."""
     rows = batch_size if max_tokens is None else max(1, min(batch_size, int(max_tokens) // 64))
-    return max(64, rows), max(1024, 4 * rows)
+    size, cap = max(64, rows), max(1024, 4 * rows)
+    out, start = [], 0
+    while start < n:
+        out.append((start, min(n, start + size)))
+        start += size
+        size = min(cap, 4 * size)
+    return out
 
 
 def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None,

@@ -88,8 +88,8 @@ def onnx_encoder(args, folder, threads):
 
 def _dense_rows(out, m: int) -> np.ndarray:
     """The first ``m`` rows of an encoder's output as a float32 numpy array."""
-    if hasattr(out, "to_dense") and hasattr(out, "indptr"):  # SparseBatch
-        return out.to_dense()[:m]
+    if hasattr(out, "indptr"):  # SparseBatch
+        return out[:m].to_dense()
     return out.to_dense()[:m].float().cpu().numpy()
 
 
@@ -243,7 +243,8 @@ def print_tables(out, args):
         nnz = f"{r['avg_nnz']:.1f}" if "avg_nnz" in r else "-"
         print(f"| {name} | {r['batch_size']} | {r['precision']} | {r['docs_per_s']:.1f} | {ratio} | {diff} | {agree} | {nnz} |")
     p = enc["profile"]
-    stages = [("tokenize", "tokenise + padded host arrays (background thread in normal runs)"),
+    stages = [("tokenize", "token ids (fast tokenizer batch call + id lists; background thread in normal runs)"),
+              ("collate", "padded host arrays, page-locked on CUDA (background thread in normal runs)"),
               ("h2d", "host -> device copies"), ("forward", "model + pooled (B, V) weights"),
               ("sparse", "pruning + non-zero selection on the device"),
               ("d2h", "non-zeros back to the host"), ("assemble", "CSR in input order (host)")]

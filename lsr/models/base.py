@@ -323,7 +323,8 @@ class SparseEncoder(torch.nn.Module):
             ids = self._token_ids([texts[i] for i in window], side, None)
             lens = np.fromiter(map(len, ids), np.int64, len(ids))
             srt = np.argsort(-lens, kind="stable")
-            tok_s = time.perf_counter() - t0
+            if profile is not None:
+                profile.tokenize += time.perf_counter() - t0
             for sel in plan_batches(lens[srt], batch_size, max_tokens, PAD_MULTIPLE):
                 t1 = time.perf_counter()
                 local = srt[sel]
@@ -332,8 +333,7 @@ class SparseEncoder(torch.nn.Module):
                 hb = _HostBatch(window[local], feats, [] if host_collate else bids)
                 if profile is not None:
                     L = -(-max(1, int(lens[local].max())) // PAD_MULTIPLE) * PAD_MULTIPLE
-                    profile.tokenize += tok_s + time.perf_counter() - t1
-                    tok_s = 0.0
+                    profile.collate += time.perf_counter() - t1
                     profile.batches += 1
                     profile.tokens += int(lens[local].sum())
                     profile.padded_tokens += L * len(local)
@@ -452,7 +452,8 @@ class EncodeProfile:
     call overlaps tokenisation with the device and is faster than ``total`` here).
     """
 
-    tokenize: float = 0.0  # token ids and the padded host arrays (page-locked on CUDA)
+    tokenize: float = 0.0  # token ids (the fast tokenizer's batch call and its id lists), sorting by length
+    collate: float = 0.0  # the padded host arrays (page-locked on CUDA)
     h2d: float = 0.0  # host -> device copies
     forward: float = 0.0  # the model and the pooled (B, V) weights
     sparse: float = 0.0  # pruning and the non-zero selection, on the device
@@ -465,7 +466,7 @@ class EncodeProfile:
     padded_tokens: int = 0  # tokens the model ran on, padding included
     max_batch_tokens: int = 0
 
-    STAGES = ("tokenize", "h2d", "forward", "sparse", "d2h", "assemble")
+    STAGES = ("tokenize", "collate", "h2d", "forward", "sparse", "d2h", "assemble")
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

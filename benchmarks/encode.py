@@ -23,6 +23,17 @@ Measured 2026-11-27, before the encode pipeline (SPLADE-tiny, batch 32, 256 toke
 | H200, `--device cuda --limit 5183 --repeats 3 --precision fp32` | 5183 | 1024 | 3291 | 3.21x | 0 | 1.0000 |
 | H200, same, lsr bf16 autocast (`--precision auto`) | 5183 | 1026 | 3613 | 3.52x | 9.1e-02 | 0.9897 |
 | H200, bf16 autocast, `--batch-size 128` | 5183 | 1236 | 4614 | 3.73x | 9.1e-02 | 0.9897 |
+
+Measured 2026-12-02 with the encode pipeline, 2-core AMD EPYC, shared (load ~10), torch 2.13 CPU,
+`--limit 200 --batch-sizes 32,128 --repeats 2 --skip-onnx --skip-queries`:
+
+| batch | ST docs/s | lsr docs/s | ratio | max abs diff | top-10 agreement |
+|---|---|---|---|---|---|
+| 32 | 6.4 | 9.9 | 1.54x | 5.0e-06 | 1.0000 |
+| 128 | 3.6 | 10.4 | 2.86x | 0 | 1.0000 |
+
+On the CPU the model is 99% of lsr's time (tokenise 0.9%, padding 94% real tokens); the pipeline is
+for GPUs, where the model's share is small: `bash benchmarks/gpu_encode.sh` measures it there.
 """
 
 from __future__ import annotations

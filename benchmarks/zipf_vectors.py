@@ -15,7 +15,10 @@ correlated in terms, not copied in weights).
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,18 +70,26 @@ class ZipfGenerator:
         w = rng.lognormal(-0.6, sigma, terms.shape) * (0.3 + 1.4 * self.rarity[terms])
         return np.minimum(w, 8.0).astype(np.float32)
 
-    def documents(self, n: int, *, chunk: int = 50_000) -> SparseBatch:
-        """``n`` documents; their topics (n, 2) stay in ``self.doc_topics`` for :meth:`queries`."""
-        self.doc_topics = np.empty((n, 2), np.int64)
-        return SparseBatch.concat([self._doc_chunk(c // chunk, min(chunk, n - c), self.doc_topics[c : c + chunk])
-                                   for c in range(0, n, chunk)])
+    def documents(self, n: int, *, chunk: int = 50_000, workers: int | None = None) -> SparseBatch:
+        """``n`` documents; their topics (n, 2) stay in ``self.doc_topics`` for :meth:`queries`.
+        Chunks have seeds of their own, so they are drawn in parallel processes (``workers``,
+        default: one per core, at most one per chunk) with the same result as one after another."""
+        starts = list(range(0, n, chunk))
+        workers = min(len(starts), os.cpu_count() or 1) if workers is None else max(1, workers)
+        jobs = [(c // chunk, min(chunk, n - c)) for c in starts]
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+                parts = list(pool.map(self._doc_chunk, *zip(*jobs)))
+        else:
+            parts = [self._doc_chunk(ci, m) for ci, m in jobs]
+        self.doc_topics = np.concatenate([t for _, t in parts]) if parts else np.empty((0, 2), np.int64)
+        return SparseBatch.concat([b for b, _ in parts])
 
-    def _doc_chunk(self, ci: int, m: int, topics_out: np.ndarray) -> SparseBatch:
+    def _doc_chunk(self, ci: int, m: int) -> tuple[SparseBatch, np.ndarray]:
         rng = np.random.default_rng([self.seed, 1, ci])
         lengths = np.clip(rng.lognormal(np.log(110), 0.55, m), 12, 600).astype(np.int64)
         draws = int(lengths.max() * 1.3) + 1
         topics = rng.integers(0, self.n_topics, (m, 2))
-        topics_out[:] = topics
         which = rng.integers(0, 2, (m, draws))
         slot = rng.integers(0, self.topics.shape[1], (m, draws))
         topic_terms = self.topics[topics[np.arange(m)[:, None], which], slot]
@@ -87,7 +98,7 @@ class ZipfGenerator:
         w = self._weights(rng, terms, 0.9)
         w = np.where(use_topic, w * 1.5, w).astype(np.float32)
         # a document is cut to its length after duplicates merge: oversample, then keep `lengths` draws
-        return _rows(terms, w, np.minimum(lengths * 13 // 10, draws), self.dim)
+        return _rows(terms, w, np.minimum(lengths * 13 // 10, draws), self.dim), topics
 
     def queries(self, n: int, docs: SparseBatch, *, mean_nnz: int = 50) -> SparseBatch:
         """Queries seeded from random documents of ``docs``; see the module docstring."""

@@ -617,15 +617,14 @@ def _block_union(rows: np.ndarray, b0: Int, b1: Int, fwd_ptr: np.ndarray, fwd_co
     for x in range(b0, b1):
         d = rows[x]
         for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            # branch-free (values are > 0): whether a term is new is a coin flip for the branch
+            # predictor, and the mispredictions cost more than the unconditional stores
             c = fwd_comp[p]
             v = fwd_val[p]
             m = maxv[c]
-            if m < 0:
-                comps_buf[nu] = c
-                nu += 1
-                maxv[c] = v
-            elif v > m:
-                maxv[c] = v
+            comps_buf[nu] = c
+            nu += np.int64(m < 0)
+            maxv[c] = max(m, v)
     return nu
 
 
@@ -666,48 +665,60 @@ def _select_top(a: np.ndarray, n: Int, m: Int) -> None:
 
 
 @_njit()
-def _energy_threshold(comps_buf: np.ndarray, nu: Int, maxv: np.ndarray, energy: Float, tmp: np.ndarray
-                      ) -> tuple[int, Any, int, Any]:
+def _energy_threshold(comps_buf: np.ndarray, nu: Int, maxv: np.ndarray, energy: Float, tmp: np.ndarray,
+                      hist_m: np.ndarray, hist_n: np.ndarray) -> tuple[int, Any, int, Any]:
     """Energy cut of one summary: the largest entries until their sum reaches ``energy`` of the
     total (the crossing entry included). Returns (n_kept, threshold value, ties to keep at the
     threshold, max value); ties at the threshold are kept in order of first appearance.
-    Works in place in ``tmp`` (no allocation)."""
+
+    No sort: the values are float16-rounded and positive, so their float32 bit patterns order
+    them and split them exactly into buckets of one value: a mass histogram over the exponent
+    (256 bins) finds the bin the cut falls in, a second over that bin's top 10 mantissa bits
+    finds the value. Two branch-free passes over the entries; sums are float64, exact for
+    float16 values, so the cut equals a sort's whatever the order of summation. ``hist_m``
+    (float64) and ``hist_n`` (int64) are scratch of length >= 1024; ``tmp`` of length >= nu."""
+    for x in range(256):
+        hist_m[x] = 0.0
+        hist_n[x] = 0
+    total = 0.0
+    hi_v = np.float32(0.0)
     for i in range(nu):
-        tmp[i] = maxv[comps_buf[i]]
-    total = np.float32(0.0)
-    for i in range(nu):
-        total += tmp[i]
+        v = maxv[comps_buf[i]]
+        tmp[i] = v
+        e = np.float32(v).view(np.uint32) >> np.uint32(23)
+        hist_m[e] += v
+        hist_n[e] += 1
+        total += v
+        hi_v = max(hi_v, v)
     until = total * energy
-    # the cut usually falls among the largest few entries: select those and sort only them;
-    # fall back to a full sort when they do not hold enough of the mass
-    m = nu
-    s0 = 0
-    if nu > 64:
-        m = max(32, int(nu * (energy * 0.5 + 0.05)))
-        _select_top(tmp, nu, m)
-        top = np.float32(0.0)
-        for i in range(nu - m, nu):
-            top += tmp[i]
-        if top >= until:
-            s0 = nu - m
-        else:
-            m = nu
-    tmp[s0:nu].sort()
-    acc = np.float32(0.0)
-    n = 0
-    for i in range(nu - 1, s0 - 1, -1):
-        acc += tmp[i]
-        n += 1
-        if acc >= until:
-            break
-    thr = tmp[nu - n]
-    above = 0
-    for i in range(nu - 1, s0 - 1, -1):
-        if tmp[i] > thr:
-            above += 1
-        else:
-            break
-    return n, thr, n - above, tmp[nu - 1]
+    taken = 0.0  # mass of the entries above the current bin
+    n_above = 0
+    e = 255
+    while e > 0 and taken + hist_m[e] < until:
+        taken += hist_m[e]
+        n_above += hist_n[e]
+        e -= 1
+    for x in range(1024):
+        hist_m[x] = 0.0
+        hist_n[x] = 0
+    for i in range(nu):
+        bits = np.float32(tmp[i]).view(np.uint32)
+        inside = np.int64((bits >> np.uint32(23)) == e)
+        x = (bits >> np.uint32(13)) & np.uint32(1023)
+        hist_m[x] += tmp[i] * inside
+        hist_n[x] += inside
+    x = 1023
+    while x > 0 and taken + hist_m[x] < until:
+        taken += hist_m[x]
+        n_above += hist_n[x]
+        x -= 1
+    thr = np.uint32((np.uint32(e) << np.uint32(23)) | (np.uint32(x) << np.uint32(13))).view(np.float32)
+    acc = taken
+    j = 0
+    while j < hist_n[x] and acc < until:
+        acc += thr
+        j += 1
+    return n_above + j, thr, j, hi_v
 
 
 @_njit(parallel=True)
@@ -723,15 +734,17 @@ def summaries_count(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray
     n_kept = np.zeros(term_blk_ptr[nterms], np.int64)
     for w in prange(wptr.shape[0] - 1):
         maxv = np.full(dim, -1.0, np.float32)
-        comps_buf = np.empty(dim, np.int64)
+        comps_buf = np.empty(dim + 1, np.int64)  # _block_union stores one past the distinct terms
         tmp = np.empty(dim, np.float32)
+        hist_m = np.empty(1024, np.float64)
+        hist_n = np.empty(1024, np.int64)
         for it in range(wptr[w], wptr[w + 1]):
             t = items[it]
             b0 = term_ptr[t]
             for b in range(n_blocks[t]):
                 b1 = b0 + blk_size[cap_ptr[t] + b]
                 nu = _block_union(rows, b0, b1, fwd_ptr, fwd_comp, fwd_val, maxv, comps_buf)
-                n, thr, ties, hi = _energy_threshold(comps_buf, nu, maxv, energy, tmp)
+                n, thr, ties, hi = _energy_threshold(comps_buf, nu, maxv, energy, tmp, hist_m, hist_n)
                 for i in range(nu):
                     maxv[comps_buf[i]] = -1.0
                 gb = term_blk_ptr[t] + b
@@ -764,11 +777,15 @@ def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray,
         max_ent = max(max_ent, grp_ptr[g + 1] - grp_ptr[g])
     for w in prange(wptr.shape[0] - 1):
         maxv = np.full(dim, -1.0, np.float32)
-        comps_buf = np.empty(dim, np.int64)
-        cnt = np.zeros(dim, np.int64)
+        comps_buf = np.empty(dim + 1, np.int64)
+        cnt_lo = np.zeros(BUCKET_MASK + 1, np.int64)
+        cnt_hi = np.zeros(n_buckets + 1, np.int64)
         e_comp = np.empty(max_ent, np.int64)
         e_blk = np.empty(max_ent, np.uint8)
         e_code = np.empty(max_ent, np.uint8)
+        t_comp = np.empty(max_ent, np.int64)
+        t_blk = np.empty(max_ent, np.uint8)
+        t_code = np.empty(max_ent, np.uint8)
         for it in range(wptr[w], wptr[w + 1]):
             t = items[it]
             nb = n_blocks[t]
@@ -803,38 +820,41 @@ def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray,
                             e_code[w_] = np.uint8(code)
                             w_ += 1
                     b0 = b1
-                # stable counting sort by term id over the distinct terms of the group
-                nu_g = 0
+                # stable radix sort by term id (low byte, then high bits): entries come block by
+                # block, so each term's entries stay in block order; the high-bits pass counts
+                # are the group's directory. O(entries + 256 + buckets), no comparison sort.
+                for x in range(BUCKET_MASK + 1):
+                    cnt_lo[x] = 0
                 for i in range(ne):
-                    c = e_comp[i]
-                    if cnt[c] == 0:
-                        comps_buf[nu_g] = c
-                        nu_g += 1
-                    cnt[c] += 1
-                comps_buf[:nu_g].sort()
-                off = e0
-                hb = 0
-                for i in range(nu_g):
-                    c = comps_buf[i]
+                    cnt_lo[e_comp[i] & BUCKET_MASK] += 1
+                acc = 0
+                for x in range(BUCKET_MASK + 1):
+                    n_x = cnt_lo[x]
+                    cnt_lo[x] = acc
+                    acc += n_x
+                for i in range(ne):
+                    x = e_comp[i] & BUCKET_MASK
+                    pos = cnt_lo[x]
+                    t_comp[pos] = e_comp[i]
+                    t_blk[pos] = e_blk[i]
+                    t_code[pos] = e_code[i]
+                    cnt_lo[x] = pos + 1
+                for h in range(n_buckets + 1):
+                    cnt_hi[h] = 0
+                for i in range(ne):
+                    cnt_hi[(t_comp[i] >> BUCKET_BITS) + 1] += 1
+                for h in range(n_buckets):
+                    cnt_hi[h + 1] += cnt_hi[h]
+                for h in range(n_buckets + 1):
+                    sum_dir[g, h] = cnt_hi[h]
+                for i in range(ne):
+                    c = t_comp[i]
                     h = c >> BUCKET_BITS
-                    while hb <= h:
-                        sum_dir[g, hb] = off - e0
-                        hb += 1
-                    n_c = cnt[c]
-                    cnt[c] = off
-                    off += n_c
-                while hb <= n_buckets:
-                    sum_dir[g, hb] = ne
-                    hb += 1
-                for i in range(ne):
-                    c = e_comp[i]
-                    pos = cnt[c]
+                    pos = e0 + cnt_hi[h]
                     sum_low[pos] = c & BUCKET_MASK
-                    sum_blk[pos] = e_blk[i]
-                    sum_code[pos] = e_code[i]
-                    cnt[c] = pos + 1
-                for i in range(nu_g):
-                    cnt[comps_buf[i]] = 0
+                    sum_blk[pos] = t_blk[i]
+                    sum_code[pos] = t_code[i]
+                    cnt_hi[h] += 1
 
 
 def summary_comps(sum_low: np.ndarray, sum_dir: np.ndarray) -> np.ndarray:
@@ -867,14 +887,14 @@ def block_summary_ref(doc_vectors: list[tuple[np.ndarray, np.ndarray]], energy: 
             mx[c] = max(mx.get(c, -1.0), v)
     first = {c: i for i, c in enumerate(mx)}
     items = sorted(mx.items(), key=lambda cv: (-cv[1], first[cv[0]]))
-    total = np.float32(0)
-    for v in mx.values():  # in order of first appearance, as the kernel sums
-        total = np.float32(total + np.float32(v))
-    until = np.float32(total * np.float32(energy))
-    kept, acc = [], np.float32(0)
+    total = 0.0  # float64: exact for float16-rounded values, whatever the order (as the kernel sums)
+    for v in mx.values():
+        total += float(np.float32(v))
+    until = total * float(np.float32(energy))
+    kept, acc = [], 0.0
     for c, v in items:
         kept.append((c, v))
-        acc = np.float32(acc + np.float32(v))
+        acc += float(np.float32(v))
         if acc >= until:
             break
     vals = np.array([v for _, v in kept], np.float32)

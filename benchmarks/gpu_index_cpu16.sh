@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# lsr SeismicIndex vs pyseismic-lsr on the CPU cores of the GPU host (16 cores), Zipf data, 200k
+# documents, from the repository root, in under 4 minutes (each stage has a hard time limit and
+# writes its JSON as it goes, so a stage cut short keeps what it measured):
+#   1. latency at Recall@10 >= 0.95: both indexes built on all cores (n_postings 3500), traced
+#      single-thread over query_cut x heap_factor, each read at its cheapest point that reaches
+#      0.95 (-> $OUT/index-latency-cpu16-zipf200k.md, .json);
+#   2. build time: n_postings 500, 1000, 3500, 5000 on 16 threads, then 1, 2, 4, 8 threads at
+#      n_postings 500 (-> $OUT/index-build-cpu16-zipf200k.md, .json).
+# Needs: python3 with numpy, numba and scipy; pyseismic-lsr installed (the `seismic` module; the
+# lead installs the carried wheel). Nothing is downloaded. Carry nothing beyond the tree.
+#   OUT=/tmp/out bash benchmarks/gpu_index_cpu16.sh
+#   smoke test elsewhere: N_DOCS=20000 THREADS=2 PYTHON=.venv/bin/python OUT=/tmp/o bash benchmarks/gpu_index_cpu16.sh
+set -u
+T0=$(date +%s)
+PY=${PYTHON:-python3}
+OUT=${OUT:-gpu-out}
+N_DOCS=${N_DOCS:-200000}
+THREADS=${THREADS:-16}
+BUDGET=${BUDGET:-225}  # seconds for the whole script
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+WORK=${TMPDIR:-/tmp}/lsr-index-cpu16
+mkdir -p "$WORK"
+say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/progress.log"; }
+left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+
+# lsr importable: installed, else the installed layout mirrored with links (no pip, no network)
+if ! "$PY" -c "import lsr.index" 2>/dev/null; then
+  rm -rf "$WORK/src" && mkdir -p "$WORK/src/lsr"
+  for f in lsr/*; do ln -s "$PWD/$f" "$WORK/src/lsr/$(basename "$f")"; done
+  for m in index eval service; do ln -s "$PWD/$m" "$WORK/src/lsr/$m"; done
+  export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$WORK/src"
+fi
+timeout 60 "$PY" -c "import lsr.index, scipy" || { say "lsr.index (or scipy) does not import"; exit 3; }
+timeout 30 "$PY" -c "import seismic" || { say "pyseismic-lsr (module seismic) is not installed"; exit 3; }
+export PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR="$WORK/numba-cache" LSR_COMMIT=${LSR_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+{ nproc; lscpu 2>/dev/null | grep -E "Model name|^CPU\(s\)|Thread|Socket|NUMA node\(s\)"; "$PY" -c "import sys, numpy, numba; from importlib.metadata import version; print('python', sys.version.split()[0], 'numpy', numpy.__version__, 'numba', numba.__version__, 'pyseismic-lsr', version('pyseismic-lsr'))"; } > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+COMMON=(--data zipf --n-docs "$N_DOCS" --n-queries 300 --threads "$THREADS" --cache "$WORK/data")
+say "set up; generating the data and compiling lsr's kernels (cached for stage 2)"
+
+# 1. latency at matched recall (also the 16-thread build at n_postings 3500)
+timeout $(( $(left) * 55 / 100 )) "$PY" benchmarks/index.py "${COMMON[@]}" --rounds 2 \
+  --json "$OUT/index-latency-cpu16-zipf200k.json" > "$OUT/index-latency-cpu16-zipf200k.md" 2> "$OUT/latency.err"
+rc=$?
+say "latency stage exit $rc"
+[ $rc -eq 0 ] || tail -5 "$OUT/latency.err"
+
+# 2. build time vs n_postings (16 threads) and vs threads (n_postings 500); no new build after the budget
+rest=$(left)
+if [ "$rest" -gt 20 ]; then
+  timeout $(( rest - 5 )) "$PY" benchmarks/index.py "${COMMON[@]}" --build-scaling "$THREADS,1,2,4,8" \
+    --n-postings 500,1000,3500,5000 --build-grid axes --time-budget $(( rest * 70 / 100 )) \
+    --json "$OUT/index-build-cpu16-zipf200k.json" > "$OUT/index-build-cpu16-zipf200k.md" 2> "$OUT/build.err"
+  rc=$?
+  say "build stage exit $rc"
+  if [ $rc -ne 0 ] && [ -f "$OUT/index-build-cpu16-zipf200k.json" ]; then
+    # cut short: the JSON written after the last finished build still holds its table
+    "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['report'])" "$OUT/index-build-cpu16-zipf200k.json" \
+      > "$OUT/index-build-cpu16-zipf200k.md"
+  fi
+else
+  say "no time left for the build stage"
+fi
+cat "$OUT/index-latency-cpu16-zipf200k.md" "$OUT/index-build-cpu16-zipf200k.md" 2>/dev/null
+say "done"

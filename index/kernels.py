@@ -623,7 +623,7 @@ def _block_union(rows: np.ndarray, b0: Int, b1: Int, fwd_ptr: np.ndarray, fwd_co
             v = fwd_val[p]
             m = maxv[c]
             comps_buf[nu] = c
-            nu += np.int64(m < 0)
+            nu += int(m < 0)
             maxv[c] = max(m, v)
     return nu
 
@@ -685,38 +685,38 @@ def _energy_threshold(comps_buf: np.ndarray, nu: Int, maxv: np.ndarray, energy: 
     for i in range(nu):
         v = maxv[comps_buf[i]]
         tmp[i] = v
-        e = np.float32(v).view(np.uint32) >> np.uint32(23)
-        hist_m[e] += v
-        hist_n[e] += 1
+        eb = np.float32(v).view(np.uint32) >> np.uint32(23)
+        hist_m[eb] += v
+        hist_n[eb] += 1
         total += v
         hi_v = max(hi_v, v)
     until = total * energy
     taken = 0.0  # mass of the entries above the current bin
     n_above = 0
-    e = 255
-    while e > 0 and taken + hist_m[e] < until:
-        taken += hist_m[e]
-        n_above += hist_n[e]
-        e -= 1
+    ex = 255  # the exponent bin the cut falls in
+    while ex > 0 and taken + hist_m[ex] < until:
+        taken += hist_m[ex]
+        n_above += hist_n[ex]
+        ex -= 1
     for x in range(1024):
         hist_m[x] = 0.0
         hist_n[x] = 0
     for i in range(nu):
         bits = np.float32(tmp[i]).view(np.uint32)
-        inside = np.int64((bits >> np.uint32(23)) == e)
-        x = (bits >> np.uint32(13)) & np.uint32(1023)
-        hist_m[x] += tmp[i] * inside
-        hist_n[x] += inside
-    x = 1023
-    while x > 0 and taken + hist_m[x] < until:
-        taken += hist_m[x]
-        n_above += hist_n[x]
-        x -= 1
-    thr = np.uint32((np.uint32(e) << np.uint32(23)) | (np.uint32(x) << np.uint32(13))).view(np.float32)
-    acc = taken
+        inside = np.int64((bits >> np.uint32(23)) == ex)
+        xb = (bits >> np.uint32(13)) & np.uint32(1023)
+        hist_m[xb] += tmp[i] * inside
+        hist_n[xb] += inside
+    xm = 1023  # the mantissa bin (one value) the cut falls in
+    while xm > 0 and taken + hist_m[xm] < until:
+        taken += hist_m[xm]
+        n_above += hist_n[xm]
+        xm -= 1
+    thr = np.uint32((np.uint32(ex) << np.uint32(23)) | (np.uint32(xm) << np.uint32(13))).view(np.float32)
+    acc = float(taken)
     j = 0
-    while j < hist_n[x] and acc < until:
-        acc += thr
+    while j < hist_n[xm] and acc < until:
+        acc += float(thr)
         j += 1
     return n_above + j, thr, j, hi_v
 

@@ -102,6 +102,8 @@ def build_plan(threads: list[int], posts: list[int], grid: str) -> list[tuple[in
     """(threads, n_postings) builds to run, most informative first: ``cross`` is every pair
     (thread counts outer); ``axes`` is every n_postings at the most threads, then every other
     thread count at the first n_postings."""
+    threads = list(dict.fromkeys(threads))
+    posts = list(dict.fromkeys(posts))
     if grid == "cross":
         return [(th, npost) for th in threads for npost in posts]
     top = max(threads)

@@ -120,3 +120,35 @@ def test_inconsistent_directory_is_refused(built, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(IndexFormatError, match="sum_dir.npy.*summary groups"):
         load_index(folder)
+
+
+def _energy_by_sort(vals, energy):
+    """The energy cut by a full sort (float64 sums): (n kept, threshold, ties kept at it)."""
+    order = np.argsort(-vals, kind="stable")
+    acc, until = 0.0, float(vals.astype(np.float64).sum()) * float(np.float32(energy))
+    for n, i in enumerate(order, 1):
+        acc += float(vals[i])
+        if acc >= until:
+            thr = vals[i]
+            return n, thr, int(np.sum(vals[order[:n]] == thr))
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("energy", [1e-3, 0.1, 0.4, 0.77, 1.0])
+def test_energy_cut_histogram_equals_a_sort(energy):
+    rng = np.random.default_rng(5)
+    hist_m, hist_n = np.empty(1024), np.empty(1024, np.int64)
+    for trial in range(60):
+        nu = int(rng.integers(1, 3000))
+        # float16-rounded values, with subnormals, many ties and a wide range
+        raw = np.concatenate([rng.lognormal(-0.6, 1.5, nu), rng.choice([1e-6, 3e-5, 0.5, 2.0], nu)])[:nu]
+        vals = raw.astype(np.float16).astype(np.float32)
+        vals = np.maximum(vals, np.float32(np.float16(6e-8)))  # > 0, as every stored value
+        dim = nu + 5
+        maxv = np.full(dim, -1.0, np.float32)
+        comps = rng.permutation(dim)[:nu].astype(np.int64)
+        maxv[comps] = vals
+        tmp = np.empty(dim, np.float32)
+        n, thr, ties, hi = K._energy_threshold(comps, nu, maxv, np.float32(energy), tmp, hist_m, hist_n)
+        assert (n, thr, ties) == _energy_by_sort(vals, energy), trial
+        assert hi == vals.max()

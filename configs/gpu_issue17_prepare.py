@@ -308,8 +308,6 @@ def cmd_bundle(args):
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    # SciFact travels with the repository (tests/data/beir/scifact, byte-identical to BEIR's)
-    shutil.copytree(args.data / "beir" / "nfcorpus", b / "data" / "beir" / "nfcorpus")
     _fp16_copy(args.work / "splade-tiny", b / "models" / "splade-tiny")
     # the packages the GPU machine lacks for training and lsr-eval (the rest of .whl/ is not needed)
     (b / "whl").mkdir(exist_ok=True)
@@ -320,11 +318,17 @@ def cmd_bundle(args):
         shutil.copy2(found[-1], b / "whl" / found[-1].name)
     caches = [p for p in (Path(".cache/label-free"), Path(".cache/teachers")) if p.is_dir()]
     files = [f for c in caches for f in sorted(c.iterdir()) if f.is_file() and not f.name.startswith(".")]
+    # NFCorpus rides in the archive too (its qrels compress tenfold); SciFact travels with the
+    # repository (tests/data/beir/scifact, byte-identical to BEIR's)
+    nf = args.data / "beir" / "nfcorpus"
+    data = [str(p.relative_to(args.data)) for p in sorted(nf.rglob("*")) if p.is_file()]
     # one xz stream: the teacher files repeat the same candidate lists, which a large window folds
     with open(b / "cache.tar.xz", "wb") as fh:
-        tar = subprocess.Popen(["tar", "cf", "-", *map(str, files)], stdout=subprocess.PIPE)
-        subprocess.run(["xz", "-9e", "-T2", "--lzma2=preset=9e,dict=192MiB"], stdin=tar.stdout, stdout=fh, check=True)
-        tar.wait()
+        tar = subprocess.Popen(["tar", "cf", "-", *map(str, files), "-C", str(args.data), "--transform", "s,^beir/,data/beir/,",
+                                *data], stdout=subprocess.PIPE)
+        subprocess.run(["xz", "-T1", "--lzma2=preset=9,dict=192MiB"], stdin=tar.stdout, stdout=fh, check=True)
+        if tar.wait() != 0:
+            raise RuntimeError("tar failed")
     sizes = {str(p.relative_to(ROOT)): _size(p) for p in sorted(b.iterdir())}
     sizes["total"] = _size(b)
     print(json.dumps({k: f"{v / 2**20:.2f} MiB" for k, v in sizes.items()}, indent=1))

@@ -165,36 +165,46 @@ def _final_step(run: Path) -> int | None:
 
 
 def fp16_copy(src: Path, dst: Path) -> None:
-    """A model folder with its float32 weights stored as float16 (lsr loads them back as float32)."""
-    import torch
-    from safetensors.torch import load_file, save_file
+    """A model folder with its float32 weights stored as float16 (lsr loads them back as float32).
+    Through numpy, so the driver never waits on importing torch."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
 
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
     for f in dst.rglob("model.safetensors"):
         sd = load_file(str(f))
-        save_file({k: (v.half() if v.dtype == torch.float32 else v).contiguous() for k, v in sd.items()}, str(f),
-                  metadata={"format": "pt"})
+        save_file({k: np.ascontiguousarray(v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in sd.items()},
+                  str(f), metadata={"format": "pt"})
 
 
 # ---------------------------------------------------------------------------------------------- eval
+def lsr_eval_argv(name: str, model: str, ds: str, split: str, smoke: bool, also: list[str], data: str) -> list[str]:
+    """The ``lsr-eval`` arguments that evaluate one model on one data set (exact scoring, top 100)."""
+    argv = ["run", "--dataset", f"{data}/beir/{ds}", "--split", split, "--k", "100", "--latency-queries", "0",
+            "--no-progress", "--out", f"runs/eval/{name}-{ds}.json",
+            "--system", f"inference-free:{model},name={name},batch_size=256"]
+    for s in also:
+        argv += ["--system", s]
+    if smoke:
+        argv += ["--max-docs", "150", "--max-queries", "10"]
+    return argv
+
+
+def _also(name: str) -> list[str]:
+    """Systems evaluated beside a job's model in the same report (paired tests against it)."""
+    return [f"inference-free:{SHIPPED_V1},name=label-free v1 (shipped),batch_size=256"] if name == "lf-v2" else []
+
+
 def cmd_eval(args) -> int:
     """Both data sets in one process (one interpreter start); reports in runs/eval/NAME-DATASET.json."""
     from lsr.eval.cli import main as lsr_eval
 
-    data = Path(os.environ["LSR_DATA"]) / "beir"
-    out = ROOT / "runs" / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+    (ROOT / "runs" / "eval").mkdir(parents=True, exist_ok=True)
     rc = 0
     for ds, split in EVALS:
-        argv = ["run", "--dataset", str(data / ds), "--split", split, "--k", "100", "--latency-queries", "0",
-                "--no-progress", "--out", str(out / f"{args.name}-{ds}.json"),
-                "--system", f"inference-free:{args.model},name={args.name},batch_size=256"]
-        for s in args.also:
-            argv += ["--system", s]
-        if args.smoke:
-            argv += ["--max-docs", "150", "--max-queries", "10"]
+        argv = lsr_eval_argv(args.name, args.model, ds, split, args.smoke, args.also, os.environ["LSR_DATA"])
         t0 = time.time()
         r = lsr_eval(argv)
         print(f"lsr-eval {ds}/{split} rc={r} {time.time() - t0:.1f}s: lsr-eval {' '.join(argv)}", flush=True)
@@ -322,8 +332,7 @@ class Runner:
         s.status = "trained"
 
     def start_eval(self, s: State) -> None:
-        also = [f"inference-free:{SHIPPED_V1},name=label-free v1 (shipped),batch_size=256"] if s.job.name == "lf-v2" else []
-        s.eval_cmd = eval_command(s.job.name, s.shipped or "", self.args.smoke, also)
+        s.eval_cmd = eval_command(s.job.name, s.shipped or "", self.args.smoke, _also(s.job.name))
         s.proc, s.t_start, s.status = self._spawn(s.eval_cmd, ROOT / "runs" / f"{s.job.name}.eval.log"), time.time(), \
             "evaluating"
         self.log(f"eval {s.job.name}")
@@ -426,6 +435,10 @@ class Runner:
             "selection": s.selection,
             "eval_command": "python " + shlex.join(
                 [str(Path(s.eval_cmd[1]).relative_to(ROOT))] + s.eval_cmd[2:]) if s.eval_cmd else None,
+            "lsr_eval_commands": [
+                "lsr-eval " + shlex.join(lsr_eval_argv(s.job.name, s.shipped, ds, split, self.args.smoke,
+                                                       _also(s.job.name), "$LSR_DATA"))
+                for ds, split in EVALS] if s.shipped else None,
             "eval": {f"{ds}/{split}": self.eval_report(s.job.name, ds) for ds, split in EVALS},
         }
         return rec
@@ -505,12 +518,12 @@ def render_markdown(doc: dict) -> str:
             c = r["selection"]["chosen"]
             lines.append(f"  - selection: step {c['step']} (mean {c['mean']:.4f}) among "
                          + ", ".join(f"{x['step']}: {x['mean']:.4f}" for x in r["selection"]["candidates"]))
-        rep = r["eval"].get("scifact/test")
-        if rep and len(rep["systems"]) > 1:
-            for other, m in rep["systems"].items():
+        for key, rep in r["eval"].items():
+            for other, m in (rep or {}).get("systems", {}).items():
                 if other != name:
-                    lines.append(f"  - beside it on SciFact test: {other} {m['metrics']['nDCG@10']:.4f} "
-                                 f"(paired test vs {name}: {m.get('significance_vs_first')})")
+                    p = (m.get("significance_vs_first") or {}).get("nDCG@10")
+                    lines.append(f"  - beside it on {key}: {other} {m['metrics']['nDCG@10']:.4f} "
+                                 f"(paired t-test on nDCG@10 against {name}: p={p if p is None else f'{p:.3f}'})")
     return "\n".join(lines) + "\n"
 
 

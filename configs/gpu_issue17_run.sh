@@ -8,11 +8,12 @@
 #   travel as fp16 tarballs. Nothing is computed here that needs MiniLM or SmolLM2: every pseudo-query,
 #   candidate list and teacher score comes from .lsr-gpu/cache.tar.xz, built on the CPU by
 #   configs/gpu_issue17_prepare.py (encode, caches, bundle).
-# Carry: .lsr-gpu/ alone (NFCorpus, SPLADE-tiny in fp16, cache.tar.xz, and in whl/ the wheels the machine
+# Carry: .lsr-gpu/ alone (SPLADE-tiny in fp16, cache.tar.xz with NFCorpus, and in whl/ the wheels the machine
 # lacks: pydantic, pydantic-core, annotated-types, typing-inspection, ir-measures, pytrec-eval-terrier).
 # SciFact comes from tests/data/beir/scifact, tracked in the repository.
 #   device:  bash configs/gpu_issue17_run.sh                 (ISSUE17_TOTAL=460 seconds, all included)
 #   CPU:     PYTHON=.venv/bin/python bash configs/gpu_issue17_run.sh --smoke   (a few steps per job)
+#   ISSUE17_SLOTS (5): trainings at once; ISSUE17_ONLY="lf-v2 xd-scifact": a subset of the jobs.
 # $OUT (or ./gpu-out): results.json, results.md, progress.log, logs.tgz, model-<job>.tgz (at most 8 files).
 set -u
 T0=$(date +%s)
@@ -44,27 +45,30 @@ if ! "$PY" -c "import lsr.index, lsr.eval" 2>/dev/null; then
   export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$WORK/src"
 fi
 timeout 60 "$PY" -c "import lsr.index, lsr.eval, pydantic, ir_measures" || { say "lsr does not import"; exit 3; }
-# SciFact is tracked in the repository (tests/data, byte-identical to BEIR's); NFCorpus travels in the bundle
-rm -rf "$WORK/data" && mkdir -p "$WORK/data/beir"
-ln -s "$PWD/tests/data/beir/scifact" "$WORK/data/beir/scifact"
-ln -s "$PWD/.lsr-gpu/data/beir/nfcorpus" "$WORK/data/beir/nfcorpus"
-export LSR_DATA=$WORK/data LSR_CACHE=$WORK/models
+# 2. data, caches and SPLADE-tiny. cache.tar.xz holds .cache/{label-free,teachers} (every pseudo-query,
+# candidate list and teacher score the jobs read) and NFCorpus; SciFact is tracked in the repository
+# (tests/data/beir/scifact, byte-identical to BEIR's).
+rm -rf "$WORK/unpack" && mkdir -p "$WORK/unpack"
+timeout 90 tar xJf .lsr-gpu/cache.tar.xz -C "$WORK/unpack" || { say "cache archive missing or broken"; exit 3; }
+mkdir -p .cache && cp -r "$WORK/unpack/.cache/." .cache/
+mkdir -p "$WORK/unpack/data/beir" && ln -sfn "$PWD/tests/data/beir/scifact" "$WORK/unpack/data/beir/scifact"
+export LSR_DATA=$WORK/unpack/data LSR_CACHE=$WORK/models
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PIP_NO_INDEX=1
 
-# 2. SPLADE-tiny back to float32 (it travels in fp16), outside the bundle; the cached artefacts in place
+# SPLADE-tiny back to float32 (it travels in fp16), outside the bundle
 rm -rf "$LSR_CACHE" && mkdir -p "$LSR_CACHE" && cp -r .lsr-gpu/models/splade-tiny "$LSR_CACHE/"
 timeout 60 "$PY" - <<'EOF' || { echo "model cast failed"; exit 3; }
-import os, torch
-from safetensors.torch import load_file, save_file
+import os, numpy as np
+from safetensors.numpy import load_file, save_file
 p = os.environ["LSR_CACHE"] + "/splade-tiny/model.safetensors"
 sd = load_file(p)
-save_file({k: (v.float() if v.dtype == torch.float16 else v).contiguous() for k, v in sd.items()}, p, metadata={"format": "pt"})
+save_file({k: np.ascontiguousarray(v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in sd.items()}, p, metadata={"format": "pt"})
 print("splade-tiny", {str(v.dtype) for v in load_file(p).values()})
 EOF
-timeout 60 tar xJf .lsr-gpu/cache.tar.xz || { say "cache archive missing or broken"; exit 3; }
 say "setup done: $(ls .cache/label-free | wc -l) label-free and $(ls .cache/teachers | wc -l) teacher cache files"
 
 # 3. the jobs, within the time left
-timeout $(( END - $(date +%s) + 5 )) "$PY" configs/gpu_issue17_run.py run --out "$OUT" --end "$END" --slots "${ISSUE17_SLOTS:-5}" $SMOKE
+timeout $(( END - $(date +%s) + 5 )) "$PY" configs/gpu_issue17_run.py run --out "$OUT" --end "$END" --slots "${ISSUE17_SLOTS:-5}" \
+  ${ISSUE17_ONLY:+--only $ISSUE17_ONLY} $SMOKE
 say "driver rc=$? total $(( $(date +%s) - T0 ))s"
 ls -la "$OUT"

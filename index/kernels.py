@@ -1040,6 +1040,15 @@ def _summary_scores(t: Int, q_idx: np.ndarray, q_val: np.ndarray, term_blk_ptr: 
     for g in range(g0, term_grp_ptr[t + 1]):
         base = (g - g0) * GROUP
         e0 = grp_ptr[g]
+        # the query terms' buckets lie far apart in the entry arrays: ask for all their cache
+        # lines first, so the misses overlap instead of coming one search at a time
+        for jj in range(nq):
+            h = q_idx[jj] >> BUCKET_BITS
+            lo = e0 + sum_dir[g, h]
+            if lo < e0 + sum_dir[g, h + 1]:
+                _prefetch(sum_low, lo)  # type: ignore[call-arg]  # see _prefetch_row
+                _prefetch(sum_blk, lo)
+                _prefetch(sum_code, lo)
         for jj in range(nq):
             c = q_idx[jj]
             h = c >> BUCKET_BITS

@@ -42,7 +42,9 @@ if ! "$PY" -c "import lsr.index, lsr.eval" 2>/dev/null; then
   rm -rf "$WORK/src" && mkdir -p "$WORK/src/lsr"
   for f in lsr/*; do ln -s "$PWD/$f" "$WORK/src/lsr/$(basename "$f")"; done
   for m in index eval service; do ln -s "$PWD/$m" "$WORK/src/lsr/$m"; done
-  export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$WORK/src"
+  # PYTHONSAFEPATH: python -m / -c must not put the working directory (whose lsr/ lacks index/) first
+  export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$WORK/src" PYTHONSAFEPATH=1
+  say "lsr from links in $WORK/src"
 fi
 timeout 60 "$PY" -c "import lsr.index, lsr.eval, pydantic, ir_measures" || { say "lsr does not import"; exit 3; }
 # 2. data, caches and SPLADE-tiny. cache.tar.xz holds .cache/{label-free,teachers} (every pseudo-query,

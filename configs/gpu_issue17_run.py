@@ -82,6 +82,7 @@ REFERENCE = {
                                                                        "nfcorpus/dev": 0.3071},
 }
 SHIPPED_V1 = "models/inference-free-label-free"
+SHIPPED_SUPERVISED = "models/inference-free-splade-tiny-scifact-nfcorpus"
 
 
 def _smoke_overrides(job: Job) -> list[str]:
@@ -194,7 +195,11 @@ def lsr_eval_argv(name: str, model: str, ds: str, split: str, smoke: bool, also:
 
 def _also(name: str) -> list[str]:
     """Systems evaluated beside a job's model in the same report (paired tests against it)."""
-    return [f"inference-free:{SHIPPED_V1},name=label-free v1 (shipped),batch_size=256"] if name == "lf-v2" else []
+    if name == "lf-v2":
+        return [f"inference-free:{SHIPPED_V1},name=label-free v1 (shipped),batch_size=256"]
+    if name == "sup-protocol":
+        return [f"inference-free:{SHIPPED_SUPERVISED},name=supervised (shipped; step chosen on test),batch_size=256"]
+    return []
 
 
 def cmd_eval(args) -> int:

@@ -1066,6 +1066,26 @@ def _summary_scores(t: Int, q_idx: np.ndarray, q_val: np.ndarray, term_blk_ptr: 
     return nb
 
 
+@_njit(inline="always")
+def _top_terms(q_val: np.ndarray, ncut: Int, order: np.ndarray) -> int:
+    """Positions of the ``ncut`` largest query weights into order[:ncut], largest first, ties by
+    position (what a stable argsort of -q_val starts with), by insertion: no sort of the whole
+    query and no allocation for the few terms a search opens. Returns how many were written."""
+    n = 0
+    for j in range(q_val.shape[0]):
+        v = q_val[j]
+        if n == ncut and not v > q_val[order[n - 1]]:
+            continue
+        i = n if n < ncut else ncut - 1
+        while i > 0 and v > q_val[order[i - 1]]:
+            order[i] = order[i - 1]
+            i -= 1
+        order[i] = j
+        if n < ncut:
+            n += 1
+    return n
+
+
 @_njit()
 def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, heap_factor: Float, sort_blocks: bool,
                  n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray, post_rows: np.ndarray,
@@ -1080,8 +1100,12 @@ def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, h
         qdense[q_idx[j]] = q_val[j]
     size: Int = 0
     # query terms by weight desc (ties: term asc), the first query_cut of them
-    order = np.argsort(-q_val, kind="mergesort")
     ncut = min(query_cut, nq)
+    if ncut <= 32:
+        order = np.empty(max(ncut, 1), np.int64)
+        ncut = _top_terms(q_val, ncut, order)
+    else:
+        order = np.argsort(-q_val, kind="mergesort")
     for oi in range(ncut):
         j = order[oi]
         t = q_idx[j]

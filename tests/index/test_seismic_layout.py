@@ -152,3 +152,16 @@ def test_energy_cut_histogram_equals_a_sort(energy):
         n, thr, ties, hi = K._energy_threshold(comps, nu, maxv, np.float32(energy), tmp, hist_m, hist_n)
         assert (n, thr, ties) == _energy_by_sort(vals, energy), trial
         assert hi == vals.max()
+
+
+def test_top_terms_equals_a_stable_argsort():
+    rng = np.random.default_rng(9)
+    for trial in range(200):
+        n = int(rng.integers(1, 60))
+        q = rng.choice([0.5, 1.0, 2.0, 3.0], n).astype(np.float32) if trial % 2 else rng.random(n, np.float32)
+        for cut in (1, 3, 10, 32, n):
+            cut = min(cut, n)
+            order = np.empty(cut, np.int64)
+            got = K._top_terms(q, cut, order)
+            assert got == cut
+            assert np.array_equal(order, np.argsort(-q, kind="mergesort")[:cut]), (trial, cut)

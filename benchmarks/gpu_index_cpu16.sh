@@ -18,6 +18,7 @@ OUT=${OUT:-gpu-out}
 N_DOCS=${N_DOCS:-200000}
 THREADS=${THREADS:-16}
 BUDGET=${BUDGET:-225}  # seconds for the whole script
+ROUNDS=${ROUNDS:-1}    # latency rounds per search point (a quiet host needs one; 2 costs ~20 s more)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=${TMPDIR:-/tmp}/lsr-index-cpu16
@@ -41,7 +42,7 @@ COMMON=(--data zipf --n-docs "$N_DOCS" --n-queries 300 --threads "$THREADS" --ca
 say "set up; generating the data and compiling lsr's kernels (cached for stage 2)"
 
 # 1. latency at matched recall (also the 16-thread build at n_postings 3500)
-timeout $(( $(left) * 60 / 100 )) "$PY" benchmarks/index.py "${COMMON[@]}" --rounds 2 \
+timeout $(( $(left) * 60 / 100 )) "$PY" benchmarks/index.py "${COMMON[@]}" --rounds "$ROUNDS" \
   --points 3:1.0,4:1.0,4:0.9,5:1.0,5:0.9,5:0.8,6:1.0,6:0.9,6:0.8,8:1.0,8:0.9,8:0.8,10:1.0,10:0.9,15:0.9 \
   --json "$OUT/index-latency-cpu16-zipf200k.json" > "$OUT/index-latency-cpu16-zipf200k.md" 2> "$OUT/latency.err"
 rc=$?

@@ -732,8 +732,8 @@ class Collection:
                 "seq": self.seq + 1,
                 "op": "upsert",
                 "docs": [
-                    {"id": d.id, "t": idx.tolist(), "w": val.tolist(), "text": d.text, "metadata": d.metadata,
-                     **({"e": e.tolist()} if e is not None else {})}
+                    {"id": d.id, "t": idx, "w": val, "text": d.text, "metadata": d.metadata,
+                     **({"e": e} if e is not None else {})}
                     for d, (idx, val), e in zip(docs, checked, dense)
                 ],
             }

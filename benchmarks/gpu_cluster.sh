@@ -36,7 +36,7 @@ if [ ! -f "$W/env.sh" ]; then
   cp -r lsr/. "$W/src/lsr/" && for m in index eval service; do cp -r "$m" "$W/src/lsr/$m"; done
   cp -r benchmarks "$W/run/" && mkdir -p "$W/run/tests/data/beir" "$W/run/models"
   cp -r tests/data/beir/scifact "$W/run/tests/data/beir/" && cp -r models/. "$W/run/models/"
-  COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  COMMIT=${LSR_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}  # the device copy's HEAD can be the checkout base: pass it
   {
     echo "export PYTHONPATH=$W/site:$W/src PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1 LSR_COMMIT=$COMMIT"
     echo "export NUMBA_CACHE_DIR=$W/numba HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"

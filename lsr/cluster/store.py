@@ -33,6 +33,7 @@ from lsr.service.collection import (Candidate, CollectionError, CollectionFailed
                                     validate_dim, validate_name)
 from lsr.service.errors import ApiError
 
+from .coalesce import Coalescer
 from .replica import ShardReplica
 from .runtime import NAMESPACE, require_ray
 
@@ -107,8 +108,10 @@ def _check_layout(root: Path, shards: int, replicas: int) -> None:
 class ClusterStore:
     """Collections sharded over ``len(shards)`` shards of R replicas each (see the module docstring)."""
 
-    def __init__(self, handles: Sequence[Sequence[Any]], *, timeout_s: float = 30.0, monitor_s: float = 0.5) -> None:
+    def __init__(self, handles: Sequence[Sequence[Any]], *, timeout_s: float = 30.0, monitor_s: float = 0.5,
+                 coalesce: bool = True) -> None:
         self.ray = require_ray()
+        self.coalesce = coalesce  # concurrent searches with the same options share one scatter
         self.shards = [Shard(s, [Replica(h, s, r) for r, h in enumerate(row)]) for s, row in enumerate(handles)]
         self.n_shards = len(self.shards)
         self.timeout_s = timeout_s
@@ -129,7 +132,7 @@ class ClusterStore:
     @classmethod
     def launch(cls, data_root: str | Path, shards: int, replicas: int, *, cluster_name: str = "lsr",
                merge_min_docs: int = 1000, merge_idle_s: float = 10.0, num_cpus: float = 0,
-               max_concurrency: int = 16, timeout_s: float = 30.0) -> "ClusterStore":
+               max_concurrency: int = 16, timeout_s: float = 30.0, coalesce: bool = True) -> "ClusterStore":
         """Start (or find, by name) the N x R replica actors on a connected Ray cluster.
 
         The replicas of a shard are placed on distinct nodes by a placement group (STRICT_SPREAD
@@ -168,7 +171,7 @@ class ClusterStore:
                     scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r),
                 ).remote(str(data_root), s, r, merge_min_docs, merge_idle_s))
             handles.append(row)
-        store = cls(handles, timeout_s=timeout_s)
+        store = cls(handles, timeout_s=timeout_s, coalesce=coalesce)
         store.placement_groups = [f"{cluster_name}-shard-{s:03d}" for s in range(shards)]
         return store
 
@@ -426,6 +429,7 @@ class ClusterCollection:
         self.dim = int(config["dim"])
         self.manifest = {"created_at": created_at}
         self.closed = False
+        self._coalescer = Coalescer()
 
     # ------------------------------------------------------------------ writes
     def _write(self, sh: Shard, method: str, payload: Any) -> Any:
@@ -565,10 +569,23 @@ class ClusterCollection:
         """Scatter to one live replica per shard, gather, merge the top ``k`` by (score desc, id asc).
 
         A shard without a live replica raises :class:`ShardUnavailable` (503), or with
-        ``allow_partial`` is left out and named in the view's ``missing_shards``."""
+        ``allow_partial`` is left out and named in the view's ``missing_shards``. Concurrent searches
+        with the same options share one scatter (:mod:`lsr.cluster.coalesce`) unless the store was
+        made with ``coalesce=False``."""
         queries.check_dim(self.dim)
-        st = self.store
         threads = max(1, int(threads or 1))
+
+        def run(batch: SparseBatch) -> tuple[ClusterView, list[list[Candidate]]]:
+            return self._scatter(batch, k, knobs, threads, allow_partial, text)
+
+        if not self.store.coalesce:
+            return run(queries)
+        key = (k, repr(sorted(knobs.items())), threads, allow_partial, text)
+        return self._coalescer.submit(key, queries, run)
+
+    def _scatter(self, queries: SparseBatch, k: int, knobs: dict[str, Any], threads: int, allow_partial: bool,
+                 text: bool) -> tuple[ClusterView, list[list[Candidate]]]:
+        st = self.store
         pending: dict[int, tuple[Replica, Any, list[Replica]]] = {}
         missing: list[int] = []
 

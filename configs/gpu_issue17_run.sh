@@ -13,7 +13,7 @@
 # SciFact comes from tests/data/beir/scifact, tracked in the repository.
 #   device:  bash configs/gpu_issue17_run.sh                 (ISSUE17_TOTAL=460 seconds, all included)
 #   CPU:     PYTHON=.venv/bin/python bash configs/gpu_issue17_run.sh --smoke   (a few steps per job)
-#   ISSUE17_SLOTS (5): trainings at once; ISSUE17_ONLY="lf-v2 xd-scifact": a subset of the jobs.
+#   ISSUE17_SLOTS (from GPU memory: 5 on an H200, 3 on an H100; 1 without a GPU): trainings at once; ISSUE17_ONLY="lf-v2 xd-scifact": a subset of the jobs.
 # $OUT (or ./gpu-out): results.json, results.md, progress.log, logs.tgz, model-<job>.tgz (at most 8 files).
 set -u
 T0=$(date +%s)
@@ -70,7 +70,10 @@ EOF
 say "setup done: $(ls .cache/label-free | wc -l) label-free and $(ls .cache/teachers | wc -l) teacher cache files"
 
 # 3. the jobs, within the time left
-timeout $(( END - $(date +%s) + 5 )) "$PY" configs/gpu_issue17_run.py run --out "$OUT" --end "$END" --slots "${ISSUE17_SLOTS:-5}" \
+# trainings at once: each takes about 26 GB of GPU memory (five fit an H200's 141 GB, three an H100's 80 GB)
+GPU_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n1)
+AUTO_SLOTS=$(( ${GPU_MIB:-0} / 27000 )); [ "$AUTO_SLOTS" -gt 5 ] && AUTO_SLOTS=5; [ "$AUTO_SLOTS" -lt 1 ] && AUTO_SLOTS=1
+timeout $(( END - $(date +%s) + 5 )) "$PY" configs/gpu_issue17_run.py run --out "$OUT" --end "$END" --slots "${ISSUE17_SLOTS:-$AUTO_SLOTS}" \
   ${ISSUE17_ONLY:+--only $ISSUE17_ONLY} $SMOKE
 say "driver rc=$? total $(( $(date +%s) - T0 ))s"
 ls -la "$OUT"

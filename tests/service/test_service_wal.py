@@ -93,3 +93,31 @@ def test_atomic_write(tmp_path):
     fileio.atomic_write(p, b"two", site="test")
     assert p.read_bytes() == b"two" and not list(tmp_path.glob(".*.tmp"))
     assert p.stat().st_mode & 0o777 == 0o600
+
+
+def test_vectors_as_arrays_replay_bit_exact_and_what_orjson_refuses_still_logs(tmp_path):
+    import numpy as np
+
+    from lsr.service.wal import parse_frame
+
+    rng = np.random.default_rng(0)
+    w = rng.random(4000).astype(np.float32) * np.float32(10) ** rng.integers(-12, 3, 4000).astype(np.float32)
+    t = np.arange(4000, dtype=np.int32)
+    strided = np.arange(20, dtype=np.float32)[::2]  # not contiguous: written through the fallback of lists
+    rec = {"seq": 1, "op": "upsert", "docs": [
+        {"id": "a", "t": t, "w": w, "text": "é ✓", "metadata": {"n": 1}},
+        {"id": "b", "t": t[:10], "w": strided, "text": None, "metadata": {"big": 2**70, 3: "int key"}},
+    ]}
+    frame = encode_record(rec)
+    back, end, why = parse_frame(frame, 0)
+    assert why == "" and end == len(frame)
+    a, b = back["docs"]
+    assert np.array_equal(np.asarray(a["w"], np.float32), w)  # every float32 weight read back exactly
+    assert a["t"] == t.tolist() and a["text"] == "é ✓"
+    assert b["w"] == strided.tolist()
+    assert b["metadata"] == {"big": 2**70, "3": "int key"}  # past 64 bits: the json fallback, keys as json writes them
+    wal = WriteAheadLog.create(tmp_path, 1)
+    wal.append(rec)
+    wal.close()
+    recs, _ = read_records(tmp_path / "000001.log")
+    assert np.array_equal(np.asarray(recs[0]["docs"][0]["w"], np.float32), w)

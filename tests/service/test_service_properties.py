@@ -385,7 +385,9 @@ def _replay(model: Model, records: list[dict]) -> Model:
     for rec in records:
         if rec["op"] == "upsert":
             for d in rec["docs"]:
-                out[d["id"]] = (d.get("text"), d.get("metadata"), dict(zip(d["t"], d["w"])))
+                # weights are float32 in the log, written in float32's shortest form (16384.0625 as 16384.062)
+                w32 = np.asarray(d["w"], np.float32).tolist()
+                out[d["id"]] = (d.get("text"), d.get("metadata"), dict(zip(d["t"], w32)))
         else:
             for doc_id in rec["ids"]:
                 out.pop(doc_id, None)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -88,13 +89,31 @@ def _plain(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def _non_finite(obj: Any) -> bool:
+    """A NaN or infinity among the record's plain Python values (vectors, arrays, are checked finite before
+    they are logged): orjson would write it as null, the standard library as NaN / Infinity."""
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(_non_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_non_finite(v) for v in obj)
+    return False
+
+
 def encode_record(record: Record) -> bytes:
     """One frame: header (length, CRC-32) and the record as UTF-8 JSON. Vectors may be NumPy arrays: orjson
     writes float32 weights in their shortest float32 form (read back bit-exact), 15-20x faster than the
-    standard library on float lists; what orjson refuses (integers past 64 bits) goes through ``json``."""
-    try:
-        payload = orjson.dumps(record, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError:
+    standard library on float lists. What orjson would change or refuses goes through ``json``, as before:
+    NaN and infinities (orjson writes null), integers past 64 bits, nesting past orjson's depth limit."""
+    payload = None
+    if not _non_finite(record):
+        try:
+            payload = orjson.dumps(record, default=_plain,
+                                   option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError:
+            payload = None
+    if payload is None:
         payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=_plain).encode("utf-8")
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 

@@ -17,6 +17,12 @@ def one_query(term: int) -> SparseBatch:
     return SparseBatch.from_csr(np.array([0, 1]), np.array([term], np.int32), np.array([1.0], np.float32), dim=100)
 
 
+def two_queries(term: int) -> SparseBatch:
+    """A request of two queries: ``term`` and ``term + 50``."""
+    return SparseBatch.from_csr(np.array([0, 1, 2]), np.array([term, term + 50], np.int32),
+                                np.array([1.0, 1.0], np.float32), dim=100)
+
+
 class Backend:
     """A scatter that records each batch it gets and answers each query with its own term id; the first
     call waits until released, so the requests that arrive meanwhile must queue."""
@@ -42,7 +48,7 @@ def run_clients(co: Coalescer, backend: Backend, terms: list[int]) -> tuple[dict
 
     def client(t: int) -> None:
         try:
-            results[t] = co.submit("k", one_query(t), backend)
+            results[t] = co.submit("k", two_queries(t) if t % 2 == 0 else one_query(t), backend)
         except BaseException as exc:  # noqa: BLE001 - recorded and checked
             errors[t] = exc
 
@@ -66,11 +72,13 @@ def test_requests_queued_behind_a_scatter_go_out_as_one_batch_and_get_their_own_
     results, errors = run_clients(co, backend, [1, 2, 3, 4, 5, 6])
     assert not errors
     assert backend.batches[0] == [1]
-    assert sorted(backend.batches[1]) == [2, 3, 4, 5, 6] and len(backend.batches) == 2
+    # requests 2, 4, 6 carry two queries each (t and t + 50)
+    assert sorted(backend.batches[1]) == [2, 3, 4, 5, 6, 52, 54, 56] and len(backend.batches) == 2
     assert co.scatters == 2 and co.requests == 6
     for t in range(1, 7):
         view, hits = results[t]
-        assert hits == [[t * 10]]  # its own query's hits, not a neighbour's
+        # its own queries' hits, in its order, not a neighbour's
+        assert hits == ([[t * 10], [(t + 50) * 10]] if t % 2 == 0 else [[t * 10]])
         assert view == ("view-1" if t == 1 else "view-2")
 
 

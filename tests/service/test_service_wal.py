@@ -116,6 +116,11 @@ def test_vectors_as_arrays_replay_bit_exact_and_what_orjson_refuses_still_logs(t
     assert a["t"] == t.tolist() and a["text"] == "é ✓"
     assert b["w"] == strided.tolist()
     assert b["metadata"] == {"big": 2**70, "3": "int key"}  # past 64 bits: the json fallback, keys as json writes them
+    # a NaN in metadata (the Python API does not forbid it) is logged as NaN, as before, not as orjson's null
+    nan_rec = {"seq": 2, "op": "upsert", "docs": [{"id": "c", "t": t[:3], "w": w[:3], "metadata": {"x": [float("nan")]}}]}
+    back, _, why = parse_frame(encode_record(nan_rec), 0)
+    assert why == "" and np.isnan(back["docs"][0]["metadata"]["x"][0])
+    assert np.array_equal(np.asarray(back["docs"][0]["w"], np.float32), w[:3])
     wal = WriteAheadLog.create(tmp_path, 1)
     wal.append(rec)
     wal.close()

@@ -4,7 +4,8 @@ plain encoding loop, side by side in one run.
     python benchmarks/cluster.py --n-docs 1000000 --shards 1,2,4,8 --clients 16 \
         --corpus ../shared/data/beir/scifact/corpus.jsonl.gz --encode-docs 5183 --json /tmp/cluster.json
 
-Search: the same synthetic SPLADE-like documents (benchmarks/synthetic.py) go into a local
+Search: the same synthetic SPLADE-like documents (benchmarks/synthetic.py; with ``--vectors``, real
+SPLADE-tiny encodings replicated by benchmarks/real_vectors.py) go into a local
 collection (the single-process index: one Seismic segment, searched in this process) and into a
 sharded collection with S shard actors (R = 1) for each S; both are merged into Seismic segments
 with the same parameters. Latency: one query at a time from one client (the scatter-gather
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_vectors  # noqa: E402
 from synthetic import generate  # noqa: E402
 
 from lsr.cluster.runtime import connect, loopback_env  # noqa: E402
@@ -97,13 +99,17 @@ def _data(args, tmp: Path) -> tuple[SparseBatch, SparseBatch]:
     """The documents and queries, generated once and kept in the work folder (a later call reuses them)."""
     from lsr.index.sparse import load_vectors, save_vectors
 
-    key = tmp / f"data-{args.n_docs}-{args.n_queries}-{args.seed}"
+    key = tmp / f"data-{args.n_docs}-{args.n_queries}-{args.seed}" if not args.vectors else \
+        tmp / f"data-real-{args.n_docs}-{args.n_queries}-{args.seed}"
     if (key / "queries.npz").exists():
         docs, queries = load_vectors(key / "docs.npz")[0], load_vectors(key / "queries.npz")[0]
         print(f"# {len(docs):,} documents and {len(queries):,} queries read from {key}", flush=True)
         return docs, queries
     t0 = time.perf_counter()
-    docs, queries = generate(args.n_docs, args.n_queries, args.seed)
+    if args.vectors:  # real SPLADE-tiny encodings, replicated by term permutation (benchmarks/real_vectors.py)
+        docs, queries = real_vectors.load(Path(args.vectors), args.n_docs, args.n_queries, seed=args.seed)
+    else:
+        docs, queries = generate(args.n_docs, args.n_queries, args.seed)
     print(f"# {len(docs):,} documents ({docs.nnz / len(docs):.1f} nnz/doc), {len(queries):,} queries "
           f"({queries.nnz / len(queries):.1f} nnz) generated in {time.perf_counter() - t0:.1f} s", flush=True)
     key.mkdir(parents=True, exist_ok=True)
@@ -270,6 +276,8 @@ def main(argv=None) -> None:
     ap.add_argument("--latency-queries", type=int, default=500, help="queries of the one-client latency run")
     ap.add_argument("--write-batch", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vectors", default=None,
+                    help="search on real vectors: folder of benchmarks/real_vectors.py encode (default: synthetic)")
     ap.add_argument("--corpus", default=None, help="BEIR corpus.jsonl[.gz] for the encoding run (none: skip it)")
     ap.add_argument("--model", default="splade-tiny")
     ap.add_argument("--encode-docs", type=int, default=5183)

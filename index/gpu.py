@@ -754,9 +754,10 @@ def _seen_sets(sh: _Shard, nq: int, torch: ModuleType) -> Tensor:
 
 def _score_blocks_fused(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, qdense: Tensor, k: int,
                         seen: Tensor, torch: ModuleType) -> tuple[Tensor, Tensor]:
-    """Per-query top-k over the documents of the selected blocks not yet in ``seen`` (Triton:
-    one program per selected block writes its documents' rows and scores into the query's row of
-    a padded (nq, width) matrix)."""
+    """Per-query top-k over the documents of the selected blocks not yet in ``seen`` (Triton: one
+    program per selected block writes its documents' rows into the query's row of a padded
+    (nq, width) matrix, then fixed-width chunks of those rows are scored; see
+    :func:`gpu_kernels.scoring`)."""
     nq = sel.shape[0]
     dev = sel.device
     q, blk = _selected(sel, tbase, extra_blk, torch)
@@ -767,8 +768,10 @@ def _score_blocks_fused(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _
     col = torch.cumsum(size, 0) - size - q_first[q]
     mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=dev)
     mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=dev)
+    by_rows = gpu_kernels.scoring() == "rows"
     gpu_kernels.score_blocks(q, blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_val,
-                             qdense, seen, mat_s, mat_r)
+                             qdense, seen, mat_s, mat_r, per_q=per_q if by_rows else None,
+                             block_c=32 if by_rows else 16)
     s, pos = torch.topk(mat_s, k, dim=1)
     return s, torch.gather(mat_r, 1, pos)
 

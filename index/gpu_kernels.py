@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["available", "score_blocks", "summary_scores"]
+__all__ = ["available", "score_blocks", "scoring", "summary_scores"]
 
 _FUSED: dict[str, Any] | None = None  # the approximate path's kernels, compiled on first use
 
@@ -36,6 +36,15 @@ def available(device: object) -> bool:
     except ImportError:
         return False
     return True
+
+
+def scoring() -> str:
+    """How candidates are scored: ``"rows"`` (default: fixed-width chunks of each query's candidate
+    row) or ``"blocks"`` (a program per selected block), from ``LSR_GPU_SCORING``."""
+    mode = os.environ.get("LSR_GPU_SCORING", "rows")
+    if mode not in ("rows", "blocks"):
+        raise ValueError(f"LSR_GPU_SCORING must be 'rows' or 'blocks', got {mode!r}")
+    return mode
 
 
 def _fused() -> dict[str, Any]:
@@ -149,7 +158,40 @@ def _fused() -> dict[str, Any]:
                 acc += tl.sum(wq * val, axis=1)
             tl.store(out_s + dst, tl.where(fresh & (acc > 0), acc, float("-inf")), mask=live)
 
-    _FUSED = {"triton": triton, "summary": summary_kernel, "mark": mark_kernel, "blocks": blocks_kernel}
+    # Scoring over the padded candidate matrix itself: one program per (query, BLOCK_C columns) of
+    # the rows mark_kernel wrote, so every program holds BLOCK_C candidates whatever the blocks'
+    # sizes (a program per block idles most lanes: blocks hold about ten documents). Programs past
+    # a query's candidates return at once.
+    @triton.jit(do_not_specialize=["n_chunks", "q_stride", "out_stride"])  # type: ignore[untyped-decorator, unused-ignore]
+    def rows_kernel(per_q, n_chunks, fwd_ptr, fwd_idx, fwd_val, qdense, q_stride,  # type: ignore[no-untyped-def, unused-ignore]
+                    out_s, out_r, out_stride, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        q = pid // n_chunks
+        c0 = (pid % n_chunks) * BLOCK_C
+        n = tl.load(per_q + q)
+        if c0 < n:
+            offs = c0 + tl.arange(0, BLOCK_C)
+            live = offs < n
+            dst = q * out_stride + offs
+            doc = tl.load(out_r + dst, mask=live, other=-1).to(tl.int64)  # -1: seen before (mark_kernel)
+            fresh = live & (doc >= 0)
+            start = tl.load(fwd_ptr + doc, mask=fresh, other=0)
+            length = tl.load(fwd_ptr + doc + 1, mask=fresh, other=0) - start
+            longest = tl.max(length, 0)
+            qrow = qdense + q * q_stride
+            acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+            for j in range(0, longest, BLOCK_N):
+                offs_n = j + tl.arange(0, BLOCK_N)
+                m = offs_n[None, :] < length[:, None]
+                p = start[:, None] + offs_n[None, :]
+                comp = tl.load(fwd_idx + p, mask=m, other=0)
+                val = tl.load(fwd_val + p, mask=m, other=0.0).to(tl.float32)
+                wq = tl.load(qrow + comp, mask=m, other=0.0)
+                acc += tl.sum(wq * val, axis=1)
+            tl.store(out_s + dst, tl.where(fresh & (acc > 0), acc, float("-inf")), mask=live)
+
+    _FUSED = {"triton": triton, "summary": summary_kernel, "mark": mark_kernel, "blocks": blocks_kernel,
+              "rows": rows_kernel}
     return _FUSED
 
 
@@ -174,17 +216,24 @@ def summary_scores(terms: torch.Tensor, tbase: torch.Tensor, q_comp: torch.Tenso
 def score_blocks(sel_q: torch.Tensor, sel_blk: torch.Tensor, sel_col: torch.Tensor, block_ptr: torch.Tensor,
                  block_docs: torch.Tensor, fwd_ptr: torch.Tensor, fwd_idx32: torch.Tensor, fwd_val16: torch.Tensor,
                  qdense: torch.Tensor, seen: torch.Tensor, out_s: torch.Tensor, out_r: torch.Tensor, *,
-                 block_c: int = 16, block_n: int = 64) -> None:
+                 per_q: torch.Tensor | None = None, block_c: int = 16, block_n: int = 64) -> None:
     """For each selected block ``sel_blk[i]`` of query ``sel_q[i]``: its documents' rows into
     ``out_r[q, sel_col[i] + j]`` (int32; ``-1`` where the document is already in the query's row
     of ``seen``, whose bits are then set) and their exact scores into ``out_s`` (``-inf`` where
     the score is not positive or the row is ``-1``). Two launches: the seen-set marks, then the
-    scores."""
+    scores: with ``per_q`` (each query's candidate count, the filled width of its rows of
+    ``out_r``) over ``BLOCK_C``-column chunks of the candidate matrix, else one program per block."""
     k = _fused()
     n = int(sel_q.numel())
     if n == 0:
         return
     k["mark"][(n,)](sel_q, sel_blk, sel_col, block_ptr, block_docs, seen, seen.stride(0), out_r, out_r.stride(0),
-                    BLOCK=128, num_warps=4)
-    k["blocks"][(n,)](sel_q, sel_blk, sel_col, block_ptr, fwd_ptr, fwd_idx32, fwd_val16, qdense, qdense.stride(0),
-                      out_s, out_r, out_s.stride(0), BLOCK_C=block_c, BLOCK_N=block_n, num_warps=4)
+                    BLOCK=32, num_warps=1)
+    if per_q is None:  # one program per selected block
+        k["blocks"][(n,)](sel_q, sel_blk, sel_col, block_ptr, fwd_ptr, fwd_idx32, fwd_val16, qdense, qdense.stride(0),
+                          out_s, out_r, out_s.stride(0), BLOCK_C=block_c, BLOCK_N=block_n, num_warps=4)
+        return
+    nq, width = out_r.shape
+    n_chunks = max(1, -(-width // block_c))
+    k["rows"][(nq * n_chunks,)](per_q, n_chunks, fwd_ptr, fwd_idx32, fwd_val16, qdense, qdense.stride(0),
+                                out_s, out_r, out_s.stride(0), BLOCK_C=block_c, BLOCK_N=block_n, num_warps=4)

@@ -57,13 +57,51 @@ SCRIPT = textwrap.dedent(
 
     # 2. the whole search through both kernels equals the torch-op path: deleted rows stay out,
     # rows met in several blocks (and in the always-scored block) come once
-    b = tri.search(qs, **kw)
-    np.testing.assert_array_equal(a.rows, b.rows)
-    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
-    assert (b.rows[0] == -1).all()
-    assert not np.isin(b.rows, np.flatnonzero(deleted)).any()
-    for r in b.rows:
-        assert len(set(r[r >= 0].tolist())) == (r >= 0).sum()
+    # under both scoring layouts: chunks of each query's candidate row, and a program per block
+    import os
+    for mode in ("rows", "blocks"):
+        os.environ["LSR_GPU_SCORING"] = mode
+        b = tri.search(qs, **kw)
+        np.testing.assert_array_equal(a.rows, b.rows)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+        assert (b.rows[0] == -1).all()
+        assert not np.isin(b.rows, np.flatnonzero(deleted)).any()
+        for r in b.rows:
+            assert len(set(r[r >= 0].tolist())) == (r >= 0).sum()
+    os.environ["LSR_GPU_SCORING"] = "neither"
+    try:
+        tri.search(qs, **kw)
+        raise AssertionError("a bad LSR_GPU_SCORING was taken")
+    except ValueError as exc:
+        assert "LSR_GPU_SCORING" in str(exc)
+
+    # 3. one candidate stage, whole padded matrices: every block of every query's top terms is
+    # selected (documents met in several blocks), both layouts write the same rows and scores, and
+    # each score is the exact dot product
+    c = terms.shape[1]
+    nblk = torch.where(terms >= 0, sh.term_ptr[terms.clamp(min=0) + 1] - tbase, torch.zeros_like(tbase))
+    sel = torch.arange(sh.max_blocks)[None, None, :] < nblk[:, :, None]
+    q, blk = gpu._selected(sel, tbase, None, torch)
+    size = sh.block_ptr[blk + 1] - sh.block_ptr[blk]
+    per_q = torch.zeros(len(qs), dtype=torch.int64).index_add_(0, q, size)
+    col = torch.cumsum(size, 0) - size - (torch.cumsum(per_q, 0) - per_q)[q]
+    mats = {}
+    for mode in ("rows", "blocks"):
+        mat_s = torch.full((len(qs), int(per_q.max())), -float("inf"))
+        mat_r = torch.full((len(qs), int(per_q.max())), -1, dtype=torch.int32)
+        gpu_kernels.score_blocks(q, blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_val,
+                                 qd.dense, gpu._seen_sets(sh, len(qs), torch), mat_s, mat_r,
+                                 per_q=per_q if mode == "rows" else None, block_c=32 if mode == "rows" else 16)
+        mats[mode] = (mat_s.numpy(), mat_r.numpy())
+    np.testing.assert_array_equal(mats["rows"][1], mats["blocks"][1])
+    np.testing.assert_array_equal(mats["rows"][0], mats["blocks"][0])
+    ms, mr = mats["rows"]
+    dense_docs = sp.csr_matrix((val, idx, ptr), shape=(n, dim)).toarray()
+    live = (mr >= 0) & ~deleted[np.maximum(mr, 0)]
+    exact = np.einsum("qd,qnd->qn", Q, dense_docs[np.maximum(mr, 0)])
+    want_s = np.where(live & (exact > 0), exact, -np.inf).astype(np.float32)
+    np.testing.assert_allclose(ms, want_s, rtol=2e-3, atol=1e-4)  # forward values are stored as fp16
+    assert int(np.isfinite(ms).sum()) > 200
     print("ok", int((a.rows >= 0).sum()))
     """
 )

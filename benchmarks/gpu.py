@@ -71,7 +71,7 @@ def _zipf_chunk(args):
     return zipf_vectors.ZipfGenerator(7)._doc_chunk(ci, m, topics), topics
 
 
-def make_data(kind: str, n_docs: int, n_queries: int, real_vectors: Path | None, procs: int):
+def make_data(kind: str, n_docs: int, n_queries: int, vectors: Path | None, procs: int):
     """(docs as float16-exact float32, queries): the generators' own output, chunks in parallel."""
     from multiprocessing import get_context
 
@@ -95,9 +95,9 @@ def make_data(kind: str, n_docs: int, n_queries: int, real_vectors: Path | None,
     elif kind == "real":
         import real_vectors
 
-        if real_vectors is None:
+        if vectors is None:
             raise SystemExit("--data real needs --real-vectors DIR (benchmarks/real_vectors.py encode)")
-        docs, queries = real_vectors.load(real_vectors, n_docs, n_queries)
+        docs, queries = real_vectors.load(vectors, n_docs, n_queries)
     else:
         raise SystemExit(f"unknown data set {kind!r}: synthetic, zipf or real")
     # the CPU indexes store f16: every system sees the same values
@@ -348,6 +348,18 @@ def run_dataset(kind: str, args, info: dict) -> dict:
         res["kernels_vs_torch_ops"] = {"rows_equal": float(np.mean(fused == ref)),
                                        "recall_kernels": recall_at(fused, truth), "recall_torch_ops": recall_at(ref, truth)}
         log(f"[{kind}] Triton kernels vs torch ops: {res['kernels_vs_torch_ops']}")
+    if any(sh.fwd_idx32 is not None for sh in ga._shards):
+        # the candidate-scoring layouts side by side (lsr.index.gpu_kernels.scoring), same setting
+        ab = {}
+        for mode in ("blocks", "rows"):
+            os.environ["LSR_GPU_SCORING"] = mode
+            rows = ga.search(queries, k=10, **kw).rows
+            ab[mode] = {"recall": recall_at(rows, truth), "qps": {
+                b: time_gpu(ga, queries, b, args.device, max_batches=10 if b < 1024 else 3, **kw)["qps"]
+                for b in args.batches if b <= len(queries)}}
+        os.environ.pop("LSR_GPU_SCORING", None)
+        res["scoring_ab"] = ab
+        log(f"[{kind}] scoring layouts at {kw}: {ab}")
     res["profile"] = [torch_profile(ga, queries, b, args.device, 5 if b < 1024 else 2, **kw)
                       for b in args.profile_batches if b <= len(queries)]
     if args.baseline:
@@ -440,6 +452,15 @@ def table(res: dict, info: dict, batches) -> str:
             if cands:
                 q, p = max(cands, key=lambda x: x[0])
                 lines.append(f"| {b} | {q:,.0f} | qc={p['query_cut']} hf={p['heap_factor']} | {q / best_ps:.2f}x |")
+    if "scoring_ab" in res:
+        ab = res["scoring_ab"]
+        lines += ["", f"Candidate scoring, a program per block vs 32-wide chunks of each query's row "
+                      f"({res['profile_setting']}):", "",
+                  "| layout | R@10 | " + " | ".join(f"q/s batch {b}" for b in batches) + " |",
+                  "|" + "---|" * (2 + len(batches))]
+        for mode, r in ab.items():
+            lines.append(f"| {mode} | {r['recall']:.3f} | "
+                         + " | ".join(f"{r['qps'][b]:,.0f}" if b in r["qps"] else "-" for b in batches) + " |")
     lines += ["", f"Profile ({res['profile_setting']}):", "",
               "| code | batch | wall ms | device busy ms | kernels | host waits (ms) | copies | top kernels (ms) |",
               "|---|---|---|---|---|---|---|---|"]

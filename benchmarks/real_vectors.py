@@ -15,6 +15,13 @@ output, while each copy's rare terms are its own.
 
     python benchmarks/real_vectors.py encode --data ../shared/data --out .cache/bench/real --device cpu
     python benchmarks/real_vectors.py replicate --vectors .cache/bench/real --n-docs 1000000 --out /tmp/real1m
+
+``pack`` writes the encodings as one compressed file a third their size (term ids as uint16 where the
+vocabulary allows, document weights as float16, which is what the indexes store anyway) for a copy
+to another machine; ``unpack`` restores the per-corpus files there.
+
+    python benchmarks/real_vectors.py pack --vectors .cache/bench/real --out .devgpu/real-compact.npz
+    python benchmarks/real_vectors.py unpack --packed .devgpu/real-compact.npz --out /tmp/real
 """
 
 from __future__ import annotations
@@ -128,6 +135,40 @@ def load(vectors: Path, n_docs: int, n_queries: int, *, window: int = 64, seed: 
     return replicate(docs, queries, n_docs, n_queries, window=window, seed=seed)
 
 
+def pack(vectors: Path, out: Path) -> None:
+    """Every ``NAME-{docs,queries}.npz`` under ``vectors`` into one compressed file (see module doc)."""
+    arrays: dict[str, np.ndarray] = {}
+    vocab = None
+    for name in CORPORA:
+        for kind in ("docs", "queries"):
+            path = vectors / f"{name}-{kind}.npz"
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: not found; run `python benchmarks/real_vectors.py encode`")
+            batch, ids = load_vectors(path)
+            key = f"{name}-{kind}"
+            arrays[f"{key}/indptr"] = batch.indptr.astype(np.int64)
+            arrays[f"{key}/indices"] = batch.indices.astype(np.uint16 if batch.dim <= 1 << 16 else np.int32)
+            arrays[f"{key}/values"] = batch.values.astype(np.float16 if kind == "docs" else np.float32)
+            arrays[f"{key}/dim"] = np.asarray(batch.dim)
+            arrays[f"{key}/ids"] = np.asarray(ids)
+            vocab = batch.vocab if batch.vocab is not None else vocab
+    if vocab is not None:
+        arrays["vocab"] = np.asarray(vocab)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)  # type: ignore[arg-type]
+
+
+def unpack(packed: Path, out: Path) -> None:
+    """The per-corpus files of :func:`pack`'s output, under ``out``."""
+    z = np.load(packed)
+    vocab = tuple(z["vocab"].tolist()) if "vocab" in z.files else None
+    out.mkdir(parents=True, exist_ok=True)
+    for key in sorted({k.split("/")[0] for k in z.files if "/" in k}):
+        batch = SparseBatch(z[f"{key}/indptr"].astype(np.int64), z[f"{key}/indices"].astype(np.int32),
+                            z[f"{key}/values"].astype(np.float32), int(z[f"{key}/dim"]), vocab)
+        save_vectors(out / f"{key}.npz", batch, z[f"{key}/ids"].tolist())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -145,7 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--perm-window", type=int, default=64)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", type=Path, required=True)
+    pk = sub.add_parser("pack", help="all encodings in one compressed file, for a copy to another machine")
+    pk.add_argument("--vectors", type=Path, default=Path(".cache/bench/real"))
+    pk.add_argument("--out", type=Path, required=True)
+    up = sub.add_parser("unpack", help="restore the per-corpus files of a packed file")
+    up.add_argument("--packed", type=Path, required=True)
+    up.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if args.cmd in ("pack", "unpack"):
+        try:
+            pack(args.vectors, args.out) if args.cmd == "pack" else unpack(args.packed, args.out)
+        except FileNotFoundError as exc:
+            print(f"real_vectors: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.cmd == "encode":
         for name, sub_ in CORPORA.items():
             if not (args.data / sub_).is_dir():

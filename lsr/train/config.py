@@ -31,6 +31,17 @@ def _path(p: str | None) -> str | None:
     return None if p is None else os.path.expanduser(os.path.expandvars(p))
 
 
+class VocabInitConfig(_Strict):
+    """Decoder: a per-term bias ``min(-log pbar_v, max_surprisal) - tau`` fitted on a sample of the
+    training corpus before step 0 (``DecoderSpladeEncoder.fit_term_bias``), trained with the adapters."""
+
+    docs: int = Field(512, gt=0)  # sample size: documents drawn (seeded) from the training corpus
+    target_terms: int = Field(200, gt=0)  # tau is solved so the sample has this many active terms per document
+    max_surprisal: float = Field(20.0, gt=0, allow_inf_nan=False)  # cap on -log pbar_v (never-predicted terms)
+    trainable: bool = True
+    bias_lr: Optional[float] = Field(None, gt=0, allow_inf_nan=False)  # the bias's learning rate; None: train.lr
+
+
 class ModelConfig(_Strict):
     kind: Literal["splade", "inference-free", "decoder"] = "splade"
     init: str = Field(..., description="checkpoint folder or short name (splade-tiny, minilm, smollm2-135m)")
@@ -50,6 +61,8 @@ class ModelConfig(_Strict):
     # decoder: activation log1p(relu(log_softmax(logits) + logit_shift)); None keeps the raw logits
     # (dense at initialisation for a causal LM; see lsr.models.decoder)
     logit_shift: Optional[float] = None
+    # decoder: a per-term bias from the LM's corpus statistics instead of one shift (see VocabInitConfig)
+    vocab_init: Optional[VocabInitConfig] = None
 
 
 class DatasetConfig(_Strict):
@@ -182,6 +195,11 @@ class TrainConfig(_Strict):
             raise ValueError("distillation needs data.n_negatives >= 1")
         if self.model.logit_shift is not None and self.model.kind != "decoder":
             raise ValueError("model.logit_shift applies to kind = 'decoder' only")
+        if self.model.vocab_init is not None:
+            if self.model.kind != "decoder":
+                raise ValueError("model.vocab_init applies to kind = 'decoder' only")
+            if self.model.logit_shift is not None:
+                raise ValueError("model.vocab_init replaces model.logit_shift (its tau is the shift): remove logit_shift")
         if self.data.mode == "label-free":
             if self.eval:
                 raise ValueError("data.mode = 'label-free' reads no judgments, and [[eval]] reads qrels: "

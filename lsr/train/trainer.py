@@ -297,17 +297,24 @@ class Trainer:
                 _set_query_weights(enc, np.ones(enc.dim, np.float32), cfg.model.trainable_query_weights)
             else:
                 enc.query_weights.requires_grad_(cfg.model.trainable_query_weights)
+        if cfg.model.vocab_init is not None:
+            self._init_term_bias(enc, corpus, resume)
         self.criterion = build_loss(cfg, idf, enc.dim).to(self.device)
 
         qw = getattr(enc, "query_weights", None)
-        qw_id = id(qw) if qw is not None else None
-        body = [p for p in enc.parameters() if p.requires_grad and id(p) != qw_id]
+        tb = getattr(enc, "term_bias", None)
+        own_lr = {id(t) for t in (qw, tb) if t is not None}  # tables with their own group
+        body = [p for p in enc.parameters() if p.requires_grad and id(p) not in own_lr]
         decay = [p for p in body if p.ndim >= 2]
         no_decay = [p for p in body if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": tc.weight_decay, "lr": tc.lr},
                   {"params": no_decay, "weight_decay": 0.0, "lr": tc.lr}]
         if qw is not None and qw.requires_grad:
             groups.append({"params": [qw], "weight_decay": 0.0, "lr": cfg.model.query_weights_lr})
+        if tb is not None and tb.requires_grad:
+            vi = cfg.model.vocab_init
+            groups.append({"params": [tb], "weight_decay": 0.0,
+                           "lr": vi.bias_lr if (vi is not None and vi.bias_lr is not None) else tc.lr})
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
         warm, total = tc.warmup_steps, tc.steps
 
@@ -392,6 +399,28 @@ class Trainer:
                 (self.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
         accel.wait_for_everyone()
         return metrics
+
+    def _init_term_bias(self, enc, corpus: dict[str, str], resume: bool) -> None:
+        """``[model] vocab_init``: fit the decoder's per-term bias on a seeded sample of the training
+        corpus, on the training device and under the training autocast (a resumed run only makes room
+        for the checkpoint's bias)."""
+        vi, tc = self.cfg.model.vocab_init, self.cfg.train
+        if resume and self._checkpoints():
+            enc.set_term_bias(torch.zeros(enc.dim))  # overwritten by the checkpoint's state dict
+        else:
+            ids = list(corpus)
+            if not ids:
+                raise ValueError("model.vocab_init: the training corpus is empty")
+            pick = np.sort(np.random.default_rng(tc.seed).choice(len(ids), size=min(vi.docs, len(ids)), replace=False))
+            logger.info("term bias: fitting on %d of %d training documents (target %d active terms, max surprisal %g)",
+                        len(pick), len(ids), vi.target_terms, vi.max_surprisal)
+            with self.accel.autocast():
+                fit = enc.fit_term_bias([corpus[ids[i]] for i in pick], target_terms=vi.target_terms,
+                                        max_surprisal=vi.max_surprisal, batch_size=tc.batch_size,
+                                        show_progress_bar=tc.progress and self.accel.is_main_process)
+            if self.accel.is_main_process:
+                (self.out / "vocab_init.json").write_text(json.dumps(fit.as_dict(), indent=1) + "\n")
+        enc.term_bias.requires_grad_(vi.trainable)
 
     def _micro_step(self, batch, step, last):
         enc = self.accel.unwrap_model(self.pair).enc

@@ -43,7 +43,8 @@ timeout "$LIMIT" python3 -m lsr.cli.train "$CONFIG" --set train.steps=$STEPS --s
 echo "$NAME train rc=$? $(( $(date +%s) - t0 ))s" | tee -a "$OUT/gpu.txt"
 grep -E "term bias|step [0-9]+ " "runs/$NAME.log" | tail -8 | cut -c1-400
 m=runs/$NAME/final
-[ -d "$m" ] || m=$(ls -d runs/$NAME/checkpoint-*/model 2>/dev/null | sort -V | tail -1)
+# a run stopped by its time limit while writing final/ leaves it without weights: take the last checkpoint
+[ -f "$m/model.safetensors" ] || m=$(ls -d runs/$NAME/checkpoint-*/model 2>/dev/null | sort -V | tail -1)
 if [ -n "$m" ]; then
   timeout 200 python3 -m lsr.train.baselines --data "$LSR_DATA" --out "runs/eval-$NAME" --batch-size 64 --no-baselines \
     --model "$NAME-smollm2=$m" > "runs/eval-$NAME.log" 2>&1

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["available", "score_blocks", "scoring", "summary_scores"]
 
 _FUSED: dict[str, Any] | None = None  # the approximate path's kernels, compiled on first use
+# A Triton function that the kernels call, made in _fused(): jit code finds callees among the
+# module's globals, not in the enclosing function.
+_score_rows: Any = None
 
 
 def available(device: object) -> bool:
@@ -48,7 +51,7 @@ def scoring() -> str:
 
 
 def _fused() -> dict[str, Any]:
-    global _FUSED
+    global _FUSED, _score_rows
     if _FUSED is not None:
         return _FUSED
     import triton
@@ -128,6 +131,29 @@ def _fused() -> dict[str, Any]:
             first = (old & bit) == 0
             tl.store(out_r + q * out_stride + col + (offs - d0), tl.where(first, doc, -1).to(tl.int32), mask=live)
 
+    # The exact scores of the candidates at out_r[dst] (rows; -1: seen before, by mark_kernel) into
+    # out_s[dst]: each row's non-zeros read contiguously, query weights gathered from qrow.
+    @triton.jit  # type: ignore[untyped-decorator, unused-ignore]
+    def score_rows(out_s, out_r, dst, live, fwd_ptr, fwd_idx, fwd_val, qrow,  # type: ignore[no-untyped-def, unused-ignore]
+                   BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+        doc = tl.load(out_r + dst, mask=live, other=-1).to(tl.int64)
+        fresh = live & (doc >= 0)
+        start = tl.load(fwd_ptr + doc, mask=fresh, other=0)
+        length = tl.load(fwd_ptr + doc + 1, mask=fresh, other=0) - start
+        longest = tl.max(length, 0)
+        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for j in range(0, longest, BLOCK_N):
+            offs_n = j + tl.arange(0, BLOCK_N)
+            m = offs_n[None, :] < length[:, None]
+            p = start[:, None] + offs_n[None, :]
+            comp = tl.load(fwd_idx + p, mask=m, other=0)
+            val = tl.load(fwd_val + p, mask=m, other=0.0).to(tl.float32)
+            wq = tl.load(qrow + comp, mask=m, other=0.0)
+            acc += tl.sum(wq * val, axis=1)
+        tl.store(out_s + dst, tl.where(fresh & (acc > 0), acc, float("-inf")), mask=live)
+
+    _score_rows = score_rows
+
     @triton.jit(do_not_specialize=["q_stride", "out_stride"])  # type: ignore[untyped-decorator, unused-ignore]
     def blocks_kernel(sel_q, sel_blk, sel_col, block_ptr, fwd_ptr, fwd_idx, fwd_val, qdense, q_stride,  # type: ignore[no-untyped-def, unused-ignore]
                       out_s, out_r, out_stride, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -142,21 +168,7 @@ def _fused() -> dict[str, Any]:
             offs = c0 + tl.arange(0, BLOCK_C)
             live = offs < d1
             dst = q * out_stride + col + (offs - d0)
-            doc = tl.load(out_r + dst, mask=live, other=-1).to(tl.int64)  # -1: seen before (mark_kernel)
-            fresh = live & (doc >= 0)
-            start = tl.load(fwd_ptr + doc, mask=fresh, other=0)
-            length = tl.load(fwd_ptr + doc + 1, mask=fresh, other=0) - start
-            longest = tl.max(length, 0)
-            acc = tl.zeros([BLOCK_C], dtype=tl.float32)
-            for j in range(0, longest, BLOCK_N):
-                offs_n = j + tl.arange(0, BLOCK_N)
-                m = offs_n[None, :] < length[:, None]
-                p = start[:, None] + offs_n[None, :]
-                comp = tl.load(fwd_idx + p, mask=m, other=0)
-                val = tl.load(fwd_val + p, mask=m, other=0.0).to(tl.float32)
-                wq = tl.load(qrow + comp, mask=m, other=0.0)
-                acc += tl.sum(wq * val, axis=1)
-            tl.store(out_s + dst, tl.where(fresh & (acc > 0), acc, float("-inf")), mask=live)
+            _score_rows(out_s, out_r, dst, live, fwd_ptr, fwd_idx, fwd_val, qrow, BLOCK_C, BLOCK_N)
 
     # Scoring over the padded candidate matrix itself: one program per (query, BLOCK_C columns) of
     # the rows mark_kernel wrote, so every program holds BLOCK_C candidates whatever the blocks'
@@ -173,22 +185,7 @@ def _fused() -> dict[str, Any]:
             offs = c0 + tl.arange(0, BLOCK_C)
             live = offs < n
             dst = q * out_stride + offs
-            doc = tl.load(out_r + dst, mask=live, other=-1).to(tl.int64)  # -1: seen before (mark_kernel)
-            fresh = live & (doc >= 0)
-            start = tl.load(fwd_ptr + doc, mask=fresh, other=0)
-            length = tl.load(fwd_ptr + doc + 1, mask=fresh, other=0) - start
-            longest = tl.max(length, 0)
-            qrow = qdense + q * q_stride
-            acc = tl.zeros([BLOCK_C], dtype=tl.float32)
-            for j in range(0, longest, BLOCK_N):
-                offs_n = j + tl.arange(0, BLOCK_N)
-                m = offs_n[None, :] < length[:, None]
-                p = start[:, None] + offs_n[None, :]
-                comp = tl.load(fwd_idx + p, mask=m, other=0)
-                val = tl.load(fwd_val + p, mask=m, other=0.0).to(tl.float32)
-                wq = tl.load(qrow + comp, mask=m, other=0.0)
-                acc += tl.sum(wq * val, axis=1)
-            tl.store(out_s + dst, tl.where(fresh & (acc > 0), acc, float("-inf")), mask=live)
+            _score_rows(out_s, out_r, dst, live, fwd_ptr, fwd_idx, fwd_val, qdense + q * q_stride, BLOCK_C, BLOCK_N)
 
     _FUSED = {"triton": triton, "summary": summary_kernel, "mark": mark_kernel, "blocks": blocks_kernel,
               "rows": rows_kernel}

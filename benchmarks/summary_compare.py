@@ -30,7 +30,7 @@ def peer_rule_counts(ix: SeismicIndex, energy: float, n_lists: int, seed: int) -
     """lsr's summary entries per block, and what the peer's rule keeps for the same blocks."""
     a = ix._a  # the index's arrays (read-only here)
     fwd_ptr, fwd_comp, vals = a["fwd_ptr"], a["fwd_comp"], K.F16_TABLE[a["fwd_val"]]
-    tbp, bp, rows = a["term_blk_ptr"], a["blk_ptr"].astype(np.int64), a["post_rows"]
+    tbp, bp, rows = a["term_blk_ptr"], a["blk_ptr"].astype(np.int64), ix.post_rows()
     tgp, gp, sblk = a["term_grp_ptr"], a["grp_ptr"], a["sum_blk"]
     lists = np.flatnonzero(np.diff(tbp) > 3)
     got, want = [], []
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     st = ix.stats()
     b = st["bytes"]
     summary = sum(b[k] for k in ("sum_low", "sum_blk", "sum_code", "sum_dir"))
-    postings = b["post_rows"] + b["blk_ptr"]
+    postings = b["post_off"] + b["post_len"] + b["blk_ptr"]
     print(f"lsr: total {st['bytes_total']:,} bytes; summaries {summary:,}; postings {postings:,}; forward index "
           f"{b['fwd_comp'] + b['fwd_val'] + b['fwd_ptr']:,}; {st['blocks']:,} blocks, {st['summary_entries']:,} "
           f"summary entries ({st['summary_entries'] / max(st['blocks'], 1):.1f} per block)")

@@ -95,7 +95,8 @@ class SearchParams:
     ``heap_factor`` (0.9, as pyseismic-lsr): a block is scored when its summary score reaches
     ``heap_factor`` x the current k-th best score; 1.0 is the tightest, smaller visits more blocks.
     ``n_knn`` (0): kNN-graph refinement (needs an index built with ``nknn``).
-    ``sorted_blocks`` (True): visit a term's blocks best summary first.
+    ``sorted_blocks`` (True): visit the first opened list's blocks best summary first (the other
+    lists go in block order, as pyseismic-lsr's ``sorted=True``).
     ``None`` means the default. :class:`ExactIndex` takes the same knobs and ignores them.
 
     >>> SearchParams.of(query_cut=5).heap_factor

@@ -933,9 +933,7 @@ def _prefetch(typingctx: Any, arr: Any, idx: Any) -> tuple[Any, Callable[..., An
 
 
 @_njit(inline="always")
-def _prefetch_row(fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, d: Int) -> None:
-    s = fwd_ptr[d]
-    n = fwd_ptr[d + 1] - s
+def _prefetch_doc(fwd_comp: np.ndarray, fwd_val: np.ndarray, s: Int, n: Int) -> None:
     off = 0
     while off < n:
         # Numba supplies an intrinsic's typing context itself; mypy sees the declared three parameters
@@ -944,30 +942,74 @@ def _prefetch_row(fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray
         off += 32
 
 
+@_njit(inline="always")
+def _row_of(ptr: np.ndarray, key: Int) -> Int:
+    """The row whose stored vector starts at offset ``key`` of a CSR forward index: the last i
+    with ptr[i] <= key (an empty row shares its offset with the next row, but has no postings
+    and never scores above zero, so the non-empty row is the one meant)."""
+    n = ptr.shape[0] - 1
+    base = 0
+    while n > 1:
+        half = n >> 1
+        base = base + half if ptr[base + half] <= key else base
+        n -= half
+    return base
+
+
+@_njit(inline="always")
+def _key_row(fwd_ptr: np.ndarray, tail_ptr: np.ndarray, n_main: Int, key: Int) -> Int:
+    """The row of a heap key: a main row's forward-index offset, or n_main's offset plus a tail
+    row's offset in the tail arrays (so key order is row order)."""
+    nnz = fwd_ptr[n_main]
+    if key < nnz:
+        return _row_of(fwd_ptr, key)
+    return n_main + _row_of(tail_ptr, key - nnz)
+
+
+@_njit(inline="always")
+def _is_new(hs: np.ndarray, hr: np.ndarray, size: Int, key: Int, fwd_ptr: np.ndarray, tail_ptr: np.ndarray,
+            n_main: Int, stamp: np.ndarray, sv: Int) -> Bool:
+    """Whether a document that would enter the heap is not already in it: a document met again
+    in a later posting list scores the same, and one that left the heap can never come back (the
+    k-th best only rises), so 'in the heap' is 'pushed before'. A small heap is scanned; a large
+    one marks pushed rows in ``stamp``."""
+    if hr.shape[0] <= 32:
+        for i in range(size):
+            if hr[i] == key:
+                return False
+        return True
+    d = _key_row(fwd_ptr, tail_ptr, n_main, key)
+    if stamp[d] == sv:
+        return False
+    stamp[d] = sv
+    return True
+
+
 @_njit()
-def _score_block(p0: Int, p1: Int, post_rows: np.ndarray, stamp: np.ndarray, sv: Int, deleted: np.ndarray,
-                 qdense: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray,
-                 hs: np.ndarray, hr: np.ndarray, size: Int, k: Int) -> Int:
-    """Score the not-yet-seen documents of postings p0..p1 into the heap; returns the heap size.
-    The next document's row is prefetched while the current one is scored. The visit (stamp,
-    deleted, dot, push) is written out again in the kNN loop of _seismic_one on purpose: one
-    shared inline helper measured 5-15% slower single-query latency (200k docs, qc=3)."""
+def _score_block(p0: Int, p1: Int, post_off: np.ndarray, post_len: np.ndarray, stamp: np.ndarray, sv: Int,
+                 has_del: bool, deleted: np.ndarray, qdense: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray,
+                 fwd_val: np.ndarray, tab: np.ndarray, tail_ptr: np.ndarray, n_main: Int, hs: np.ndarray,
+                 hr: np.ndarray, size: Int, k: Int) -> Int:
+    """Score the documents of postings p0..p1 into the heap; returns the heap size. A posting is
+    the document's offset and length in the forward index, so a visit reads no per-row array;
+    the heap is keyed by offset (offset order is row order). A document seen in an earlier list
+    is scored again (cheaper than a seen-set lookup per document) and kept out of the heap by
+    _is_new; tombstones are looked up only when something is deleted, and only for a document
+    that would enter the heap. The next document is prefetched while the current one is scored."""
     if p0 < p1:
-        _prefetch_row(fwd_ptr, fwd_comp, fwd_val, post_rows[p0])
+        _prefetch_doc(fwd_comp, fwd_val, post_off[p0], post_len[p0])
     for p in range(p0, p1):
-        d = post_rows[p]
+        s0 = np.int64(post_off[p])
+        e0 = s0 + np.int64(post_len[p])
         if p + 1 < p1:
-            _prefetch_row(fwd_ptr, fwd_comp, fwd_val, post_rows[p + 1])
-            if p + 2 < p1:
-                _prefetch(fwd_ptr, post_rows[p + 2])  # type: ignore[call-arg]  # see _prefetch_row
-        if stamp[d] == sv:
-            continue
-        stamp[d] = sv
-        if deleted[d] != 0:
-            continue
-        s = _dot_f16(qdense, fwd_comp, fwd_val, fwd_ptr[d], fwd_ptr[d + 1], tab)
-        if s > 0 and (size < k or not _worse(s, d, hs[0], hr[0])):
-            size = heap_push(hs, hr, size, k, s, np.int64(d))
+            _prefetch_doc(fwd_comp, fwd_val, post_off[p + 1], post_len[p + 1])
+        s = _dot_f16(qdense, fwd_comp, fwd_val, s0, e0, tab)
+        if s > 0 and (size < k or not _worse(s, s0, hs[0], hr[0])):
+            if not _is_new(hs, hr, size, s0, fwd_ptr, tail_ptr, n_main, stamp, sv):
+                continue
+            if has_del and deleted[_row_of(fwd_ptr, s0)] != 0:
+                continue
+            size = heap_push(hs, hr, size, k, s, s0)
     return size
 
 
@@ -1088,10 +1130,11 @@ def _top_terms(q_val: np.ndarray, ncut: Int, order: np.ndarray) -> int:
 
 @_njit()
 def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, heap_factor: Float, sort_blocks: bool,
-                 n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray, post_rows: np.ndarray,
-                 term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray,
-                 sum_code: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray, fwd_ptr: np.ndarray,
-                 fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray, deleted: np.ndarray,
+                 n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray, post_off: np.ndarray,
+                 post_len: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_low: np.ndarray,
+                 sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
+                 blk_quant: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray,
+                 has_del: bool, deleted: np.ndarray,
                  tail_ptr: np.ndarray, tail_comp: np.ndarray, tail_val: np.ndarray, n_main: Int, knn: np.ndarray,
                  qdense: np.ndarray, stamp: np.ndarray, sv: Int, blk_acc: np.ndarray, blk_idx: np.ndarray,
                  hs: np.ndarray, hr: np.ndarray, out_s: np.ndarray, out_r: np.ndarray) -> None:
@@ -1144,53 +1187,58 @@ def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, h
                 _blk_sift(blk_idx, nc, 0, blk_acc)
                 if size == k and blk_acc[b] < heap_factor * hs[0]:
                     break
-                size = _score_block(blk_ptr[gb0 + b], blk_ptr[gb0 + b + 1], post_rows, stamp, sv, deleted, qdense,
-                                    fwd_ptr, fwd_comp, fwd_val, tab, hs, hr, size, k)
+                size = _score_block(blk_ptr[gb0 + b], blk_ptr[gb0 + b + 1], post_off, post_len, stamp, sv, has_del,
+                                    deleted, qdense, fwd_ptr, fwd_comp, fwd_val, tab, tail_ptr, n_main, hs, hr, size, k)
         else:
             for b in range(nb):
                 if size == k and blk_acc[b] < heap_factor * hs[0]:
                     continue
-                size = _score_block(blk_ptr[gb0 + b], blk_ptr[gb0 + b + 1], post_rows, stamp, sv, deleted, qdense,
-                                    fwd_ptr, fwd_comp, fwd_val, tab, hs, hr, size, k)
+                size = _score_block(blk_ptr[gb0 + b], blk_ptr[gb0 + b + 1], post_off, post_len, stamp, sv, has_del,
+                                    deleted, qdense, fwd_ptr, fwd_comp, fwd_val, tab, tail_ptr, n_main, hs, hr, size, k)
     # kNN refinement: score the neighbours of the current results
     if n_knn > 0 and size > 0:
         cur = hr[:size].copy()
+        nnz = fwd_ptr[n_main]
         for i in range(cur.shape[0]):
-            r = cur[i]
-            if r >= n_main or r >= knn.shape[0]:
+            if cur[i] >= nnz:
+                continue
+            r = _row_of(fwd_ptr, cur[i])
+            if r >= knn.shape[0]:
                 continue
             for jn in range(min(n_knn, knn.shape[1])):
                 d = knn[r, jn]
-                if d < 0 or stamp[d] == sv:
+                if d < 0 or deleted[d] != 0:
                     continue
-                stamp[d] = sv
-                if deleted[d] != 0:
-                    continue
-                s = _dot_f16(qdense, fwd_comp, fwd_val, fwd_ptr[d], fwd_ptr[d + 1], tab)
-                if s > 0 and (size < k or not _worse(s, d, hs[0], hr[0])):
-                    size = heap_push(hs, hr, size, k, s, np.int64(d))
+                s0 = fwd_ptr[d]
+                s = _dot_f16(qdense, fwd_comp, fwd_val, s0, fwd_ptr[d + 1], tab)
+                if s > 0 and (size < k or not _worse(s, s0, hs[0], hr[0])):
+                    if _is_new(hs, hr, size, s0, fwd_ptr, tail_ptr, n_main, stamp, sv):
+                        size = heap_push(hs, hr, size, k, s, s0)
     # documents added after the build: scored exhaustively
     n_tail = tail_ptr.shape[0] - 1
+    nnz = fwd_ptr[n_main]
     for i in range(n_tail):
-        d = n_main + i
-        if deleted[d] != 0:
+        if deleted[n_main + i] != 0:
             continue
         s = _dot_f16(qdense, tail_comp, tail_val, tail_ptr[i], tail_ptr[i + 1], tab)
-        if s > 0 and (size < k or not _worse(s, d, hs[0], hr[0])):
-            size = heap_push(hs, hr, size, k, s, np.int64(d))
+        key = nnz + tail_ptr[i]
+        if s > 0 and (size < k or not _worse(s, key, hs[0], hr[0])):
+            size = heap_push(hs, hr, size, k, s, key)
     for j in range(nq):
         qdense[q_idx[j]] = 0.0
     heap_drain(hs, hr, size, out_s, out_r)
+    for i in range(size):  # forward-index offsets back to rows, for the k results only
+        out_r[i] = _key_row(fwd_ptr, tail_ptr, n_main, out_r[i])
 
 
 @_njit()
 def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
                    heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray,
-                   post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_low: np.ndarray,
-                   sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
-                   blk_quant: np.ndarray,
+                   post_off: np.ndarray, post_len: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
+                   sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray,
+                   blk_min: np.ndarray, blk_quant: np.ndarray,
                    fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray,
-                   deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray, tail_val: np.ndarray,
+                   has_del: bool, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray, tail_val: np.ndarray,
                    n_main: Int, knn: np.ndarray, qdense: np.ndarray, stamp: np.ndarray, sv0: Int, blk_acc: np.ndarray,
                    blk_idx: np.ndarray, out_s: np.ndarray, out_r: np.ndarray) -> None:
     hs = np.empty(k, np.float32)
@@ -1198,8 +1246,8 @@ def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val
     for qi in range(q0, q1):
         s, e = q_ptr[qi], q_ptr[qi + 1]
         _seismic_one(q_idx[s:e], q_val[s:e], k, query_cut, heap_factor, sort_blocks, n_knn,
-                     term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk, sum_code,
-                     blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                     term_blk_ptr, blk_ptr, post_off, post_len, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk,
+                     sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, has_del, deleted,
                      tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(sv0 + qi - q0),
                      blk_acc, blk_idx, hs, hr, out_s[qi], out_r[qi])
 
@@ -1207,23 +1255,24 @@ def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val
 @_njit()
 def seismic_search_serial(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
                           heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray,
-                          blk_ptr: np.ndarray, post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
-                          sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
-                          blk_quant: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
-                          tab: np.ndarray, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
+                          blk_ptr: np.ndarray, post_off: np.ndarray, post_len: np.ndarray, term_grp_ptr: np.ndarray,
+                          grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray,
+                          sum_code: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray, fwd_ptr: np.ndarray,
+                          fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray, has_del: bool, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
                           tail_val: np.ndarray, n_main: Int, knn: np.ndarray, qdense: np.ndarray, stamp: np.ndarray,
                           sv0: Int, blk_acc: np.ndarray, blk_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Seismic search on the calling thread (the low-latency path; releases the GIL).
 
     Scratch comes from the caller: qdense (dim, zeros), stamp (rows, int32; values below sv0
-    only), blk_acc (max blocks per list). Queries get stamps sv0, sv0+1, ...
+    only; used when k > 32), blk_acc (max blocks per list). Queries get stamps sv0, sv0+1, ...
+    ``has_del``: whether any ``deleted`` byte is set (when not, no tombstone is read).
     """
     nq = q_ptr.shape[0] - 1
     out_s = np.empty((nq, k), np.float32)
     out_r = np.empty((nq, k), np.int64)
     _seismic_range(0, nq, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                   term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk, sum_code,
-                   blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                   term_blk_ptr, blk_ptr, post_off, post_len, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk,
+                   sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, has_del, deleted,
                    tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, blk_idx, out_s, out_r)
     return out_s, out_r
 
@@ -1231,10 +1280,11 @@ def seismic_search_serial(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarra
 @_njit(parallel=True)
 def seismic_search_parallel(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
                             heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray,
-                            blk_ptr: np.ndarray, post_rows: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
-                            sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
-                            blk_quant: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
-                            tab: np.ndarray, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
+                            blk_ptr: np.ndarray, post_off: np.ndarray, post_len: np.ndarray, term_grp_ptr: np.ndarray,
+                            grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray,
+                            sum_code: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray, fwd_ptr: np.ndarray,
+                            fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray, has_del: bool,
+                            deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
                             tail_val: np.ndarray, n_main: Int, knn: np.ndarray, dim: Int, max_blocks: Int,
                             n_chunks: Int) -> tuple[np.ndarray, np.ndarray]:
     """Seismic search over a batch on all threads (queries split into n_chunks ranges)."""
@@ -1250,8 +1300,9 @@ def seismic_search_parallel(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndar
         blk_idx = np.empty(max(max_blocks, 1), np.int64)
         q0 = c * chunk
         _seismic_range(q0, min(nq, (c + 1) * chunk), q_ptr, q_idx, q_val, k, query_cut, heap_factor,
-                       sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_rows, term_grp_ptr, grp_ptr, sum_low,
-                       sum_dir, sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, deleted,
+                       sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_off, post_len, term_grp_ptr, grp_ptr,
+                       sum_low, sum_dir, sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab,
+                       has_del, deleted,
                        tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(1), blk_acc,
                        blk_idx, out_s, out_r)
     return out_s, out_r
@@ -1406,7 +1457,7 @@ def seismic_one_ref(q_idx: np.ndarray, q_val: np.ndarray, k: int, query_cut: int
                     break
                 continue
             for p in range(a["blk_ptr"][gb0 + b], a["blk_ptr"][gb0 + b + 1]):
-                offer(int(a["post_rows"][p]))
+                offer(int(np.searchsorted(a["fwd_ptr"], a["post_off"][p], side="right")) - 1)
         first = False
     if n_knn > 0 and best:
         for _, r in list(best):

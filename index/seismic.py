@@ -30,7 +30,7 @@ from .storage import IndexFormatError, save_folder
 log = logging.getLogger(__name__)
 
 _MAIN_ARRAYS = (
-    "fwd_ptr", "fwd_comp", "fwd_val", "term_blk_ptr", "blk_ptr", "post_rows", "term_grp_ptr", "grp_ptr",
+    "fwd_ptr", "fwd_comp", "fwd_val", "term_blk_ptr", "blk_ptr", "post_off", "post_len", "term_grp_ptr", "grp_ptr",
     "sum_low", "sum_dir", "sum_blk", "sum_code", "blk_min", "blk_quant", "knn",
 )
 _TAIL_ARRAYS = ("tail_ptr", "tail_comp", "tail_val")
@@ -181,7 +181,7 @@ class SeismicIndex(BaseIndex):
             local = np.arange(n_tot_blocks, dtype=np.int64) - np.repeat(term_blk_ptr[:-1], n_blocks)
             sizes = blk_size[np.repeat(cap_ptr[:-1], n_blocks) + local]
             blk_ptr = np.concatenate([[0], np.cumsum(sizes)])
-            # offsets into post_rows: 4 bytes while the postings fit (8 bytes per block before)
+            # offsets into the postings: 4 bytes while they fit (8 bytes per block before)
             blk_ptr = blk_ptr.astype(np.uint32 if blk_ptr[-1] < 2**32 else np.int64)
             bar.next()
             # summaries: per block the energy cut and 8-bit quantisation, then the entries of
@@ -210,10 +210,11 @@ class SeismicIndex(BaseIndex):
                              fwd_ptr, fwd_comp, vals, dim, s_items, s_wptr, blk_thr, blk_ties, blk_min, blk_quant,
                              sum_low, sum_dir, sum_blk, sum_code)
             del blk_thr, blk_ties
+            post_off, post_len = _postings(fwd_ptr, rows)
             bar.next()
         arrays = {
             "fwd_ptr": fwd_ptr, "fwd_comp": fwd_comp, "fwd_val": fwd_val,
-            "term_blk_ptr": term_blk_ptr, "blk_ptr": blk_ptr, "post_rows": rows,
+            "term_blk_ptr": term_blk_ptr, "blk_ptr": blk_ptr, "post_off": post_off, "post_len": post_len,
             "term_grp_ptr": term_grp_ptr, "grp_ptr": grp_ptr, "sum_low": sum_low, "sum_dir": sum_dir,
             "sum_blk": sum_blk,
             "sum_code": sum_code, "blk_min": blk_min, "blk_quant": blk_quant,
@@ -347,11 +348,12 @@ class SeismicIndex(BaseIndex):
             # memory-mapped arrays are passed as plain ndarray views of the same memory: Numba
             # unboxes an exact ndarray on its fast path, a np.memmap subclass costs ~0.3 us more each
             arrays = self._kernel_args = tuple(_plain(x) for x in (
-                a["term_blk_ptr"], a["blk_ptr"], a["post_rows"], a["term_grp_ptr"], a["grp_ptr"], a["sum_low"],
-                a["sum_dir"], a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"], a["fwd_comp"], a["fwd_val"],
-                K.F16_TABLE, self._deleted, a["tail_ptr"], a["tail_comp"], a["tail_val"], self._n_main, self._knn_arg()))
+                a["term_blk_ptr"], a["blk_ptr"], a["post_off"], a["post_len"], a["term_grp_ptr"], a["grp_ptr"],
+                a["sum_low"], a["sum_dir"], a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"],
+                a["fwd_comp"], a["fwd_val"], K.F16_TABLE)) + (len(self) < self.n_rows, _plain(self._deleted)) + tuple(
+                _plain(x) for x in (a["tail_ptr"], a["tail_comp"], a["tail_val"], self._n_main, self._knn_arg()))
         if deleted is not None:  # a filtered search: its own skip mask in the tombstones' place
-            arrays = arrays[:15] + (deleted,) + arrays[16:]
+            arrays = arrays[:16] + (True, deleted) + arrays[18:]
         nq = q_ptr.shape[0] - 1
         if nthreads == 1 or nq == 1:
             sc = self._take_scratch()
@@ -375,7 +377,7 @@ class SeismicIndex(BaseIndex):
         return scores, rows
 
     def _take_scratch(self) -> list[Any]:
-        """This thread's search scratch [dense query, visited stamps, block scores, next stamp],
+        """This thread's search scratch [dense query, pushed-row stamps (k > 32), block scores, next stamp],
         reused between calls so a single query pays no O(collection) allocation."""
         sc = getattr(self._local, "scratch", None)
         self._local.scratch = None  # not shared while in use (re-entrancy)
@@ -442,7 +444,8 @@ class SeismicIndex(BaseIndex):
     def summary_entries(self) -> dict[str, np.ndarray]:
         """The block summaries as flat arrays, independent of the packed layout (for the GPU path
         and analysis): ``term_blk_ptr`` (dim+1), ``blk_ptr`` (blocks+1, into ``post_rows``),
-        ``post_rows``, ``term_ent_ptr`` (dim+1, into the entry arrays), and per entry ``comp``
+        ``post_rows`` (rebuilt from the postings' forward-index offsets), ``term_ent_ptr`` (dim+1,
+        into the entry arrays), and per entry ``comp``
         (int32 term id), ``block`` (int64 global block id) and ``value`` (float32, dequantised
         exactly as the search kernel reads it). Entries of a term are contiguous."""
         a = self._a
@@ -456,9 +459,17 @@ class SeismicIndex(BaseIndex):
         code = np.asarray(a["sum_code"]).astype(np.float32)
         value = (np.asarray(a["blk_min"])[block] + code * np.asarray(a["blk_quant"])[block]).astype(np.float32)
         return {
-            "term_blk_ptr": tbp, "blk_ptr": np.asarray(a["blk_ptr"], np.int64), "post_rows": np.asarray(a["post_rows"]),
+            "term_blk_ptr": tbp, "blk_ptr": np.asarray(a["blk_ptr"], np.int64), "post_rows": self.post_rows(),
             "term_ent_ptr": gp[tgp], "comp": K.summary_comps(a["sum_low"], a["sum_dir"]).astype(np.int32), "block": block, "value": value,
         }
+
+    def post_rows(self) -> np.ndarray:
+        """The row of every posting (int32 or int64), in posting order: the postings store the
+        document's forward-index offset, and offset order is row order (rebuilt, not stored)."""
+        a = self._a
+        fwd_ptr = np.asarray(a["fwd_ptr"])
+        rows = np.searchsorted(fwd_ptr, np.asarray(a["post_off"]), side="right") - 1
+        return rows.astype(np.int32 if self._n_main < 2**31 else np.int64)
 
     # ------------------------------------------------------------------ info
     def stats(self) -> dict[str, Any]:
@@ -476,7 +487,7 @@ class SeismicIndex(BaseIndex):
             "unindexed": self.n_rows - self._n_main,
             "dim": self.dim,
             "nnz": nnz,
-            "postings": int(a["post_rows"].shape[0]),
+            "postings": int(a["post_off"].shape[0]),
             "blocks": nb,
             "summary_entries": int(a["sum_code"].shape[0]),
             "knn": int(a["knn"].shape[1]) if a["knn"].shape[0] else 0,
@@ -501,6 +512,8 @@ class SeismicIndex(BaseIndex):
     def _from_arrays(cls, path: str | Path, manifest: dict[str, Any], a: dict[str, np.ndarray]) -> "SeismicIndex":
         if "sum_low" not in a and "sum_comp" in a:
             a = _compact_format1(Path(path), a, int(manifest["counts"]["dim"]))
+        if "post_off" not in a and "post_rows" in a:
+            a = _postings_format2(Path(path), a)
         missing = [n for n in _MAIN_ARRAYS + _TAIL_ARRAYS + ("deleted", "ids") if n not in a]
         if missing:
             raise IndexFormatError(f"{Path(path) / 'manifest.json'}: lists no array {missing[0]!r}")
@@ -542,11 +555,17 @@ def _check_structure(folder: Path, a: dict[str, np.ndarray], dim: int) -> None:
     if tbp.shape[0] != dim + 1 or np.any(np.diff(tbp) < 0) or tbp[0] != 0:
         bad("term_blk_ptr", "does not match dim")
     nb = int(tbp[-1])
-    if (bp.dtype.kind not in "iu" or bp.shape[0] != nb + 1 or bp[0] != 0 or bp[-1] != a["post_rows"].shape[0]
+    po, pl = a["post_off"], a["post_len"]
+    if (bp.dtype.kind not in "iu" or bp.shape[0] != nb + 1 or bp[0] != 0 or bp[-1] != po.shape[0]
             or np.any(bp[1:] < bp[:-1])):
         bad("blk_ptr", "does not match the posting lists")
-    if a["post_rows"].size and (int(a["post_rows"].max()) >= n_main or int(a["post_rows"].min()) < 0):
-        bad("post_rows", "row out of range")
+    if po.dtype.kind not in "iu" or pl.dtype.kind not in "iu" or pl.shape != po.shape:
+        bad("post_len", "does not match post_off")
+    if po.size and (int(po.min()) < 0 or int(pl.min()) < 0
+                    or int((np.asarray(po, np.int64) + np.asarray(pl, np.int64)).max()) > int(a["fwd_ptr"][-1])):
+        # (a wrong but in-range offset gives wrong scores, never a read out of bounds; the
+        # checksums are what catch a corrupt file)
+        bad("post_off", "offset out of range")
     tgp, gp = a["term_grp_ptr"], a["grp_ptr"]
     n_groups = (np.diff(tbp) + K.GROUP - 1) // K.GROUP
     if tgp.shape[0] != dim + 1 or tgp[0] != 0 or np.any(np.diff(tgp) != n_groups):
@@ -591,6 +610,31 @@ def _compact_format1(folder: Path, a: dict[str, np.ndarray], dim: int) -> dict[s
     out = {n: v for n, v in a.items() if n != "sum_comp"}
     out["sum_low"], out["sum_dir"] = K.summary_directory(gp, comps, dim)
     log.info("%s: format-1 summaries converted to the compact layout in memory (save the index to rewrite it)", folder)
+    return out
+
+
+def _postings(fwd_ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Postings by row -> (forward-index offset, length): 4 + 2 bytes while the forward index
+    holds < 4 Gi entries and no document has 64 Ki entries or more."""
+    fwd_ptr = np.asarray(fwd_ptr, np.int64)
+    rows = np.asarray(rows, np.int64)
+    off = fwd_ptr[rows]
+    length = fwd_ptr[rows + 1] - off
+    off_dtype = np.uint32 if fwd_ptr[-1] < 2**32 else np.int64
+    len_dtype = np.uint16 if length.size == 0 or int(length.max()) < 2**16 else np.int32
+    return off.astype(off_dtype), length.astype(len_dtype)
+
+
+def _postings_format2(folder: Path, a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays of a format-2 folder (postings by row, ``post_rows``) with postings by forward-index
+    offset and length, converted in memory; the folder is not rewritten."""
+    rows, fwd_ptr = np.asarray(a["post_rows"]), np.asarray(a["fwd_ptr"])
+    if rows.size and (rows.dtype.kind not in "iu" or int(rows.min()) < 0 or int(rows.max()) >= fwd_ptr.shape[0] - 1):
+        raise IndexFormatError(f"{folder / 'post_rows.npy'}: row out of range")
+    out = {n: v for n, v in a.items() if n != "post_rows"}
+    out["post_off"], out["post_len"] = _postings(fwd_ptr, rows)
+    log.info("%s: format-2 postings (rows) converted to forward-index offsets in memory (save the index to "
+             "rewrite it)", folder)
     return out
 
 

@@ -22,7 +22,9 @@ from . import fileio
 log = logging.getLogger(__name__)
 
 FORMAT = "lsr-index"
-FORMAT_VERSION = 2  # 2: Seismic summaries store term ids as a low byte + group directory
+# 2: Seismic summaries store term ids as a low byte + group directory; 3: Seismic postings hold
+# the forward-index offset and length (post_off, post_len) instead of the row (post_rows)
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 _CHUNK = 8 << 20
 

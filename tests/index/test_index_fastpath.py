@@ -84,11 +84,11 @@ def test_mmap_arrays_reach_the_kernel_as_plain_views(index, small_random, tmp_pa
     _, queries = small_random
     index.save(tmp_path / "s")
     loaded = SeismicIndex.load(tmp_path / "s", mmap=True)
-    assert isinstance(loaded._a["post_rows"], np.memmap)
+    assert isinstance(loaded._a["post_off"], np.memmap)
     a = loaded.search(queries, 10, threads=1)
     for x in loaded._kernel_args:
         assert not isinstance(x, np.ndarray) or type(x) is np.ndarray
-    assert np.shares_memory(loaded._kernel_args[2], loaded._a["post_rows"])
+    assert np.shares_memory(loaded._kernel_args[2], loaded._a["post_off"])
     b = index.search(queries, 10, threads=1)
     assert np.array_equal(a.rows, b.rows)
     np.testing.assert_array_equal(a.scores, b.scores)

@@ -55,7 +55,7 @@ def test_block_summaries_match_reference(small_random):
     vals = K.F16_TABLE[a["fwd_val"]]
     rng = np.random.default_rng(1)
     for gb in rng.choice(int(a["term_blk_ptr"][-1]), size=40, replace=False):
-        rows = a["post_rows"][a["blk_ptr"][gb]:a["blk_ptr"][gb + 1]]
+        rows = index.post_rows()[a["blk_ptr"][gb]:a["blk_ptr"][gb + 1]]
         vecs = [(a["fwd_comp"][a["fwd_ptr"][d]:a["fwd_ptr"][d + 1]], vals[a["fwd_ptr"][d]:a["fwd_ptr"][d + 1]]) for d in rows]
         ref_c, ref_v = K.block_summary_ref(vecs, 0.5)
         mine = ent["block"] == gb
@@ -73,7 +73,7 @@ def test_summaries_bound_their_blocks_at_full_energy(small_random):
     for b, c, v in zip(ent["block"].tolist(), ent["comp"].tolist(), ent["value"].tolist()):
         summ[(b, c)] = v
     for gb in range(0, int(a["term_blk_ptr"][-1]), 17):
-        for d in a["post_rows"][a["blk_ptr"][gb]:a["blk_ptr"][gb + 1]]:
+        for d in index.post_rows()[a["blk_ptr"][gb]:a["blk_ptr"][gb + 1]]:
             s, e = a["fwd_ptr"][d], a["fwd_ptr"][d + 1]
             for c, v in zip(a["fwd_comp"][s:e].tolist(), vals[s:e].tolist()):
                 assert summ[(gb, c)] >= v

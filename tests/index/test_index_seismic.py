@@ -179,5 +179,5 @@ def test_fixed_pruning_keeps_n_postings_per_term(small_random):
     # the kept postings of a term are its 20 largest values
     t = int(np.argmax(np.bincount(docs.indices, minlength=docs.dim)))
     col = docs.to_dense()[:, t]
-    kept = a["post_rows"][a["blk_ptr"][a["term_blk_ptr"][t]]:a["blk_ptr"][a["term_blk_ptr"][t + 1]]]
+    kept = index.post_rows()[a["blk_ptr"][a["term_blk_ptr"][t]]:a["blk_ptr"][a["term_blk_ptr"][t + 1]]]
     assert set(kept.tolist()) == set(np.argsort(-col, kind="stable")[:20].tolist())

@@ -29,7 +29,7 @@ def test_roundtrip_same_results(saved, small_random, mmap):
     loaded = load_index(path, mmap=mmap)
     assert isinstance(loaded, SeismicIndex)
     if mmap:
-        assert isinstance(loaded._a["post_rows"], np.memmap)
+        assert isinstance(loaded._a["post_off"], np.memmap)
     for kw in (dict(), dict(query_cut=3, heap_factor=0.7, n_knn=3), dict(threads=1)):
         a, b = index.search(queries, k=10, **kw), loaded.search(queries, k=10, **kw)
         assert np.array_equal(a.ids, b.ids)
@@ -63,11 +63,11 @@ def _copy(saved, tmp_path):
 
 def test_altered_byte_is_caught(saved, tmp_path):
     dst = _copy(saved, tmp_path)
-    f = dst / "post_rows.npy"
+    f = dst / "post_off.npy"
     raw = bytearray(f.read_bytes())
     raw[-3] ^= 0x40
     f.write_bytes(bytes(raw))
-    with pytest.raises(IndexFormatError, match="post_rows.npy.*sha256"):
+    with pytest.raises(IndexFormatError, match="post_off.npy.*sha256"):
         load_index(dst)
 
 
@@ -110,11 +110,11 @@ def test_consistent_checksums_but_wrong_structure(saved, tmp_path):
     from lsr.index.storage import sha256_file
 
     dst = _copy(saved, tmp_path)
-    rows = np.load(dst / "post_rows.npy")
-    rows[0] = 10**6
-    np.save(dst / "post_rows.npy", rows)
+    off = np.load(dst / "post_off.npy")
+    off[0] = np.asarray(saved[0]._a["fwd_ptr"])[-1]  # one past the forward index
+    np.save(dst / "post_off.npy", off)
     m = json.loads((dst / "manifest.json").read_text())
-    m["arrays"]["post_rows"]["sha256"] = sha256_file(dst / "post_rows.npy")
+    m["arrays"]["post_off"]["sha256"] = sha256_file(dst / "post_off.npy")
     (dst / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(IndexFormatError, match="post_rows.npy.*out of range"):
+    with pytest.raises(IndexFormatError, match="post_off.npy.*out of range"):
         load_index(dst)

@@ -27,7 +27,7 @@ def _entries_by_hand(index):
     vals = K.F16_TABLE[a["fwd_val"]]
     out = set()
     for gb in range(int(a["term_blk_ptr"][-1])):
-        rows = a["post_rows"][a["blk_ptr"][gb]:a["blk_ptr"][gb + 1]]
+        rows = index.post_rows()[a["blk_ptr"][gb]:a["blk_ptr"][gb + 1]]
         vecs = [(a["fwd_comp"][a["fwd_ptr"][d]:a["fwd_ptr"][d + 1]], vals[a["fwd_ptr"][d]:a["fwd_ptr"][d + 1]])
                 for d in rows]
         comps, deq = K.block_summary_ref(vecs, index.params.summary_energy)
@@ -79,7 +79,7 @@ def _as_format1(folder, index):
 
 def test_format1_folder_loads_with_the_same_results(built, small_random, tmp_path):
     _, queries = small_random
-    assert FORMAT_VERSION == 2
+    assert FORMAT_VERSION == 3
     folder = built.save(tmp_path / "v1")
     assert json.loads((folder / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
     _as_format1(folder, built)

@@ -87,13 +87,9 @@ def main(argv=None) -> None:
     k = 10
     qd = gpu._PaddedQueries.of(queries, gi._pinned).to(sh.device, torch)
     nq = len(queries)
-    c = min(args.query_cut, qd.comp.shape[1])
     mb = sh.max_blocks
-    w, pos = torch.topk(qd.val, c, dim=1)
-    terms = torch.where(w > 0, torch.gather(qd.comp, 1, pos), torch.full_like(pos, -1))
-    t0_ = terms.clamp(min=0)
-    tbase = sh.term_ptr[t0_]
-    nblk = torch.where(terms >= 0, sh.term_ptr[t0_ + 1] - tbase, torch.zeros_like(tbase))
+    terms, tbase, nblk = gpu._query_terms(sh, qd, args.query_cut, torch)
+    c = terms.shape[1]
     valid = torch.arange(mb, device=sh.device)[None, None, :] < nblk[:, :, None]
     out: dict = {"args": {k_: str(v) for k_, v in vars(args).items()}}
 

@@ -650,14 +650,10 @@ def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_f
     prof = PROFILE
     prof.start(dev, torch)
     fused = sh.fwd_idx32 is not None
-    c = min(query_cut, qd.comp.shape[1])
     mb = sh.max_blocks
-    # 1. each query's top `query_cut` terms; pairs beyond a query's non-zeros are dead (term -1)
-    w, pos = torch.topk(qd.val, c, dim=1)
-    terms = torch.where(w > 0, torch.gather(qd.comp, 1, pos), torch.full_like(pos, -1))
-    t0 = terms.clamp(min=0)
-    tbase = sh.term_ptr[t0]
-    nblk = torch.where(terms >= 0, sh.term_ptr[t0 + 1] - tbase, torch.zeros_like(tbase))
+    # 1. each query's top `query_cut` terms
+    terms, tbase, nblk = _query_terms(sh, qd, query_cut, torch)
+    c = terms.shape[1]
     # 2. summary scores, (nq, c, max_blocks): 0 before the join for a term's real blocks
     ssum = torch.zeros(nq * c * mb, dtype=torch.float32, device=dev)
     if fused:
@@ -692,6 +688,18 @@ def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_f
         s, r = _score_blocks_ref(keep | probe, tbase, sh.always_blk, sh, qd.dense, k, torch)
     prof.mark("candidates", dev, torch, kept_blocks=int(keep.sum()) if prof.on else 0)
     return s, r.long()
+
+
+def _query_terms(sh: _Shard, qd: _DeviceQueries, query_cut: int, torch: ModuleType) -> tuple[Tensor, Tensor, Tensor]:
+    """Each query's top ``query_cut`` terms ``(nq, c)`` (``-1`` beyond a query's non-zeros: a dead
+    pair), the first block of each term's posting list and its block count (0 for dead pairs)."""
+    c = min(query_cut, qd.comp.shape[1])
+    w, pos = torch.topk(qd.val, c, dim=1)
+    terms = torch.where(w > 0, torch.gather(qd.comp, 1, pos), torch.full_like(pos, -1))
+    t0 = terms.clamp(min=0)
+    tbase = sh.term_ptr[t0]
+    nblk = torch.where(terms >= 0, sh.term_ptr[t0 + 1] - tbase, torch.zeros_like(tbase))
+    return terms, tbase, nblk
 
 
 def _summary_scores_ref(terms: Tensor, tbase: Tensor, qd: _DeviceQueries, sh: _Shard, ssum: Tensor,

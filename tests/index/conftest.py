@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -41,3 +42,29 @@ def recall_at():
 def _recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     return float(np.mean([len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / k for f, t in zip(found, truth)]))
+
+
+def rewrite_format(folder: Path, version: int, add: dict[str, np.ndarray], drop: tuple[str, ...]) -> dict:
+    """Rewrite a saved index folder as an older format wrote it: ``add`` arrays saved and listed in
+    the manifest (with their size and digest), ``drop`` arrays removed, ``format_version`` set.
+    Returns the new manifest."""
+    from lsr.index.storage import sha256_file
+
+    m = json.loads((folder / "manifest.json").read_text())
+    for name, arr in add.items():
+        path = folder / f"{name}.npy"
+        np.save(path, arr)
+        m["arrays"][name] = {"file": path.name, "dtype": arr.dtype.str, "shape": list(arr.shape),
+                             "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    for name in drop:
+        (folder / f"{name}.npy").unlink()
+        del m["arrays"][name]
+    m["format_version"] = version
+    (folder / "manifest.json").write_text(json.dumps(m))
+    return m
+
+
+@pytest.fixture
+def old_format():
+    """:func:`rewrite_format`, for tests of loading earlier index formats."""
+    return rewrite_format

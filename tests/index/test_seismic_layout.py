@@ -61,28 +61,18 @@ def test_directory_bounds_each_bucket(built):
     assert np.array_equal(low, a["sum_low"]) and np.array_equal(dir_, a["sum_dir"])
 
 
-def _as_format1(folder, index):
+def _as_format1(folder, index, old_format):
     """Rewrite a saved folder as format 1 wrote it: full 2-byte term ids in sum_comp."""
-    m = json.loads((folder / "manifest.json").read_text())
     comps = K.summary_comps(index._a["sum_low"], index._a["sum_dir"]).astype(np.uint16)
-    np.save(folder / "sum_comp.npy", comps)
-    for name in ("sum_low", "sum_dir"):
-        (folder / f"{name}.npy").unlink()
-        del m["arrays"][name]
-    m["arrays"]["sum_comp"] = {"file": "sum_comp.npy", "dtype": comps.dtype.str, "shape": list(comps.shape),
-                               "bytes": (folder / "sum_comp.npy").stat().st_size,
-                               "sha256": sha256_file(folder / "sum_comp.npy")}
-    m["format_version"] = 1
-    (folder / "manifest.json").write_text(json.dumps(m))
-    return m
+    return old_format(folder, 1, {"sum_comp": comps}, ("sum_low", "sum_dir"))
 
 
-def test_format1_folder_loads_with_the_same_results(built, small_random, tmp_path):
+def test_format1_folder_loads_with_the_same_results(built, small_random, tmp_path, old_format):
     _, queries = small_random
     assert FORMAT_VERSION == 3
     folder = built.save(tmp_path / "v1")
     assert json.loads((folder / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
-    _as_format1(folder, built)
+    _as_format1(folder, built, old_format)
     old = load_index(folder)
     for kw in (dict(threads=1), dict(threads=2), dict(query_cut=3, heap_factor=0.7)):
         a, b = built.search(queries, 10, **kw), old.search(queries, 10, **kw)
@@ -95,16 +85,14 @@ def test_format1_folder_loads_with_the_same_results(built, small_random, tmp_pat
     assert np.array_equal(again._a["sum_dir"], built._a["sum_dir"])
 
 
-def test_format1_folder_with_unsorted_entries_is_refused(built, tmp_path):
+def test_format1_folder_with_unsorted_entries_is_refused(built, tmp_path, old_format):
     folder = built.save(tmp_path / "bad")
-    m = _as_format1(folder, built)
+    _as_format1(folder, built, old_format)
     comps = np.load(folder / "sum_comp.npy")
     gp = np.asarray(built._a["grp_ptr"])
     i = int(gp[0] + np.argmax(np.diff(comps[gp[0]:gp[1]].astype(np.int64)) > 0))  # two different terms in group 0
     comps[i], comps[i + 1] = comps[i + 1], comps[i]
-    np.save(folder / "sum_comp.npy", comps)
-    m["arrays"]["sum_comp"]["sha256"] = sha256_file(folder / "sum_comp.npy")
-    (folder / "manifest.json").write_text(json.dumps(m))
+    old_format(folder, 1, {"sum_comp": comps}, ())
     with pytest.raises(IndexFormatError, match="sum_comp.npy.*not sorted"):
         load_index(folder)
 

@@ -111,27 +111,16 @@ def test_deleted_rows_never_returned(k):
         assert np.array_equal(after.rows[i], rr), i
 
 
-def _as_format2(folder, index):
+def _as_format2(folder, index, old_format):
     """Rewrite a saved folder as format 2 wrote it: postings by row (post_rows)."""
-    m = json.loads((folder / "manifest.json").read_text())
-    rows = index.post_rows().astype(np.int32)
-    np.save(folder / "post_rows.npy", rows)
-    for name in ("post_off", "post_len"):
-        (folder / f"{name}.npy").unlink()
-        del m["arrays"][name]
-    m["arrays"]["post_rows"] = {"file": "post_rows.npy", "dtype": rows.dtype.str, "shape": list(rows.shape),
-                                "bytes": (folder / "post_rows.npy").stat().st_size,
-                                "sha256": sha256_file(folder / "post_rows.npy")}
-    m["format_version"] = 2
-    (folder / "manifest.json").write_text(json.dumps(m))
-    return m
+    return old_format(folder, 2, {"post_rows": index.post_rows().astype(np.int32)}, ("post_off", "post_len"))
 
 
-def test_format2_folder_loads_with_the_same_results(copies, tmp_path):
+def test_format2_folder_loads_with_the_same_results(copies, tmp_path, old_format):
     index, _, queries, _ = copies
     assert FORMAT_VERSION == 3
     folder = index.save(tmp_path / "v2")
-    _as_format2(folder, index)
+    _as_format2(folder, index, old_format)
     old = load_index(folder)
     for kw in (dict(threads=1), dict(threads=2, k=40), dict(query_cut=3, heap_factor=0.7, n_knn=3)):
         kw = dict(kw)
@@ -145,15 +134,13 @@ def test_format2_folder_loads_with_the_same_results(copies, tmp_path):
     assert "post_rows" not in again._a
 
 
-def test_format2_folder_with_bad_rows_is_refused(copies, tmp_path):
+def test_format2_folder_with_bad_rows_is_refused(copies, tmp_path, old_format):
     index, _, _, _ = copies
     folder = index.save(tmp_path / "bad")
-    m = _as_format2(folder, index)
+    _as_format2(folder, index, old_format)
     rows = np.load(folder / "post_rows.npy")
     rows[0] = index._n_main
-    np.save(folder / "post_rows.npy", rows)
-    m["arrays"]["post_rows"]["sha256"] = sha256_file(folder / "post_rows.npy")
-    (folder / "manifest.json").write_text(json.dumps(m))
+    old_format(folder, 2, {"post_rows": rows}, ())
     with pytest.raises(IndexFormatError, match="post_rows.npy.*out of range"):
         load_index(folder)
 

@@ -13,6 +13,7 @@ total, the crossing component included) applied to lsr's own blocks.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -71,11 +72,24 @@ def main(argv=None) -> None:
     ix = SeismicIndex.build(docs, **bench.BUILD, threads=args.threads)
     st = ix.stats()
     b = st["bytes"]
-    summary = sum(b[k] for k in ("sum_low", "sum_blk", "sum_code", "sum_dir"))
+    summary = sum(b[k] for k in ("sum_term", "sum_tdir", "grp_tptr", "sum_blk", "sum_code", "sum_dir"))
     postings = b["post_off"] + b["post_len"] + b["blk_ptr"]
     print(f"lsr: total {st['bytes_total']:,} bytes; summaries {summary:,}; postings {postings:,}; forward index "
           f"{b['fwd_comp'] + b['fwd_val'] + b['fwd_ptr']:,}; {st['blocks']:,} blocks, {st['summary_entries']:,} "
           f"summary entries ({st['summary_entries'] / max(st['blocks'], 1):.1f} per block)")
+    # entries vs bytes per entry: the peer reports bytes, not entries; its block count follows from
+    # block_offsets (8 bytes per offset, one more offset than blocks per non-empty list)
+    n_ent = max(st["summary_entries"], 1)
+    n_lists = int(np.count_nonzero(np.diff(np.asarray(ix._a["term_blk_ptr"]))))
+    grab = {k: int(v) for k, v in re.findall(r"(\w+): (\d+) Bytes", peer.space_text)}
+    print(f"lsr summary bytes per entry {summary / n_ent:.3f} (per entry: sum_blk + sum_code 2; per distinct "
+          f"(group, term), {int(ix._a['grp_tptr'][-1]):,} of them: sum_term 2; directories "
+          f"{(b['sum_dir'] + b['sum_tdir']) / n_ent:.3f})")
+    if "block_offsets" in grab and "summaries" in grab:
+        peer_blocks = grab["block_offsets"] // 8 - n_lists
+        print(f"pyseismic-lsr: ~{peer_blocks:,} blocks ({n_lists:,} lists); summaries {grab['summaries']:,} bytes; at "
+              f"lsr's {st['summary_entries'] / max(st['blocks'], 1):.1f} entries per block "
+              f"~{grab['summaries'] / max(peer_blocks * st['summary_entries'] / max(st['blocks'], 1), 1):.3f} bytes per entry")
     got, want = peer_rule_counts(ix, bench.BUILD["summary_energy"], args.lists, 0)
     print(f"energy cut on {len(got):,} sampled blocks: lsr keeps {got.mean():.2f} entries per block, the peer's rule "
           f"{want.mean():.2f} (blocks that differ: {int((got != want).sum())})")

@@ -597,8 +597,9 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
 
 
 GROUP = 256  # blocks per summary group: a block id inside a group fits a uint8
-# A summary entry stores its term id's low 8 bits; the high bits are the entry's bucket in its
-# group's directory (sum_dir), so an entry costs 3 bytes (term low byte, block, code), not 4.
+# A summary entry stores its block and code (2 bytes); its term is stored once per group
+# (sum_term: low 8 bits and the term's entry count), the high bits being the term's bucket in the
+# group's directories (sum_dir for entries, sum_tdir for distinct terms).
 BUCKET_BITS = 8
 BUCKET_MASK = (1 << BUCKET_BITS) - 1
 
@@ -857,12 +858,75 @@ def summaries_fill(term_ptr: np.ndarray, rows: np.ndarray, n_blocks: np.ndarray,
                     cnt_hi[h] += 1
 
 
-def summary_comps(sum_low: np.ndarray, sum_dir: np.ndarray) -> np.ndarray:
-    """The full term id (int64) of every summary entry, from its low byte and its group's directory."""
-    sizes: np.ndarray = np.diff(np.asarray(sum_dir, np.int64), axis=1)
+def summary_comps(sum_term: np.ndarray, sum_tdir: np.ndarray) -> np.ndarray:
+    """The full term id (int64) of every summary entry, from its group's distinct terms (low byte and
+    entry count in ``sum_term``) and their directory ``sum_tdir``."""
+    sizes: np.ndarray = np.diff(np.asarray(sum_tdir, np.int64), axis=1)
     buckets = np.broadcast_to(np.arange(sizes.shape[1], dtype=np.int64), sizes.shape)
     high = np.repeat(buckets.ravel(), sizes.ravel())
-    return (high << BUCKET_BITS) | np.asarray(sum_low, np.int64)
+    st = np.asarray(sum_term, np.int64)
+    return np.repeat((high << BUCKET_BITS) | (st & BUCKET_MASK), (st >> BUCKET_BITS) + 1)
+
+
+@_njit(parallel=True)
+def _count_terms(grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray) -> np.ndarray:
+    n_groups = grp_ptr.shape[0] - 1
+    nbk = sum_dir.shape[1] - 1
+    out = np.zeros(n_groups, np.int64)
+    for g in prange(n_groups):
+        e0 = grp_ptr[g]
+        n = 0
+        for h in range(nbk):
+            lo, hi = e0 + sum_dir[g, h], e0 + sum_dir[g, h + 1]
+            for e in range(lo, hi):
+                if e == lo or sum_low[e] != sum_low[e - 1]:
+                    n += 1
+        out[g] = n
+    return out
+
+
+@_njit(parallel=True)
+def _fill_terms(grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, grp_tptr: np.ndarray,
+                sum_term: np.ndarray, sum_tdir: np.ndarray) -> None:
+    n_groups = grp_ptr.shape[0] - 1
+    nbk = sum_dir.shape[1] - 1
+    for g in prange(n_groups):
+        e0 = grp_ptr[g]
+        d0 = grp_tptr[g]
+        n = 0
+        for h in range(nbk):
+            sum_tdir[g, h] = n
+            lo, hi = e0 + sum_dir[g, h], e0 + sum_dir[g, h + 1]
+            e = lo
+            while e < hi:
+                x = sum_low[e]
+                f = e + 1
+                while f < hi and sum_low[f] == x:
+                    f += 1
+                sum_term[d0 + n] = np.uint16(x | ((f - e - 1) << BUCKET_BITS))
+                n += 1
+                e = f
+        sum_tdir[g, nbk] = n
+
+
+def summary_terms(grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sum_term, sum_tdir, grp_tptr) from one byte of term id per entry (``sum_low``, format 3): each
+    group's distinct terms once, as uint16 ``low | (entries - 1) << 8`` (a term has at most one entry per
+    block, so <= 256 in a group), ``sum_tdir[g, h]`` the offset (from the group's first distinct term,
+    ``grp_tptr[g]``) of its first distinct term whose id >> 8 is >= h. The entries of a term stay
+    contiguous in ``sum_blk`` / ``sum_code``, so a term is found by scanning its bucket's distinct terms
+    and adding up their counts from the bucket's first entry (``sum_dir``)."""
+    grp_ptr = np.asarray(grp_ptr, np.int64)
+    sum_dir = np.asarray(sum_dir)
+    n_dist = _count_terms(grp_ptr, sum_low, sum_dir)
+    grp_tptr = np.concatenate([[0], np.cumsum(n_dist)]).astype(np.int64)
+    sum_term = np.empty(int(grp_tptr[-1]), np.uint16)
+    # distinct terms of a group <= dim, so the offsets fit 2 bytes for vocabularies < 64 Ki
+    dtype = np.uint16 if n_dist.size == 0 or n_dist.max() <= np.iinfo(np.uint16).max else np.uint32
+    sum_tdir = np.empty((grp_ptr.shape[0] - 1, sum_dir.shape[1]), dtype)
+    _fill_terms(grp_ptr, sum_low, sum_dir, grp_tptr, sum_term, sum_tdir)
+    return sum_term, sum_tdir, grp_tptr
 
 
 def summary_directory(grp_ptr: np.ndarray, comps: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1070,7 +1134,8 @@ def _lower_bound(a: np.ndarray, lo: Int, hi: Int, x: Float) -> Int:
 
 @_njit()
 def _summary_scores(t: Int, q_idx: np.ndarray, q_val: np.ndarray, term_blk_ptr: np.ndarray, term_grp_ptr: np.ndarray,
-                    grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray,
+                    grp_ptr: np.ndarray, sum_term: np.ndarray, sum_tdir: np.ndarray, grp_tptr: np.ndarray,
+                    sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray,
                     blk_min: np.ndarray, blk_quant: np.ndarray, blk_acc: np.ndarray) -> int:
     """Dot products of the query with every block summary of term t's list, into blk_acc[:nb]."""
     gb0 = term_blk_ptr[t]
@@ -1082,26 +1147,33 @@ def _summary_scores(t: Int, q_idx: np.ndarray, q_val: np.ndarray, term_blk_ptr: 
     for g in range(g0, term_grp_ptr[t + 1]):
         base = (g - g0) * GROUP
         e0 = grp_ptr[g]
-        # the query terms' buckets lie far apart in the entry arrays: ask for all their cache
-        # lines first, so the misses overlap instead of coming one search at a time
+        d0 = grp_tptr[g]
+        # the query terms' buckets lie far apart in the arrays: ask for all their cache lines
+        # first, so the misses overlap instead of coming one search at a time
         for jj in range(nq):
             h = q_idx[jj] >> BUCKET_BITS
-            lo = e0 + sum_dir[g, h]
-            if lo < e0 + sum_dir[g, h + 1]:
-                _prefetch(sum_low, lo)  # type: ignore[call-arg]  # see _prefetch_row
-                _prefetch(sum_blk, lo)
-                _prefetch(sum_code, lo)
+            lo = d0 + sum_tdir[g, h]
+            if lo < d0 + sum_tdir[g, h + 1]:
+                _prefetch(sum_term, lo)  # type: ignore[call-arg]  # see _prefetch_row
+                e = e0 + sum_dir[g, h]
+                _prefetch(sum_blk, e)
+                _prefetch(sum_code, e)
         for jj in range(nq):
             c = q_idx[jj]
             h = c >> BUCKET_BITS
-            lo = e0 + sum_dir[g, h]
-            hi = e0 + sum_dir[g, h + 1]
-            if lo == hi:
-                continue
+            i = d0 + sum_tdir[g, h]
+            dhi = d0 + sum_tdir[g, h + 1]
             x = c & BUCKET_MASK
-            pos = _lower_bound(sum_low, lo, hi, x)
+            pos = e0 + sum_dir[g, h]
+            # the bucket's distinct terms (ascending low byte): skip those below x, their entries too
+            while i < dhi and (sum_term[i] & BUCKET_MASK) < x:
+                pos += (sum_term[i] >> BUCKET_BITS) + 1
+                i += 1
+            if i == dhi or (sum_term[i] & BUCKET_MASK) != x:
+                continue
+            end = pos + (sum_term[i] >> BUCKET_BITS) + 1
             qv = q_val[jj]
-            while pos < hi and sum_low[pos] == x:
+            while pos < end:
                 b = base + sum_blk[pos]
                 blk_acc[b] += qv * (blk_min[gb0 + b] + sum_code[pos] * blk_quant[gb0 + b])
                 pos += 1
@@ -1131,7 +1203,7 @@ def _top_terms(q_val: np.ndarray, ncut: Int, order: np.ndarray) -> int:
 @_njit()
 def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, heap_factor: Float, sort_blocks: bool,
                  n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray, post_off: np.ndarray,
-                 post_len: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_low: np.ndarray,
+                 post_len: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray, sum_term: np.ndarray, sum_tdir: np.ndarray, grp_tptr: np.ndarray,
                  sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray, blk_min: np.ndarray,
                  blk_quant: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray,
                  has_del: bool, deleted: np.ndarray,
@@ -1155,7 +1227,7 @@ def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, h
         t = q_idx[j]
         if q_val[j] <= 0:
             break
-        nb = _summary_scores(t, q_idx, q_val, term_blk_ptr, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk, sum_code,
+        nb = _summary_scores(t, q_idx, q_val, term_blk_ptr, term_grp_ptr, grp_ptr, sum_term, sum_tdir, grp_tptr, sum_dir, sum_blk, sum_code,
                              blk_min, blk_quant, blk_acc)
         if nb == 0:
             continue
@@ -1235,7 +1307,7 @@ def _seismic_one(q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int, h
 def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
                    heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray, blk_ptr: np.ndarray,
                    post_off: np.ndarray, post_len: np.ndarray, term_grp_ptr: np.ndarray, grp_ptr: np.ndarray,
-                   sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray,
+                   sum_term: np.ndarray, sum_tdir: np.ndarray, grp_tptr: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray, sum_code: np.ndarray,
                    blk_min: np.ndarray, blk_quant: np.ndarray,
                    fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray,
                    has_del: bool, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray, tail_val: np.ndarray,
@@ -1246,7 +1318,7 @@ def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val
     for qi in range(q0, q1):
         s, e = q_ptr[qi], q_ptr[qi + 1]
         _seismic_one(q_idx[s:e], q_val[s:e], k, query_cut, heap_factor, sort_blocks, n_knn,
-                     term_blk_ptr, blk_ptr, post_off, post_len, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk,
+                     term_blk_ptr, blk_ptr, post_off, post_len, term_grp_ptr, grp_ptr, sum_term, sum_tdir, grp_tptr, sum_dir, sum_blk,
                      sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, has_del, deleted,
                      tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(sv0 + qi - q0),
                      blk_acc, blk_idx, hs, hr, out_s[qi], out_r[qi])
@@ -1256,7 +1328,7 @@ def _seismic_range(q0: Int, q1: Int, q_ptr: np.ndarray, q_idx: np.ndarray, q_val
 def seismic_search_serial(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
                           heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray,
                           blk_ptr: np.ndarray, post_off: np.ndarray, post_len: np.ndarray, term_grp_ptr: np.ndarray,
-                          grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray,
+                          grp_ptr: np.ndarray, sum_term: np.ndarray, sum_tdir: np.ndarray, grp_tptr: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray,
                           sum_code: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray, fwd_ptr: np.ndarray,
                           fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray, has_del: bool, deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
                           tail_val: np.ndarray, n_main: Int, knn: np.ndarray, qdense: np.ndarray, stamp: np.ndarray,
@@ -1271,7 +1343,7 @@ def seismic_search_serial(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarra
     out_s = np.empty((nq, k), np.float32)
     out_r = np.empty((nq, k), np.int64)
     _seismic_range(0, nq, q_ptr, q_idx, q_val, k, query_cut, heap_factor, sort_blocks, n_knn,
-                   term_blk_ptr, blk_ptr, post_off, post_len, term_grp_ptr, grp_ptr, sum_low, sum_dir, sum_blk,
+                   term_blk_ptr, blk_ptr, post_off, post_len, term_grp_ptr, grp_ptr, sum_term, sum_tdir, grp_tptr, sum_dir, sum_blk,
                    sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab, has_del, deleted,
                    tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, sv0, blk_acc, blk_idx, out_s, out_r)
     return out_s, out_r
@@ -1281,7 +1353,7 @@ def seismic_search_serial(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarra
 def seismic_search_parallel(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray, k: Int, query_cut: Int,
                             heap_factor: Float, sort_blocks: bool, n_knn: Int, term_blk_ptr: np.ndarray,
                             blk_ptr: np.ndarray, post_off: np.ndarray, post_len: np.ndarray, term_grp_ptr: np.ndarray,
-                            grp_ptr: np.ndarray, sum_low: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray,
+                            grp_ptr: np.ndarray, sum_term: np.ndarray, sum_tdir: np.ndarray, grp_tptr: np.ndarray, sum_dir: np.ndarray, sum_blk: np.ndarray,
                             sum_code: np.ndarray, blk_min: np.ndarray, blk_quant: np.ndarray, fwd_ptr: np.ndarray,
                             fwd_comp: np.ndarray, fwd_val: np.ndarray, tab: np.ndarray, has_del: bool,
                             deleted: np.ndarray, tail_ptr: np.ndarray, tail_comp: np.ndarray,
@@ -1301,7 +1373,7 @@ def seismic_search_parallel(q_ptr: np.ndarray, q_idx: np.ndarray, q_val: np.ndar
         q0 = c * chunk
         _seismic_range(q0, min(nq, (c + 1) * chunk), q_ptr, q_idx, q_val, k, query_cut, heap_factor,
                        sort_blocks, n_knn, term_blk_ptr, blk_ptr, post_off, post_len, term_grp_ptr, grp_ptr,
-                       sum_low, sum_dir, sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab,
+                       sum_term, sum_tdir, grp_tptr, sum_dir, sum_blk, sum_code, blk_min, blk_quant, fwd_ptr, fwd_comp, fwd_val, tab,
                        has_del, deleted,
                        tail_ptr, tail_comp, tail_val, n_main, knn, qdense, stamp, np.int32(1), blk_acc,
                        blk_idx, out_s, out_r)
@@ -1429,7 +1501,7 @@ def seismic_one_ref(q_idx: np.ndarray, q_val: np.ndarray, k: int, query_cut: int
             best.sort(key=lambda x: (-x[0], x[1]))
             del best[k:]
 
-    comps = summary_comps(a["sum_low"], a["sum_dir"])
+    comps = summary_comps(a["sum_term"], a["sum_tdir"])
     order = np.argsort(-q_val, kind="mergesort")[: min(query_cut, q_idx.size)]
     first = True
     for j in order:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 _MAIN_ARRAYS = (
     "fwd_ptr", "fwd_comp", "fwd_val", "term_blk_ptr", "blk_ptr", "post_off", "post_len", "term_grp_ptr", "grp_ptr",
-    "sum_low", "sum_dir", "sum_blk", "sum_code", "blk_min", "blk_quant", "knn",
+    "sum_term", "sum_tdir", "grp_tptr", "sum_dir", "sum_blk", "sum_code", "blk_min", "blk_quant", "knn",
 )
 _TAIL_ARRAYS = ("tail_ptr", "tail_comp", "tail_val")
 
@@ -210,12 +210,16 @@ class SeismicIndex(BaseIndex):
                              fwd_ptr, fwd_comp, vals, dim, s_items, s_wptr, blk_thr, blk_ties, blk_min, blk_quant,
                              sum_low, sum_dir, sum_blk, sum_code)
             del blk_thr, blk_ties
+            # a term's entries in a group are contiguous: its low byte once, with their count
+            sum_term, sum_tdir, grp_tptr = K.summary_terms(grp_ptr, sum_low, sum_dir)
+            del sum_low
             post_off, post_len = _postings(fwd_ptr, rows)
             bar.next()
         arrays = {
             "fwd_ptr": fwd_ptr, "fwd_comp": fwd_comp, "fwd_val": fwd_val,
             "term_blk_ptr": term_blk_ptr, "blk_ptr": blk_ptr, "post_off": post_off, "post_len": post_len,
-            "term_grp_ptr": term_grp_ptr, "grp_ptr": grp_ptr, "sum_low": sum_low, "sum_dir": sum_dir,
+            "term_grp_ptr": term_grp_ptr, "grp_ptr": grp_ptr, "sum_term": sum_term, "sum_tdir": sum_tdir,
+            "grp_tptr": grp_tptr, "sum_dir": sum_dir,
             "sum_blk": sum_blk,
             "sum_code": sum_code, "blk_min": blk_min, "blk_quant": blk_quant,
             "knn": np.full((0, 0), -1, np.int32),
@@ -349,11 +353,11 @@ class SeismicIndex(BaseIndex):
             # unboxes an exact ndarray on its fast path, a np.memmap subclass costs ~0.3 us more each
             arrays = self._kernel_args = tuple(_plain(x) for x in (
                 a["term_blk_ptr"], a["blk_ptr"], a["post_off"], a["post_len"], a["term_grp_ptr"], a["grp_ptr"],
-                a["sum_low"], a["sum_dir"], a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"],
+                a["sum_term"], a["sum_tdir"], a["grp_tptr"], a["sum_dir"], a["sum_blk"], a["sum_code"], a["blk_min"], a["blk_quant"], a["fwd_ptr"],
                 a["fwd_comp"], a["fwd_val"], K.F16_TABLE)) + (len(self) < self.n_rows, _plain(self._deleted)) + tuple(
                 _plain(x) for x in (a["tail_ptr"], a["tail_comp"], a["tail_val"], self._n_main, self._knn_arg()))
         if deleted is not None:  # a filtered search: its own skip mask in the tombstones' place
-            arrays = arrays[:16] + (True, deleted) + arrays[18:]
+            arrays = arrays[:18] + (True, deleted) + arrays[20:]
         nq = q_ptr.shape[0] - 1
         if nthreads == 1 or nq == 1:
             sc = self._take_scratch()
@@ -460,7 +464,7 @@ class SeismicIndex(BaseIndex):
         value = (np.asarray(a["blk_min"])[block] + code * np.asarray(a["blk_quant"])[block]).astype(np.float32)
         return {
             "term_blk_ptr": tbp, "blk_ptr": np.asarray(a["blk_ptr"], np.int64), "post_rows": self.post_rows(),
-            "term_ent_ptr": gp[tgp], "comp": K.summary_comps(a["sum_low"], a["sum_dir"]).astype(np.int32), "block": block, "value": value,
+            "term_ent_ptr": gp[tgp], "comp": K.summary_comps(a["sum_term"], a["sum_tdir"]).astype(np.int32), "block": block, "value": value,
         }
 
     def post_rows(self) -> np.ndarray:
@@ -514,6 +518,8 @@ class SeismicIndex(BaseIndex):
             a = _compact_format1(Path(path), a, int(manifest["counts"]["dim"]))
         if "post_off" not in a and "post_rows" in a:
             a = _postings_format2(Path(path), a)
+        if "sum_term" not in a and "sum_low" in a:
+            a = _terms_format3(Path(path), a)
         missing = [n for n in _MAIN_ARRAYS + _TAIL_ARRAYS + ("deleted", "ids") if n not in a]
         if missing:
             raise IndexFormatError(f"{Path(path) / 'manifest.json'}: lists no array {missing[0]!r}")
@@ -570,17 +576,34 @@ def _check_structure(folder: Path, a: dict[str, np.ndarray], dim: int) -> None:
     n_groups = (np.diff(tbp) + K.GROUP - 1) // K.GROUP
     if tgp.shape[0] != dim + 1 or tgp[0] != 0 or np.any(np.diff(tgp) != n_groups):
         bad("term_grp_ptr", "does not match the block counts")
-    n_ent = a["sum_low"].shape[0]
+    n_ent = a["sum_code"].shape[0]
     if gp.shape[0] != int(tgp[-1]) + 1 or gp[0] != 0 or gp[-1] != n_ent or np.any(np.diff(gp) < 0):
-        bad("grp_ptr", "does not match sum_low")
-    if a["sum_code"].shape != (n_ent,) or a["sum_blk"].shape != (n_ent,):
-        bad("sum_code", "length differs from sum_low")
+        bad("grp_ptr", "does not match sum_code")
+    if a["sum_blk"].shape != (n_ent,):
+        bad("sum_blk", "length differs from sum_code")
     # the directory bounds every entry a query term's bucket can reach (a term id is never an index)
     sd = a["sum_dir"]
     if (sd.dtype.kind != "u" or sd.ndim != 2 or sd.shape != (int(tgp[-1]), K.n_buckets(dim) + 1)
             or (sd.size and (np.any(sd[:, 0] != 0) or np.any(sd[:, 1:] < sd[:, :-1])
                              or np.any(sd[:, -1] != np.diff(gp))))):
         bad("sum_dir", "does not match the summary groups")
+    # the distinct terms' counts must add up to each bucket's entries (the kernel walks entries by them)
+    st, td, tp = a["sum_term"], a["sum_tdir"], a["grp_tptr"]
+    n_grp = int(tgp[-1])
+    if (tp.shape != (n_grp + 1,) or tp[0] != 0 or tp[-1] != st.shape[0] or np.any(np.diff(tp) < 0)
+            or st.dtype != np.uint16):
+        bad("grp_tptr", "does not match sum_term")
+    if (td.dtype.kind != "u" or td.shape != sd.shape
+            or (td.size and (np.any(td[:, 0] != 0) or np.any(td[:, 1:] < td[:, :-1])
+                             or np.any(td[:, -1] != np.diff(tp))))):
+        bad("sum_tdir", "does not match the summary groups")
+    if td.size:
+        nbk = td.shape[1] - 1
+        per_term: np.ndarray = np.diff(np.asarray(td, np.int64), axis=1).ravel()
+        bucket = np.repeat(np.arange(n_grp * nbk, dtype=np.int64), per_term)
+        per_bucket = np.bincount(bucket, weights=(np.asarray(st, np.int64) >> K.BUCKET_BITS) + 1, minlength=n_grp * nbk)
+        if not np.array_equal(per_bucket.astype(np.int64), np.diff(np.asarray(sd, np.int64), axis=1).ravel()):
+            bad("sum_term", "entry counts do not match sum_dir")
     if a["blk_min"].shape[0] != nb or a["blk_quant"].shape[0] != nb:
         bad("blk_min", "length differs from the block count")
     if a["sum_blk"].size and gp.shape[0] > 1:
@@ -610,6 +633,20 @@ def _compact_format1(folder: Path, a: dict[str, np.ndarray], dim: int) -> dict[s
     out = {n: v for n, v in a.items() if n != "sum_comp"}
     out["sum_low"], out["sum_dir"] = K.summary_directory(gp, comps, dim)
     log.info("%s: format-1 summaries converted to the compact layout in memory (save the index to rewrite it)", folder)
+    return out
+
+
+def _terms_format3(folder: Path, a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays of a format-3 folder (one term low byte per summary entry, ``sum_low``) with each group's
+    distinct terms once (``sum_term``, ``sum_tdir``, ``grp_tptr``), converted in memory."""
+    gp, low, sd = np.asarray(a["grp_ptr"], np.int64), np.asarray(a["sum_low"]), np.asarray(a["sum_dir"])
+    if (gp.shape[0] < 1 or gp[0] != 0 or gp[-1] != low.shape[0] or sd.ndim != 2 or sd.shape[0] != gp.shape[0] - 1
+            or (sd.size and (np.any(sd[:, 0] != 0) or np.any(sd[:, 1:] < sd[:, :-1])
+                             or np.any(sd[:, -1] != np.diff(gp))))):
+        raise IndexFormatError(f"{folder / 'sum_dir.npy'}: does not match sum_low")
+    out = {n: v for n, v in a.items() if n != "sum_low"}
+    out["sum_term"], out["sum_tdir"], out["grp_tptr"] = K.summary_terms(gp, low, sd)
+    log.info("%s: format-3 summaries converted to distinct terms in memory (save the index to rewrite it)", folder)
     return out
 
 

@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 FORMAT = "lsr-index"
 # 2: Seismic summaries store term ids as a low byte + group directory; 3: Seismic postings hold
-# the forward-index offset and length (post_off, post_len) instead of the row (post_rows)
-FORMAT_VERSION = 3
+# the forward-index offset and length (post_off, post_len) instead of the row (post_rows); 4: Seismic
+# summaries store each group's distinct terms once (sum_term, sum_tdir, grp_tptr) instead of a term
+# low byte per entry (sum_low)
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 _CHUNK = 8 << 20
 

@@ -1,4 +1,5 @@
-"""The compact summary layout (term low byte + per-group bucket directory) and format-1 folders."""
+"""The compact summary layout (each group's distinct terms once + per-group bucket directories) and
+format-1 and format-3 folders."""
 
 from __future__ import annotations
 
@@ -37,39 +38,56 @@ def _entries_by_hand(index):
 
 def test_entries_decode_to_the_reference_summaries(built):
     a = built._a
-    assert a["sum_low"].dtype == np.uint8 and a["sum_dir"].dtype == np.uint16
+    assert a["sum_term"].dtype == np.uint16 and a["sum_dir"].dtype == np.uint16 and a["sum_tdir"].dtype == np.uint16
     assert a["sum_dir"].shape == (int(a["term_grp_ptr"][-1]), K.n_buckets(built.dim) + 1)
     ent = built.summary_entries()
     got = {(int(b), int(c), float(v)) for b, c, v in zip(ent["block"], ent["comp"], ent["value"])}
     assert got == _entries_by_hand(built)
-    # 3 bytes per entry plus the directory
+    # 2 bytes per entry, 2 per distinct term of a group, plus the directories
     st = built.stats()["bytes"]
-    assert st["sum_low"] + st["sum_blk"] + st["sum_code"] == 3 * built.stats()["summary_entries"]
+    assert st["sum_blk"] + st["sum_code"] == 2 * built.stats()["summary_entries"]
+    gp = np.asarray(a["grp_ptr"])
+    grp = np.repeat(np.arange(gp.shape[0] - 1), np.diff(gp))
+    comps = K.summary_comps(a["sum_term"], a["sum_tdir"])
+    distinct = np.unique(grp * built.dim + comps).shape[0]
+    assert st["sum_term"] == 2 * distinct and a["grp_tptr"][-1] == distinct
 
 
 def test_directory_bounds_each_bucket(built):
     a = built._a
     gp = np.asarray(a["grp_ptr"])
-    comps = K.summary_comps(a["sum_low"], a["sum_dir"])
+    tp = np.asarray(a["grp_tptr"])
+    comps = K.summary_comps(a["sum_term"], a["sum_tdir"])
     for g in range(0, gp.shape[0] - 1, 7):
         c = comps[gp[g]:gp[g + 1]]
         assert np.all(np.diff(c) >= 0)  # sorted by term inside a group
+        u, n = np.unique(c, return_counts=True)
+        st = np.asarray(a["sum_term"][tp[g]:tp[g + 1]], np.int64)
+        assert np.array_equal(st & K.BUCKET_MASK, u & K.BUCKET_MASK) and np.array_equal((st >> K.BUCKET_BITS) + 1, n)
         for h in np.unique(c >> K.BUCKET_BITS):
-            first = np.searchsorted(c >> K.BUCKET_BITS, h)
-            assert a["sum_dir"][g, h] == first
+            assert a["sum_dir"][g, h] == np.searchsorted(c >> K.BUCKET_BITS, h)
+            assert a["sum_tdir"][g, h] == np.searchsorted(u >> K.BUCKET_BITS, h)
     low, dir_ = K.summary_directory(gp, comps, built.dim)
-    assert np.array_equal(low, a["sum_low"]) and np.array_equal(dir_, a["sum_dir"])
+    assert np.array_equal(dir_, a["sum_dir"])
+    for x, y in zip(K.summary_terms(gp, low, dir_), (a["sum_term"], a["sum_tdir"], a["grp_tptr"])):
+        assert np.array_equal(x, y)
 
 
 def _as_format1(folder, index, old_format):
     """Rewrite a saved folder as format 1 wrote it: full 2-byte term ids in sum_comp."""
-    comps = K.summary_comps(index._a["sum_low"], index._a["sum_dir"]).astype(np.uint16)
-    return old_format(folder, 1, {"sum_comp": comps}, ("sum_low", "sum_dir"))
+    comps = K.summary_comps(index._a["sum_term"], index._a["sum_tdir"]).astype(np.uint16)
+    return old_format(folder, 1, {"sum_comp": comps}, ("sum_term", "sum_tdir", "grp_tptr", "sum_dir"))
+
+
+def _as_format3(folder, index, old_format):
+    """Rewrite a saved folder as format 3 wrote it: one term low byte per summary entry (sum_low)."""
+    low = (K.summary_comps(index._a["sum_term"], index._a["sum_tdir"]) & K.BUCKET_MASK).astype(np.uint8)
+    return old_format(folder, 3, {"sum_low": low}, ("sum_term", "sum_tdir", "grp_tptr"))
 
 
 def test_format1_folder_loads_with_the_same_results(built, small_random, tmp_path, old_format):
     _, queries = small_random
-    assert FORMAT_VERSION == 3
+    assert FORMAT_VERSION == 4
     folder = built.save(tmp_path / "v1")
     assert json.loads((folder / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
     _as_format1(folder, built, old_format)
@@ -83,6 +101,45 @@ def test_format1_folder_loads_with_the_same_results(built, small_random, tmp_pat
     # saved again, it is written in the current format
     again = load_index(old.save(tmp_path / "v2"))
     assert np.array_equal(again._a["sum_dir"], built._a["sum_dir"])
+
+
+def test_format3_folder_loads_with_the_same_results(built, small_random, tmp_path, old_format):
+    _, queries = small_random
+    folder = built.save(tmp_path / "v3")
+    _as_format3(folder, built, old_format)
+    old = load_index(folder)
+    assert "sum_low" not in old._a
+    for kw in (dict(threads=1), dict(threads=2), dict(query_cut=3, heap_factor=0.7)):
+        a, b = built.search(queries, 10, **kw), old.search(queries, 10, **kw)
+        assert np.array_equal(a.rows, b.rows)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    for name in ("sum_term", "sum_tdir", "grp_tptr"):
+        assert np.array_equal(old._a[name], built._a[name])
+    again = load_index(old.save(tmp_path / "v4"))
+    assert json.loads((tmp_path / "v4" / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
+    assert np.array_equal(again._a["sum_term"], built._a["sum_term"])
+
+
+def test_format3_folder_with_bad_directory_is_refused(built, tmp_path, old_format):
+    folder = built.save(tmp_path / "bad3")
+    _as_format3(folder, built, old_format)
+    d = np.load(folder / "sum_dir.npy")
+    d[int(np.argmax(d[:, -1] > 0)), -1] += 1
+    old_format(folder, 3, {"sum_dir": d}, ())
+    with pytest.raises(IndexFormatError, match="sum_dir.npy.*sum_low"):
+        load_index(folder)
+
+
+def test_term_counts_past_their_bucket_are_refused(built, tmp_path):
+    folder = built.save(tmp_path / "cnt")
+    st = np.load(folder / "sum_term.npy")
+    st[0] += 1 << K.BUCKET_BITS  # one more entry for the first term than its bucket holds
+    np.save(folder / "sum_term.npy", st)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["arrays"]["sum_term"]["sha256"] = sha256_file(folder / "sum_term.npy")
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="sum_term.npy.*counts"):
+        load_index(folder)
 
 
 def test_format1_folder_with_unsorted_entries_is_refused(built, tmp_path, old_format):

@@ -112,13 +112,16 @@ def test_deleted_rows_never_returned(k):
 
 
 def _as_format2(folder, index, old_format):
-    """Rewrite a saved folder as format 2 wrote it: postings by row (post_rows)."""
-    return old_format(folder, 2, {"post_rows": index.post_rows().astype(np.int32)}, ("post_off", "post_len"))
+    """Rewrite a saved folder as format 2 wrote it: postings by row (post_rows), a term low byte per
+    summary entry (sum_low)."""
+    low = (K.summary_comps(index._a["sum_term"], index._a["sum_tdir"]) & K.BUCKET_MASK).astype(np.uint8)
+    return old_format(folder, 2, {"post_rows": index.post_rows().astype(np.int32), "sum_low": low},
+                      ("post_off", "post_len", "sum_term", "sum_tdir", "grp_tptr"))
 
 
 def test_format2_folder_loads_with_the_same_results(copies, tmp_path, old_format):
     index, _, queries, _ = copies
-    assert FORMAT_VERSION == 3
+    assert FORMAT_VERSION == 4
     folder = index.save(tmp_path / "v2")
     _as_format2(folder, index, old_format)
     old = load_index(folder)
@@ -129,7 +132,7 @@ def test_format2_folder_loads_with_the_same_results(copies, tmp_path, old_format
         assert np.array_equal(a.rows, b.rows)
         np.testing.assert_array_equal(a.scores, b.scores)
     again = load_index(old.save(tmp_path / "v3"))
-    assert json.loads((tmp_path / "v3" / "manifest.json").read_text())["format_version"] == 3
+    assert json.loads((tmp_path / "v3" / "manifest.json").read_text())["format_version"] == FORMAT_VERSION
     assert np.array_equal(again._a["post_off"], index._a["post_off"])
     assert "post_rows" not in again._a
 

@@ -44,10 +44,10 @@ def _recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / k for f, t in zip(found, truth)]))
 
 
-def rewrite_format(folder: Path, version: int, add: dict[str, np.ndarray], drop: tuple[str, ...]) -> dict:
+def rewrite_format(folder: Path, version: int | None, add: dict[str, np.ndarray], drop: tuple[str, ...] = ()) -> dict:
     """Rewrite a saved index folder as an older format wrote it: ``add`` arrays saved and listed in
-    the manifest (with their size and digest), ``drop`` arrays removed, ``format_version`` set.
-    Returns the new manifest."""
+    the manifest (with their size and digest), ``drop`` arrays removed, ``format_version`` set (None:
+    kept). Returns the new manifest."""
     from lsr.index.storage import sha256_file
 
     m = json.loads((folder / "manifest.json").read_text())
@@ -59,7 +59,8 @@ def rewrite_format(folder: Path, version: int, add: dict[str, np.ndarray], drop:
     for name in drop:
         (folder / f"{name}.npy").unlink()
         del m["arrays"][name]
-    m["format_version"] = version
+    if version is not None:
+        m["format_version"] = version
     (folder / "manifest.json").write_text(json.dumps(m))
     return m
 
@@ -68,3 +69,10 @@ def rewrite_format(folder: Path, version: int, add: dict[str, np.ndarray], drop:
 def old_format():
     """:func:`rewrite_format`, for tests of loading earlier index formats."""
     return rewrite_format
+
+
+@pytest.fixture
+def replace_arrays():
+    """Overwrite arrays of a saved index folder with the manifest's digests kept valid (a folder
+    that passes its checksums but holds inconsistent data): ``replace_arrays(folder, name=array)``."""
+    return lambda folder, **arrays: rewrite_format(folder, None, arrays)

@@ -105,16 +105,11 @@ def test_newer_version_and_bad_manifest(saved, tmp_path):
         load_index(dst)
 
 
-def test_consistent_checksums_but_wrong_structure(saved, tmp_path):
+def test_consistent_checksums_but_wrong_structure(saved, tmp_path, replace_arrays):
     """A folder rewritten with valid checksums but inconsistent arrays is refused, not crashed on."""
-    from lsr.index.storage import sha256_file
-
     dst = _copy(saved, tmp_path)
     off = np.load(dst / "post_off.npy")
     off[0] = np.asarray(saved[0]._a["fwd_ptr"])[-1]  # one past the forward index
-    np.save(dst / "post_off.npy", off)
-    m = json.loads((dst / "manifest.json").read_text())
-    m["arrays"]["post_off"]["sha256"] = sha256_file(dst / "post_off.npy")
-    (dst / "manifest.json").write_text(json.dumps(m))
+    replace_arrays(dst, post_off=off)
     with pytest.raises(IndexFormatError, match="post_off.npy.*out of range"):
         load_index(dst)

@@ -10,7 +10,7 @@ import pytest
 
 from lsr.index import IndexFormatError, SeismicIndex, load_index
 from lsr.index import kernels as K
-from lsr.index.storage import FORMAT_VERSION, sha256_file
+from lsr.index.storage import FORMAT_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +130,11 @@ def test_format3_folder_with_bad_directory_is_refused(built, tmp_path, old_forma
         load_index(folder)
 
 
-def test_term_counts_past_their_bucket_are_refused(built, tmp_path):
+def test_term_counts_past_their_bucket_are_refused(built, tmp_path, replace_arrays):
     folder = built.save(tmp_path / "cnt")
     st = np.load(folder / "sum_term.npy")
     st[0] += 1 << K.BUCKET_BITS  # one more entry for the first term than its bucket holds
-    np.save(folder / "sum_term.npy", st)
-    m = json.loads((folder / "manifest.json").read_text())
-    m["arrays"]["sum_term"]["sha256"] = sha256_file(folder / "sum_term.npy")
-    (folder / "manifest.json").write_text(json.dumps(m))
+    replace_arrays(folder, sum_term=st)
     with pytest.raises(IndexFormatError, match="sum_term.npy.*counts"):
         load_index(folder)
 
@@ -154,15 +151,12 @@ def test_format1_folder_with_unsorted_entries_is_refused(built, tmp_path, old_fo
         load_index(folder)
 
 
-def test_inconsistent_directory_is_refused(built, tmp_path):
+def test_inconsistent_directory_is_refused(built, tmp_path, replace_arrays):
     folder = built.save(tmp_path / "dir")
     d = np.load(folder / "sum_dir.npy")
     row = int(np.argmax(d[:, -1] > 0))
     d[row, -1] += 1  # the group's size no longer matches grp_ptr
-    np.save(folder / "sum_dir.npy", d)
-    m = json.loads((folder / "manifest.json").read_text())
-    m["arrays"]["sum_dir"]["sha256"] = sha256_file(folder / "sum_dir.npy")
-    (folder / "manifest.json").write_text(json.dumps(m))
+    replace_arrays(folder, sum_dir=d)
     with pytest.raises(IndexFormatError, match="sum_dir.npy.*summary groups"):
         load_index(folder)
 

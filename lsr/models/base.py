@@ -423,7 +423,7 @@ def detect(folder: Path) -> tuple[str, dict[str, Any]]:
         if kind not in KINDS:
             raise ValueError(f"{cfg_path}: unknown kind {kind!r}")
         keep = ("pooling", "activation", "max_query_length", "max_doc_length", "top_k", "min_weight", "echo",
-                "logit_shift", "adapter")
+                "logit_shift", "adapter", "term_bias")
         return kind, {k: cfg[k] for k in keep if k in cfg}
     if (folder / "modules.json").exists():
         from lsr.models.st_format import is_sparse_layout, read_st_layout

@@ -10,7 +10,6 @@ sparse and IDF-like; it trains with the adapters and is saved as ``term_bias.saf
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -319,8 +318,8 @@ class DecoderSpladeEncoder(SpladeEncoder):
         dtype = settings.pop("dtype", None)
         adapter = settings.pop("adapter", None)
         lora = settings.pop("lora", None)
-        if "term_bias" not in settings:
-            settings["term_bias"] = _load_term_bias(folder)
+        if isinstance(settings.get("term_bias"), str):  # the file lsr_config.json names
+            settings["term_bias"] = _load_term_bias(folder, settings["term_bias"])
         model, tokenizer = cls._load_backbone(folder, dtype)
         if adapter:
             from peft import PeftModel
@@ -332,17 +331,11 @@ class DecoderSpladeEncoder(SpladeEncoder):
         return enc
 
 
-def _load_term_bias(folder: Path) -> torch.Tensor | None:
-    """The bias named by ``folder``'s ``lsr_config.json`` (``"term_bias"``), or ``None`` when it names none."""
-    cfg_path = folder / LSR_CONFIG
-    if not cfg_path.exists():
-        return None
-    name = json.loads(cfg_path.read_text(encoding="utf-8")).get("term_bias")
-    if not name:
-        return None
+def _load_term_bias(folder: Path, name: str) -> torch.Tensor:
+    """The bias in ``folder / name`` (the file ``lsr_config.json`` names under ``"term_bias"``)."""
     path = folder / name
     if not path.exists():
-        raise FileNotFoundError(f"{cfg_path} names a term bias {name!r}, but {path} does not exist")
+        raise FileNotFoundError(f"{folder / LSR_CONFIG} names a term bias {name!r}, but {path} does not exist")
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))

@@ -583,9 +583,8 @@ def _check_structure(folder: Path, a: dict[str, np.ndarray], dim: int) -> None:
         bad("sum_blk", "length differs from sum_code")
     # the directory bounds every entry a query term's bucket can reach (a term id is never an index)
     sd = a["sum_dir"]
-    if (sd.dtype.kind != "u" or sd.ndim != 2 or sd.shape != (int(tgp[-1]), K.n_buckets(dim) + 1)
-            or (sd.size and (np.any(sd[:, 0] != 0) or np.any(sd[:, 1:] < sd[:, :-1])
-                             or np.any(sd[:, -1] != np.diff(gp))))):
+    if (sd.dtype.kind != "u" or sd.shape != (int(tgp[-1]), K.n_buckets(dim) + 1)
+            or not _directory_ok(sd, np.diff(gp))):
         bad("sum_dir", "does not match the summary groups")
     # the distinct terms' counts must add up to each bucket's entries (the kernel walks entries by them)
     st, td, tp = a["sum_term"], a["sum_tdir"], a["grp_tptr"]
@@ -593,9 +592,7 @@ def _check_structure(folder: Path, a: dict[str, np.ndarray], dim: int) -> None:
     if (tp.shape != (n_grp + 1,) or tp[0] != 0 or tp[-1] != st.shape[0] or np.any(np.diff(tp) < 0)
             or st.dtype != np.uint16):
         bad("grp_tptr", "does not match sum_term")
-    if (td.dtype.kind != "u" or td.shape != sd.shape
-            or (td.size and (np.any(td[:, 0] != 0) or np.any(td[:, 1:] < td[:, :-1])
-                             or np.any(td[:, -1] != np.diff(tp))))):
+    if td.dtype.kind != "u" or td.shape != sd.shape or not _directory_ok(td, np.diff(tp)):
         bad("sum_tdir", "does not match the summary groups")
     if td.size:
         nbk = td.shape[1] - 1
@@ -636,13 +633,20 @@ def _compact_format1(folder: Path, a: dict[str, np.ndarray], dim: int) -> dict[s
     return out
 
 
+def _directory_ok(d: np.ndarray, totals: np.ndarray) -> bool:
+    """Whether ``d`` (one row per summary group) is a group directory: each row starts at 0, never
+    decreases and ends at the group's total (its entries, or its distinct terms)."""
+    if d.ndim != 2 or d.shape[0] != totals.shape[0]:
+        return False
+    return not d.size or bool(np.all(d[:, 0] == 0) and np.all(d[:, 1:] >= d[:, :-1]) and np.all(d[:, -1] == totals))
+
+
 def _terms_format3(folder: Path, a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Arrays of a format-3 folder (one term low byte per summary entry, ``sum_low``) with each group's
     distinct terms once (``sum_term``, ``sum_tdir``, ``grp_tptr``), converted in memory."""
     gp, low, sd = np.asarray(a["grp_ptr"], np.int64), np.asarray(a["sum_low"]), np.asarray(a["sum_dir"])
     if (gp.shape[0] < 1 or gp[0] != 0 or gp[-1] != low.shape[0] or sd.ndim != 2 or sd.shape[0] != gp.shape[0] - 1
-            or (sd.size and (np.any(sd[:, 0] != 0) or np.any(sd[:, 1:] < sd[:, :-1])
-                             or np.any(sd[:, -1] != np.diff(gp))))):
+            or not _directory_ok(sd, np.diff(gp))):
         raise IndexFormatError(f"{folder / 'sum_dir.npy'}: does not match sum_low")
     out = {n: v for n, v in a.items() if n != "sum_low"}
     out["sum_term"], out["sum_tdir"], out["grp_tptr"] = K.summary_terms(gp, low, sd)

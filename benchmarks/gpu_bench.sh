@@ -9,7 +9,8 @@
 # tree) and are unpacked there. GPU_SMI=0 skips nvidia-smi (CPU smoke test:
 #   OUT=/tmp/o DATA=synthetic N_DOCS=20000 N_QUERIES=256 GPU_SMI=0 \
 #     EXTRA="--device cpu --batches 64 --profile-batches 64 --threads 2" bash benchmarks/gpu_bench.sh)
-# Output: $OUT/gpu-bench.{md,json,log}.
+# KERNEL_CHECK="<args>" first runs benchmarks/gpu_kernel_check.py; BENCH=0 skips the benchmark.
+# Output: $OUT/gpu-bench.{md,json,log} (and kernel-check.{txt,json}).
 set -u
 T0=$(date +%s)
 OUT=${OUT:-gpu-out}
@@ -33,6 +34,11 @@ if [ -f .devgpu/real-compact.npz ] && [ ! -d /tmp/real ]; then
   python3 benchmarks/real_vectors.py unpack --packed .devgpu/real-compact.npz --out /tmp/real || say "unpack failed"
 fi
 [ "${GPU_SMI:-1}" = 0 ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+if [ -n "${KERNEL_CHECK:-}" ]; then  # e.g. KERNEL_CHECK="--n-docs 200000 --n-queries 500"
+  say "kernel check starts"
+  python3 benchmarks/gpu_kernel_check.py $KERNEL_CHECK --out "$OUT/kernel-check.json" 2>&1 | tee "$OUT/kernel-check.txt"
+fi
+[ "${BENCH:-1}" = 0 ] && { say "done (no benchmark)"; exit 0; }
 say "benchmark starts"
 set -o pipefail
 python3 benchmarks/gpu.py --data "$DATA" --n-docs "$N_DOCS" --n-queries "$N_QUERIES" --real-vectors /tmp/real \

@@ -127,7 +127,7 @@ def main(argv=None) -> None:
     col = torch.cumsum(size, 0) - size - (torch.cumsum(per_q, 0) - per_q)[q]
     mat_s = torch.full((nq, width), -float("inf"), device=sh.device)
     mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=sh.device)
-    gpu_kernels.score_blocks(q, blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_val,
+    gpu_kernels.score_blocks(q, blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_valk,
                              qd.dense, seen, mat_s, mat_r, per_q=per_q, block_c=32)
     kc = candidate_sets(mat_r, nq)
     rc = ref_candidates(pr_, tbase, sh, gpu, torch)
@@ -159,7 +159,7 @@ def main(argv=None) -> None:
     mat_s2 = torch.full((nq, width2), -float("inf"), device=sh.device)
     mat_r2 = torch.full((nq, width2), -1, dtype=torch.int32, device=sh.device)
     if q2.numel():
-        gpu_kernels.score_blocks(q2, blk2, col2, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_val,
+        gpu_kernels.score_blocks(q2, blk2, col2, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_valk,
                                  qd.dense, seen, mat_s2, mat_r2, per_q=per_q2, block_c=32)
     kc2 = candidate_sets(mat_r2, nq)
     rc2 = [b - a for a, b in zip(rc, ref_candidates(keep, tbase, sh, gpu, torch))]
@@ -181,6 +181,20 @@ def main(argv=None) -> None:
 
     out["final"] = {"rows_equal": float((a == b).mean()), "recall_kernels": recall(a), "recall_torch_ops": recall(b)}
     print("5. final:", out["final"], flush=True)
+
+    # 6. the static step (fixed shapes; a CUDA graph on a GPU) against the step sized from the batch
+    import os
+
+    forms = {}
+    for name, env in (("dynamic", {"LSR_GPU_STATIC": "0"}), ("static", {"LSR_GPU_STATIC": "1", "LSR_GPU_GRAPHS": "0"}),
+                      ("static+graph", {"LSR_GPU_STATIC": "1"})):
+        os.environ.update(env)
+        forms[name] = np.concatenate([gi.search(queries[i : i + 64], **kw).rows for i in range(0, nq, 64)])
+        for key in env:
+            os.environ.pop(key)
+    out["static"] = {name: {"rows_equal_dynamic": float((r == forms["dynamic"]).mean()), "recall": recall(r)}
+                     for name, r in forms.items()}
+    print("6. static step vs dynamic, batches of 64:", out["static"], flush=True)
     if args.out:
         args.out.write_text(json.dumps(out, indent=1))
 

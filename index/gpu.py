@@ -9,6 +9,7 @@ installed, the approximate path's summary join and candidate scoring run in the 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -174,6 +175,7 @@ class _Shard:
     fwd_idx: Any
     fwd_val: Any
     fwd_idx32: Any = None  # int32 copy of fwd_idx for the Triton kernel (CUDA with Triton only)
+    fwd_valk: Any = None  # the values the Triton kernel reads: float16 where that is lossless, else fwd_val
     term_ptr: Any = None
     block_ptr: Any = None
     block_docs: Any = None
@@ -186,6 +188,11 @@ class _Shard:
     deleted: Any = None  # bool per row, or None
     deleted_words: Any = None  # the same as a bitmap (int32 words), the start of every query's seen-set
     always_blk: int | None = None  # block holding the rows scored for every query (added after the build)
+    empty_blk: int = 0  # a block with no rows (the last entry of block_ptr repeated): unselected slots
+    blk_size: Any = None  # rows per block (int64), empty_blk's 0 included
+    list_rows: int = 0  # most rows in any one term's blocks: a static bound on a term's candidates
+    always_rows: int = 0  # rows of always_blk
+    block_rows: int = 0  # most rows in any one block (always_blk aside)
     bytes: int = 0
 
 
@@ -210,6 +217,7 @@ class GpuIndex:
         self._pool: ThreadPoolExecutor | None = None  # shard threads, made on the first multi-shard search
         # page-locked host buffers reused by every search (asynchronous copies need them)
         self._pinned = _Pinned(any(sh.device.type == "cuda" for sh in shards))
+        self._graphs = _Graphs()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -249,6 +257,13 @@ class GpuIndex:
             if gpu_kernels.available(dev):
                 sh.fwd_idx32 = idx.to(torch.int32)
                 sh.bytes += part.nnz * 4
+                half = val.half()
+                # an index's stored values are float16 already: the kernel then reads 6 bytes a non-zero, not 8
+                if bool(torch.equal(half.float(), val)):
+                    sh.fwd_valk = half
+                    sh.bytes += part.nnz * 2
+                else:
+                    sh.fwd_valk = val
             rows_always = None
             if always is not None:
                 a = np.asarray(always, np.int64)
@@ -345,12 +360,22 @@ class GpuIndex:
                     dt = doc_tile or max(1, (1 << 32) // (4 * max(1, len(qp))))
                     s, r = _exact_shard(sh, qd.dense, k, dt, torch)
                 else:
-                    s, r = _approx_shard(sh, qd, k, query_cut, heap_factor, probe_blocks, torch)
+                    s, r = _approx_shard(sh, qd, k, query_cut, heap_factor, probe_blocks, torch, static=static)
                 return s, r + sh.row_offset, t1 - tc, time.perf_counter() - t1
+
+        def run_graph(sh: _Shard, qp: _PaddedQueries) -> tuple[Tensor, Tensor, float, float]:
+            with _on_device(sh.device, torch):
+                tc = time.perf_counter()
+                s, r = self._graphs.run(sh, qp, (k, query_cut, heap_factor, probe_blocks), torch)
+                return s, r + sh.row_offset, 0.0, time.perf_counter() - tc
 
         for q0 in range(0, nq, tile):
             qp = _PaddedQueries.of(queries[q0 : q0 + tile], self._pinned)
-            if len(self._shards) == 1:
+            c = min(query_cut, int(qp.comp.shape[1]))
+            static = mode == "approx" and all(_static_ok(sh, len(qp), c, probe_blocks, k) for sh in self._shards)
+            if static and len(self._shards) == 1 and _graphs_on(self._shards[0]):
+                per_shard = [run_graph(self._shards[0], qp)]
+            elif len(self._shards) == 1:
                 per_shard = [run_shard(self._shards[0], qp)]
             else:  # one host thread per device: the shards compute at the same time
                 per_shard = list(self._executor().map(lambda sh: run_shard(sh, qp), self._shards))
@@ -419,6 +444,84 @@ def _sync(device: torch.device, torch: ModuleType) -> None:
         torch.cuda.synchronize(device)
 
 
+STATIC_CELLS = 1 << 24  # the static approximate step is taken while its widest candidate matrix stays under this
+
+
+def _static_ok(sh: _Shard, nq: int, c: int, probe_blocks: int, k: int) -> bool:
+    """Whether this tile takes the static approximate step (``LSR_GPU_STATIC``: ``auto``, the
+    default, while the candidate matrices stay small (small batches, where the host's waits and
+    launches are the cost); ``1`` always; ``0`` never). Triton kernels only."""
+    choice = os.environ.get("LSR_GPU_STATIC", "auto")
+    if choice not in ("auto", "0", "1"):
+        raise ValueError(f"LSR_GPU_STATIC must be 'auto', '0' or '1', got {choice!r}")
+    if sh.fwd_idx32 is None or sh.blk_size is None or choice == "0":
+        return False
+    return choice == "1" or _static_cells(sh, nq, c, probe_blocks, k) <= STATIC_CELLS
+
+
+def _graphs_on(sh: _Shard) -> bool:
+    """CUDA graphs for the static step: on a CUDA device unless ``LSR_GPU_GRAPHS=0`` or profiling."""
+    return sh.device.type == "cuda" and os.environ.get("LSR_GPU_GRAPHS", "1") != "0" and not PROFILE.on
+
+
+@dataclass
+class _Captured:
+    graph: Any
+    comp: Tensor  # the graph's input buffers on the device, filled before each replay
+    val: Tensor
+    length: Tensor
+    out: tuple[Tensor, Tensor]
+
+
+class _Graphs:
+    """The static approximate step captured once per (shard, query-tile shape, settings) as a CUDA
+    graph and replayed: a batch then costs one graph launch instead of a hundred kernel launches
+    and the torch ops around them. The newest ``limit`` graphs are kept."""
+
+    def __init__(self, limit: int = 8) -> None:
+        self.limit = limit
+        self._cache: dict[tuple[Any, ...], _Captured] = {}
+
+    def run(self, sh: _Shard, qp: _PaddedQueries, knobs: tuple[int, int, float, int],
+            torch: ModuleType) -> tuple[Tensor, Tensor]:
+        key = (sh.row_offset, tuple(qp.comp.shape), knobs)
+        cap = self._cache.pop(key, None)
+        if cap is None:
+            cap = self._capture(sh, qp, knobs, torch)
+        else:
+            for dst, src in ((cap.comp, qp.comp), (cap.val, qp.val), (cap.length, qp.length)):
+                dst.copy_(src, non_blocking=True)
+        self._cache[key] = cap  # newest last
+        while len(self._cache) > self.limit:
+            self._cache.pop(next(iter(self._cache)))
+        cap.graph.replay()
+        return cap.out
+
+    @staticmethod
+    def _capture(sh: _Shard, qp: _PaddedQueries, knobs: tuple[int, int, float, int],
+                 torch: ModuleType) -> _Captured:
+        dev = sh.device
+        comp = qp.comp.to(dev, non_blocking=True)
+        val = qp.val.to(dev, non_blocking=True)
+        length = qp.length.to(dev, non_blocking=True)
+        k, query_cut, heap_factor, probe_blocks = knobs
+
+        def step() -> tuple[Tensor, Tensor]:
+            qd = _device_queries(comp, val, length, qp.dim, torch)
+            return _approx_shard(sh, qd, k, query_cut, heap_factor, probe_blocks, torch, static=True)
+
+        side = torch.cuda.Stream(dev)  # capture wants a warm-up (Triton compiles there) off the default stream
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = step()
+        log.debug("captured the static approximate step for %s queries x %s terms", *qp.comp.shape)
+        return _Captured(graph, comp, val, length, out)
+
+
 def _order_ties(scores: np.ndarray, rows: np.ndarray) -> None:
     """Make equal scores come out by row ascending, as ExactIndex does (in place)."""
     if scores.shape[1] < 2:
@@ -480,7 +583,8 @@ class _PaddedQueries:
         torch = _torch()
         n = len(qb)
         lens = qb.row_nnz().astype(np.int32)
-        width = max(1, int(lens.max()) if n else 1)
+        # padded to a power of two: batches of one size then share a few shapes (and CUDA graphs)
+        width = 1 << max(0, int(lens.max()) - 1).bit_length() if n else 1
         rows = np.repeat(np.arange(n, dtype=np.int64), lens)
         col = np.arange(qb.nnz, dtype=np.int64) - qb.indptr[:-1][rows]
         comp = np.zeros((n, width), np.int32)
@@ -494,12 +598,16 @@ class _PaddedQueries:
         return int(self.comp.shape[0])
 
     def to(self, device: torch.device, torch: ModuleType) -> _DeviceQueries:
-        comp = self.comp.to(device, non_blocking=True).long()
-        val = self.val.to(device, non_blocking=True)
-        length = self.length.to(device, non_blocking=True)
-        dense = torch.zeros((comp.shape[0], self.dim), dtype=torch.float32, device=device)
-        dense.scatter_add_(1, comp, val)  # padding adds 0.0 to column 0
-        return _DeviceQueries(comp, val, length, dense)
+        return _device_queries(self.comp.to(device, non_blocking=True), self.val.to(device, non_blocking=True),
+                               self.length.to(device, non_blocking=True), self.dim, torch)
+
+
+def _device_queries(comp: Tensor, val: Tensor, length: Tensor, dim: int, torch: ModuleType) -> _DeviceQueries:
+    """Padded query arrays already on the device, with their dense rows."""
+    comp = comp.long()
+    dense = torch.zeros((comp.shape[0], dim), dtype=torch.float32, device=comp.device)
+    dense.scatter_add_(1, comp, val)  # padding adds 0.0 to column 0
+    return _DeviceQueries(comp, val, length, dense)
 
 
 def _bitmap_words(mask: np.ndarray) -> np.ndarray:
@@ -555,9 +663,15 @@ def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch: Mod
         sh.always_blk = int(counts.size)
         counts = np.concatenate([counts, [always.size]])
         block_docs = np.concatenate([block_docs, always])
-    block_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    block_ptr = np.concatenate([[0], np.cumsum(counts), [counts.sum()]]).astype(np.int64)
+    sh.empty_blk = int(counts.size)
+    sh.always_rows = int(always.size) if sh.always_blk is not None and always is not None else 0
+    starts = block_ptr[layout.term_ptr.astype(np.int64)]
+    sh.list_rows = int(np.diff(starts).max(initial=0))
+    sh.block_rows = int(counts[: layout.block_ptr.size - 1].max(initial=0))
     sh.term_ptr = torch.from_numpy(layout.term_ptr.astype(np.int64)).to(dev)
     sh.block_ptr = torch.from_numpy(block_ptr).to(dev)
+    sh.blk_size = sh.block_ptr[1:] - sh.block_ptr[:-1]
     sh.block_docs = torch.from_numpy(block_docs.astype(np.int64)).to(dev)
     sh.max_blocks = max(1, int(np.diff(layout.term_ptr).max(initial=0)))
     # Summary entries sorted by (term, component), so a query joins each of its components against
@@ -578,7 +692,7 @@ def _attach_blocks(sh: _Shard, layout: BlockLayout, lo: int, hi: int, torch: Mod
     sh.ent_val = torch.from_numpy(np.ascontiguousarray(layout.ent_val)).to(dev)[order].to(torch.float16)
     del order
     sh.bytes += sum(int(x.numel() * x.element_size()) for x in (
-        sh.term_ptr, sh.block_ptr, sh.block_docs, sh.ent_key, sh.ent_blk, sh.ent_val, sh.ent_ptr))
+        sh.term_ptr, sh.block_ptr, sh.blk_size, sh.block_docs, sh.ent_key, sh.ent_blk, sh.ent_val, sh.ent_ptr))
 
 
 def _expand(ptr: Tensor, sel: Tensor, torch: ModuleType) -> tuple[Tensor, Tensor]:
@@ -610,8 +724,6 @@ class _Profile:
     (each mark waits for the device, so profiled runs are slower)."""
 
     def __init__(self) -> None:
-        import os
-
         self.on = os.environ.get("LSR_GPU_PROFILE") == "1"
         self.times: dict[str, float] = {}
         self.sizes: dict[str, int] = {}
@@ -637,14 +749,19 @@ PROFILE = _Profile()
 
 
 def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_factor: float,
-                  probe_blocks: int, torch: ModuleType) -> tuple[Tensor, Tensor]:
+                  probe_blocks: int, torch: ModuleType, static: bool = False) -> tuple[Tensor, Tensor]:
     """Seismic on a query tile, in fixed-shape steps: every (query, kept term) pair owns a row
     of ``max_blocks`` summary scores, so choosing probe and kept blocks is one top-k and one
     comparison over a padded tensor, with no sort, and the host waits for the device only to
     size the candidate lists (twice). With the Triton kernels, the summary join is one kernel and
     each candidate stage two (mark the query's seen-set, a bit per query and document, then score
     the documents met for the first time), so no candidate list is de-duplicated by sorting and the documents of the
-    probe blocks are not scored again."""
+    probe blocks are not scored again.
+
+    ``static=True`` (Triton only) takes no data-dependent size at all: every (query, term, block)
+    slot is a program of the candidate stages (unselected slots point at an empty block) and the
+    candidate matrices are as wide as any query could need (:func:`_static_widths`), so the host
+    never waits for the device and the whole step can be captured in a CUDA graph."""
     dev = sh.device
     nq = qd.comp.shape[0]
     prof = PROFILE
@@ -671,7 +788,10 @@ def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_f
     probe.scatter_(1, pb, torch.isfinite(pv))
     probe = probe.view(nq, c, mb)
     seen = _seen_sets(sh, nq, torch) if fused else None
-    if seen is not None:
+    widths = _static_widths(sh, c, probe_blocks, k) if static and seen is not None else None
+    if widths is not None and seen is not None:
+        ps, pr = _score_slots(probe, tbase, None, sh, qd.dense, k, seen, widths[0], torch)
+    elif seen is not None:
         ps, pr = _score_blocks_fused(probe, tbase, None, sh, qd.dense, k, seen, torch)
     else:
         ps, pr = _score_blocks_ref(probe, tbase, None, sh, qd.dense, k, torch)
@@ -681,7 +801,10 @@ def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_f
     # 4. keep blocks that can still matter; score their documents exactly
     keep = ssum >= heap_factor * theta[:, None, None]
     if seen is not None:  # the probe blocks' documents are scored already (and in the seen-sets)
-        s2, r2 = _score_blocks_fused(keep & ~probe, tbase, sh.always_blk, sh, qd.dense, k, seen, torch)
+        if widths is not None:  # the static step
+            s2, r2 = _score_slots(keep & ~probe, tbase, sh.always_blk, sh, qd.dense, k, seen, widths[1], torch)
+        else:
+            s2, r2 = _score_blocks_fused(keep & ~probe, tbase, sh.always_blk, sh, qd.dense, k, seen, torch)
         s, at = torch.topk(torch.cat([ps, s2], dim=1), k, dim=1)
         r = torch.gather(torch.cat([pr, r2], dim=1), 1, at)
     else:
@@ -777,9 +900,47 @@ def _score_blocks_fused(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _
     mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=dev)
     mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=dev)
     by_rows = gpu_kernels.scoring() == "rows"
-    gpu_kernels.score_blocks(q, blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_val,
+    gpu_kernels.score_blocks(q, blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_valk,
                              qdense, seen, mat_s, mat_r, per_q=per_q if by_rows else None,
                              block_c=32 if by_rows else 16)
+    s, pos = torch.topk(mat_s, k, dim=1)
+    return s, torch.gather(mat_r, 1, pos)
+
+
+def _static_widths(sh: _Shard, c: int, probe_blocks: int, k: int) -> tuple[int, int]:
+    """Candidate-matrix widths no query of a static step can pass: the probe stage holds at most
+    ``probe_blocks`` blocks of each of ``c`` terms, the kept stage at most every row of ``c``
+    posting lists and the always-scored block."""
+    kept = c * sh.list_rows + sh.always_rows
+    return max(k, min(kept, c * probe_blocks * sh.block_rows)), max(k, kept)
+
+
+def _static_cells(sh: _Shard, nq: int, c: int, probe_blocks: int, k: int) -> int:
+    """Cells of the wider candidate matrix of a static step over ``nq`` queries."""
+    return nq * max(_static_widths(sh, c, probe_blocks, k))
+
+
+def _score_slots(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, qdense: Tensor, k: int,
+                 seen: Tensor, width: int, torch: ModuleType) -> tuple[Tensor, Tensor]:
+    """:func:`_score_blocks_fused` in fixed shapes: one program per (query, term, block) slot of
+    ``sel`` (unselected ones read the empty block), columns from a per-query running sum of the
+    selected blocks' sizes, into ``(nq, width)`` matrices."""
+    nq, c, mb = sel.shape
+    dev = sel.device
+    blk = (tbase[:, :, None] + torch.arange(mb, device=dev)).view(nq, c * mb)
+    blk = torch.where(sel.view(nq, c * mb), blk, torch.full_like(blk, sh.empty_blk))
+    if extra_blk is not None:
+        blk = torch.cat([blk, torch.full((nq, 1), extra_blk, dtype=blk.dtype, device=dev)], dim=1)
+    size = sh.blk_size[blk]
+    col = torch.cumsum(size, 1) - size
+    per_q = col[:, -1] + size[:, -1]
+    q = torch.arange(nq, device=dev)[:, None].expand_as(blk)
+    mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=dev)
+    mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=dev)
+    by_rows = gpu_kernels.scoring() == "rows"
+    gpu_kernels.score_blocks(q.reshape(-1), blk.reshape(-1), col.reshape(-1), sh.block_ptr, sh.block_docs,
+                             sh.fwd_ptr, sh.fwd_idx32, sh.fwd_valk, qdense, seen, mat_s, mat_r,
+                             per_q=per_q if by_rows else None, block_c=32 if by_rows else 16)
     s, pos = torch.topk(mat_s, k, dim=1)
     return s, torch.gather(mat_r, 1, pos)
 

@@ -58,9 +58,11 @@ SCRIPT = textwrap.dedent(
     # 2. the whole search through both kernels equals the torch-op path: deleted rows stay out,
     # rows met in several blocks (and in the always-scored block) come once
     # under both scoring layouts: chunks of each query's candidate row, and a program per block
+    # and in the static step (no data-dependent size: every block slot a program, widest matrices)
     import os
-    for mode in ("rows", "blocks"):
+    for mode, static in (("rows", "0"), ("blocks", "0"), ("rows", "1"), ("blocks", "1")):
         os.environ["LSR_GPU_SCORING"] = mode
+        os.environ["LSR_GPU_STATIC"] = static
         b = tri.search(qs, **kw)
         np.testing.assert_array_equal(a.rows, b.rows)
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
@@ -68,6 +70,27 @@ SCRIPT = textwrap.dedent(
         assert not np.isin(b.rows, np.flatnonzero(deleted)).any()
         for r in b.rows:
             assert len(set(r[r >= 0].tolist())) == (r >= 0).sum()
+    os.environ["LSR_GPU_STATIC"] = "auto"
+    # values that float16 holds exactly (as an index stores them) are read by the kernel as float16
+    assert sh.fwd_valk.dtype == torch.float32
+    half_docs = SparseBatch(ptr, idx, val.astype(np.float16).astype(np.float32), dim)
+    h_tri = gpu.GpuIndex.build(half_docs, device="cpu", layout=layout, deleted=deleted, always=always)
+    assert h_tri._shards[0].fwd_valk.dtype == torch.float16
+    gpu_kernels.available = lambda device: False
+    ha = gpu.GpuIndex.build(half_docs, device="cpu", layout=layout, deleted=deleted, always=always).search(qs, **kw)
+    gpu_kernels.available = lambda device: True
+    for static in ("0", "1"):
+        os.environ["LSR_GPU_STATIC"] = static
+        hb = h_tri.search(qs, **kw)
+        np.testing.assert_array_equal(ha.rows, hb.rows)
+        np.testing.assert_allclose(ha.scores, hb.scores, rtol=1e-5)
+    os.environ["LSR_GPU_STATIC"] = "sometimes"
+    try:
+        h_tri.search(qs, **kw)
+        raise AssertionError("a bad LSR_GPU_STATIC was taken")
+    except ValueError as exc:
+        assert "LSR_GPU_STATIC" in str(exc)
+    os.environ["LSR_GPU_STATIC"] = "auto"
     os.environ["LSR_GPU_SCORING"] = "neither"
     try:
         tri.search(qs, **kw)

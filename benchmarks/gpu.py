@@ -368,6 +368,19 @@ def run_dataset(kind: str, args, info: dict) -> dict:
                 os.environ.pop(key)
         res["step_ab"] = ab
         log(f"[{kind}] approximate step forms at {kw}: {ab}")
+    # per-stage device time and how full the padded candidate matrices are (each stage waits)
+    from lsr.index import gpu as gpu_mod
+
+    stages = {}
+    for b in args.profile_batches:
+        if b <= len(queries):
+            gpu_mod.PROFILE.on, gpu_mod.PROFILE.times, gpu_mod.PROFILE.sizes = True, {}, {}
+            ga.search(queries[:b], k=10, **kw)
+            stages[b] = {"ms": {n: v * 1e3 for n, v in gpu_mod.PROFILE.times.items()},
+                         "sizes": dict(gpu_mod.PROFILE.sizes)}
+    gpu_mod.PROFILE.on = False
+    res["stages"] = stages
+    log(f"[{kind}] stages at {kw}: {stages}")
     res["profile"] = [torch_profile(ga, queries, b, args.device, 5 if b < 1024 else 2, **kw)
                       for b in args.profile_batches if b <= len(queries)]
     if args.baseline:

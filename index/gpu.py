@@ -895,6 +895,9 @@ def _score_blocks_fused(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _
     size = sh.block_ptr[blk + 1] - sh.block_ptr[blk]
     per_q = torch.zeros(nq, dtype=torch.int64, device=dev).index_add_(0, q, size)
     width = max(int(per_q.max()) if nq else 0, k)  # the second and last wait of a stage
+    if PROFILE.on:  # how full the padded candidate matrix is
+        PROFILE.sizes["candidates"] = PROFILE.sizes.get("candidates", 0) + int(per_q.sum())
+        PROFILE.sizes["matrix_cells"] = PROFILE.sizes.get("matrix_cells", 0) + nq * width
     q_first = torch.cumsum(per_q, 0) - per_q
     col = torch.cumsum(size, 0) - size - q_first[q]
     mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=dev)
@@ -935,6 +938,9 @@ def _score_slots(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, 
     col = torch.cumsum(size, 1) - size
     per_q = col[:, -1] + size[:, -1]
     q = torch.arange(nq, device=dev)[:, None].expand_as(blk)
+    if PROFILE.on:
+        PROFILE.sizes["candidates"] = PROFILE.sizes.get("candidates", 0) + int(per_q.sum())
+        PROFILE.sizes["matrix_cells"] = PROFILE.sizes.get("matrix_cells", 0) + nq * width
     mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=dev)
     mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=dev)
     by_rows = gpu_kernels.scoring() == "rows"

@@ -166,7 +166,9 @@ def test_exact_mode_equals_exact_filtered_search(filt, share):
     for threads in (1, 2):
         hits = index.search(queries, k=10, allowed=allowed, exact_below=1.0, threads=threads)
         np.testing.assert_array_equal(hits.rows, ref.rows)
-        np.testing.assert_array_equal(hits.scores, ref.scores)
+        # the forward index sums a document's terms in lanes (kernels.dot_f16_ref), the exact index
+        # in term order: equal to rounding; test_rows_kernel_matches_reference pins the bits
+        np.testing.assert_allclose(hits.scores, ref.scores, rtol=1e-6)
     assert set(ref.rows[ref.rows >= 0].tolist()) <= set(np.flatnonzero(allowed).tolist())
 
 

@@ -100,7 +100,32 @@ def test_dot_f16_handles_subnormals():
     index = SeismicIndex.build(batch, n_postings=None)
     q = SparseBatch.from_csr(np.array([0, 5]), np.arange(5), np.ones(5, np.float32), 5)
     got = index.search(q, 1).scores[0, 0]
-    want = np.float32(0)
-    for v in vals.astype(np.float16).astype(np.float32):
-        want = np.float32(want + v)
-    assert got == want
+    assert got == K.dot_f16_ref(vals.astype(np.float16).astype(np.float32))
+
+
+def test_dot_f16_sums_in_lanes_like_its_reference():
+    """The kernel's dot product against dot_f16_ref bit for bit, on rows of every length modulo the
+    lane count (zeros and subnormals among the values); the data are such that a plain running sum
+    gives other bits, so the test pins the summation order, not only the value."""
+    rng = np.random.default_rng(5)
+    dim = 400
+    qdense = rng.random(dim, dtype=np.float32) * 3
+    lengths = [n % 14 for n in range(300)] + [213, 250, 251] * 20
+    comp = rng.integers(0, dim, sum(lengths)).astype(np.uint16)
+    vals = (rng.random(comp.size, dtype=np.float32) * 4) ** 3
+    vals[::17] = 0.0
+    vals[::23] = 2e-6  # a float16 subnormal
+    bits = K.to_f16_bits(vals)
+    wide = bits.view(np.float16).astype(np.float32)  # NumPy's own widening, not the kernel's
+    serial_differs = 0
+    s = 0
+    for n in lengths:
+        got = K._dot_f16(qdense, comp, bits, s, s + n, K.F16_TABLE)
+        products = qdense[comp[s : s + n]] * wide[s : s + n]
+        assert got == K.dot_f16_ref(products), (s, n)
+        serial = np.float32(0)
+        for x in products:
+            serial = np.float32(serial + x)
+        serial_differs += bool(serial != got)
+        s += n
+    assert serial_differs > 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,58 @@ def ref_candidates(sel, tbase, sh, gpu, torch) -> list[set]:
     for a, b in zip(qq, dd):
         out[a].add(int(b))
     return out
+
+
+def forensics(gi, sh, qd, queries, b, kw, nq, out) -> None:
+    from lsr.index import gpu, gpu_kernels
+
+    # 7. forensics on the whole search: each document the torch-op path returns and the kernel path
+    # does not, traced through the kernel path's own two candidate stages (recorded as they ran)
+    os.environ["LSR_GPU_STATIC"] = "0"
+    rec = []
+    orig = gpu_kernels.score_blocks
+
+    def recording(*a_, **kw_):
+        orig(*a_, **kw_)
+        rec.append({"q": a_[0].cpu().numpy(), "blk": a_[1].cpu().numpy(), "s": a_[10].cpu().numpy(),
+                    "r": a_[11].cpu().numpy()})
+
+    gpu_kernels.score_blocks = recording
+    try:
+        a2 = gi.search(queries, **kw)
+    finally:
+        gpu_kernels.score_blocks = orig
+        os.environ.pop("LSR_GPU_STATIC")
+    bp = sh.block_ptr.cpu().numpy()
+    bd = sh.block_docs.cpu().numpy()
+    qdense_np = qd.dense.cpu().numpy()
+    fp, fi, fv = (x.cpu().numpy() for x in (sh.fwd_ptr, sh.fwd_idx, sh.fwd_val))
+
+    def exact_score(i, d):
+        return float(np.dot(qdense_np[i, fi[fp[d]:fp[d + 1]]], fv[fp[d]:fp[d + 1]]))
+
+    causes: dict = {}
+    examples = []
+    for i in range(nq):
+        lost = set(b[i][b[i] >= 0].tolist()) - set(a2.rows[i][a2.rows[i] >= 0].tolist())
+        for d in lost:
+            where = []
+            for st, r_ in enumerate(rec):
+                blocks = r_["blk"][r_["q"] == i]
+                in_blocks = any(d in set(bd[bp[x]:bp[x + 1]].tolist()) for x in blocks)
+                row = r_["r"][i]
+                cols = np.flatnonzero(row == d)
+                where.append({"stage": st, "in_selected_blocks": bool(in_blocks), "written": len(cols),
+                              "score": float(r_["s"][i][cols[0]]) if len(cols) else None})
+            key = ";".join(f"s{w['stage']}:{'B' if w['in_selected_blocks'] else '-'}{w['written']}" for w in where)
+            causes[key] = causes.get(key, 0) + 1
+            if len(examples) < 8:
+                examples.append({"query": i, "doc": int(d), "exact": exact_score(i, d), "stages": where,
+                                 "kernel_10th": float(gi.search(queries[i : i + 1], **kw).scores[0][-1])})
+    out["forensics"] = {"rows_equal": float((a2.rows == b).mean()), "lost_by_trace": causes, "examples": examples}
+    print("7. forensics (s<stage>:<B if the doc is in a selected block><times written>):", json.dumps(out["forensics"]),
+          flush=True)
+
 
 
 def main(argv=None) -> None:
@@ -182,9 +235,12 @@ def main(argv=None) -> None:
     out["final"] = {"rows_equal": float((a == b).mean()), "recall_kernels": recall(a), "recall_torch_ops": recall(b)}
     print("5. final:", out["final"], flush=True)
 
-    # 6. the static step (fixed shapes; a CUDA graph on a GPU) against the step sized from the batch
-    import os
+    try:
+        forensics(gi, sh, qd, queries, b, kw, nq, out)
+    except Exception as exc:  # a diagnostic: report it and go on
+        print("7. forensics failed:", repr(exc), flush=True)
 
+    # 6. the static step (fixed shapes; a CUDA graph on a GPU) against the step sized from the batch
     forms = {}
     for name, env in (("dynamic", {"LSR_GPU_STATIC": "0"}), ("static", {"LSR_GPU_STATIC": "1", "LSR_GPU_GRAPHS": "0"}),
                       ("static+graph", {"LSR_GPU_STATIC": "1"})):

@@ -444,7 +444,7 @@ def _sync(device: torch.device, torch: ModuleType) -> None:
         torch.cuda.synchronize(device)
 
 
-STATIC_CELLS = 1 << 24  # the static approximate step is taken while its widest candidate matrix stays under this
+STATIC_CELLS = 1 << 22  # the static approximate step is taken while its widest candidate matrix stays under this
 
 
 def _static_ok(sh: _Shard, nq: int, c: int, probe_blocks: int, k: int) -> bool:

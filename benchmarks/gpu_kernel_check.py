@@ -92,8 +92,11 @@ def forensics(gi, sh, qd, queries, b, kw, nq, out) -> None:
             key = ";".join(f"s{w['stage']}:{'B' if w['in_selected_blocks'] else '-'}{w['written']}" for w in where)
             causes[key] = causes.get(key, 0) + 1
             if len(examples) < 8:
+                probe_s = np.sort(rec[0]["s"][i])[::-1]
                 examples.append({"query": i, "doc": int(d), "exact": exact_score(i, d), "stages": where,
-                                 "kernel_10th": float(gi.search(queries[i : i + 1], **kw).scores[0][-1])})
+                                 "kernel_10th": float(a2.scores[i][-1]),
+                                 "probe_10th": float(probe_s[9]) if probe_s.size > 9 else None,
+                                 "torch_rows": b[i].tolist(), "kernel_rows": a2.rows[i].tolist()})
     out["forensics"] = {"rows_equal": float((a2.rows == b).mean()), "lost_by_trace": causes, "examples": examples}
     print("7. forensics (s<stage>:<B if the doc is in a selected block><times written>):", json.dumps(out["forensics"]),
           flush=True)
@@ -251,6 +254,9 @@ def main(argv=None) -> None:
     out["static"] = {name: {"rows_equal_dynamic": float((r == forms["dynamic"]).mean()), "recall": recall(r)}
                      for name, r in forms.items()}
     print("6. static step vs dynamic, batches of 64:", out["static"], flush=True)
+    one = np.concatenate([gi.search(queries[i : i + 1], **kw).rows for i in range(min(nq, 100))])
+    out["static_one_query"] = float((one == forms["dynamic"][: len(one)]).mean())
+    print("6b. static+graph, one query per search, rows equal to dynamic:", out["static_one_query"], flush=True)
     if args.out:
         args.out.write_text(json.dumps(out, indent=1))
 

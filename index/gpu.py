@@ -853,7 +853,7 @@ def _selected(sel: Tensor, tbase: Tensor, extra_blk: int | None, torch: ModuleTy
     is added for every query."""
     nq, c, mb = sel.shape
     idx = sel.view(nq, c * mb).nonzero()
-    q = idx[:, 0]
+    q = idx[:, 0].contiguous()  # a column of the (n, 2) result: the kernels read it flat
     blk = tbase.view(-1)[q * c + idx[:, 1] // mb] + idx[:, 1] % mb
     if extra_blk is not None:
         q = torch.cat([q, torch.arange(nq, device=sel.device)])
@@ -937,14 +937,14 @@ def _score_slots(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, 
     size = sh.blk_size[blk]
     col = torch.cumsum(size, 1) - size
     per_q = col[:, -1] + size[:, -1]
-    q = torch.arange(nq, device=dev)[:, None].expand_as(blk)
+    q = torch.arange(nq, device=dev).repeat_interleave(blk.shape[1])  # a real array: kernels read it flat
     if PROFILE.on:
         PROFILE.sizes["candidates"] = PROFILE.sizes.get("candidates", 0) + int(per_q.sum())
         PROFILE.sizes["matrix_cells"] = PROFILE.sizes.get("matrix_cells", 0) + nq * width
     mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=dev)
     mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=dev)
     by_rows = gpu_kernels.scoring() == "rows"
-    gpu_kernels.score_blocks(q.reshape(-1), blk.reshape(-1), col.reshape(-1), sh.block_ptr, sh.block_docs,
+    gpu_kernels.score_blocks(q, blk.reshape(-1), col.reshape(-1), sh.block_ptr, sh.block_docs,
                              sh.fwd_ptr, sh.fwd_idx32, sh.fwd_valk, qdense, seen, mat_s, mat_r,
                              per_q=per_q if by_rows else None, block_c=32 if by_rows else 16)
     s, pos = torch.topk(mat_s, k, dim=1)

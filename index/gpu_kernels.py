@@ -192,6 +192,14 @@ def _fused() -> dict[str, Any]:
     return _FUSED
 
 
+def _flat(**tensors: torch.Tensor) -> None:
+    """The kernels index their arguments as flat, row-major arrays: refuse any other layout (a
+    view with stride 0 or a column of a matrix would be read out of bounds)."""
+    for name, t in tensors.items():
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous (shape {tuple(t.shape)}, strides {t.stride()})")
+
+
 def summary_scores(terms: torch.Tensor, tbase: torch.Tensor, q_comp: torch.Tensor, q_val: torch.Tensor,
                    q_len: torch.Tensor, ent_ptr: torch.Tensor, ent_key: torch.Tensor, ent_blk: torch.Tensor,
                    ent_val: torch.Tensor, ssum: torch.Tensor, *, dim: int, max_blocks: int, steps: int,
@@ -205,6 +213,8 @@ def summary_scores(terms: torch.Tensor, tbase: torch.Tensor, q_comp: torch.Tenso
     n_pairs, c = terms.shape
     if n_pairs * c == 0:
         return
+    _flat(terms=terms, tbase=tbase, q_comp=q_comp, q_val=q_val, q_len=q_len, ent_ptr=ent_ptr, ent_key=ent_key,
+          ent_blk=ent_blk, ent_val=ent_val, ssum=ssum)
     k["summary"][(n_pairs * c,)](terms, tbase, q_comp, q_val, q_len, q_comp.stride(0), ent_ptr, ent_key, ent_blk,
                                  ent_val, ssum, dim, max_blocks, C=c, STEPS=steps, BLOCK_J=block_j,
                                  BLOCK_E=block_e, num_warps=4)
@@ -224,6 +234,9 @@ def score_blocks(sel_q: torch.Tensor, sel_blk: torch.Tensor, sel_col: torch.Tens
     n = int(sel_q.numel())
     if n == 0:
         return
+    _flat(sel_q=sel_q, sel_blk=sel_blk, sel_col=sel_col, block_ptr=block_ptr, block_docs=block_docs, fwd_ptr=fwd_ptr,
+          fwd_idx32=fwd_idx32, fwd_val16=fwd_val16, qdense=qdense, seen=seen, out_s=out_s, out_r=out_r,
+          **({"per_q": per_q} if per_q is not None else {}))
     k["mark"][(n,)](sel_q, sel_blk, sel_col, block_ptr, block_docs, seen, seen.stride(0), out_r, out_r.stride(0),
                     BLOCK=32, num_warps=1)
     if per_q is None:  # one program per selected block

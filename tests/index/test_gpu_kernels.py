@@ -70,6 +70,9 @@ SCRIPT = textwrap.dedent(
         assert not np.isin(b.rows, np.flatnonzero(deleted)).any()
         for r in b.rows:
             assert len(set(r[r >= 0].tolist())) == (r >= 0).sum()
+        if static == "1":  # one query at a time (a batch of one once passed the kernels a stride-0 array)
+            one = np.concatenate([tri.search(qs[i : i + 1], **kw).rows for i in range(len(qs))])
+            np.testing.assert_array_equal(a.rows, one)
     os.environ["LSR_GPU_STATIC"] = "auto"
     # values that float16 holds exactly (as an index stores them) are read by the kernel as float16
     assert sh.fwd_valk.dtype == torch.float32
@@ -118,6 +121,12 @@ SCRIPT = textwrap.dedent(
         mats[mode] = (mat_s.numpy(), mat_r.numpy())
     np.testing.assert_array_equal(mats["rows"][1], mats["blocks"][1])
     np.testing.assert_array_equal(mats["rows"][0], mats["blocks"][0])
+    try:  # a view the kernels would read out of bounds is refused
+        gpu_kernels.score_blocks(q[:1].expand(q.numel()), blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr,
+                                 sh.fwd_idx32, sh.fwd_val, qd.dense, gpu._seen_sets(sh, len(qs), torch), mat_s, mat_r)
+        raise AssertionError("a stride-0 sel_q was taken")
+    except ValueError as exc:
+        assert "sel_q must be contiguous" in str(exc)
     ms, mr = mats["rows"]
     dense_docs = sp.csr_matrix((val, idx, ptr), shape=(n, dim)).toarray()
     live = (mr >= 0) & ~deleted[np.maximum(mr, 0)]

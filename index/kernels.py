@@ -22,8 +22,8 @@ from numba.extending import intrinsic
 
 # float16 bit pattern -> float32 value; 256 KiB, stays in L2 during search.
 F16_TABLE = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
-# partial sums of a forward-index dot product (_dot_f16 unrolls by exactly this many)
-DOT_LANES = 4
+# partial sums of a forward-index dot product: the vector width of _dot_lanes
+DOT_LANES = 8
 
 _NJ: dict[str, Any] = dict(cache=True, nogil=True)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -998,6 +998,61 @@ def _prefetch(typingctx: Any, arr: Any, idx: Any) -> tuple[Any, Callable[..., An
     return sig, codegen
 
 
+@intrinsic
+def _dot_lanes(typingctx: Any, qdense: Any, comp: Any, val: Any, s: Any, e: Any) -> tuple[Any, Callable[..., Any]]:
+    """sum(qdense[comp[p]] * half(val[p]) for p in [s, e)), e - s a multiple of DOT_LANES, in
+    DOT_LANES partial sums (element p into sum (p - s) % DOT_LANES), added up as a tree at the end.
+
+    A chunk's terms and values are loaded as one vector each, the values widened in one
+    instruction (fpext half -> float: F16C's vcvtph2ps on x86, exact for every half), the query
+    weights loaded one by one into a vector, then one multiply and one add per chunk. Written in
+    LLVM IR because Numba has neither vectors nor float16 on the CPU."""
+    sig = types.float32(qdense, comp, val, s, e)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        qty, cty, vty = signature.args[:3]
+        qa = context.make_array(qty)(context, builder, args[0])
+        ca = context.make_array(cty)(context, builder, args[1])
+        va = context.make_array(vty)(context, builder, args[2])
+        i32, i64, W = ir.IntType(32), ir.IntType(64), DOT_LANES
+        vec16, vecf = ir.VectorType(ir.IntType(16), W), ir.VectorType(ir.FloatType(), W)
+        start = context.cast(builder, args[3], signature.args[3], types.int64)
+        stop = context.cast(builder, args[4], signature.args[4], types.int64)
+        pre = builder.block
+        head = builder.append_basic_block("dot_lanes.head")
+        body = builder.append_basic_block("dot_lanes.body")
+        done = builder.append_basic_block("dot_lanes.done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        i = builder.phi(i64)
+        acc = builder.phi(vecf)
+        i.add_incoming(start, pre)
+        acc.add_incoming(ir.Constant(vecf, [0.0] * W), pre)
+        builder.cbranch(builder.icmp_signed("<", i, stop), body, done)
+        builder.position_at_end(body)
+        cptr = _item_pointer(context, builder, cty, ca, [i], wraparound=False)
+        vptr = _item_pointer(context, builder, vty, va, [i], wraparound=False)
+        cv = builder.load(builder.bitcast(cptr, vec16.as_pointer()), align=2)
+        vv = builder.load(builder.bitcast(vptr, vec16.as_pointer()), align=2)
+        wide = builder.fpext(builder.bitcast(vv, ir.VectorType(ir.HalfType(), W)), vecf)
+        qv = ir.Constant(vecf, ir.Undefined)
+        for j in range(W):
+            cj = builder.zext(builder.extract_element(cv, i32(j)), i64)
+            qj = builder.load(_item_pointer(context, builder, qty, qa, [cj], wraparound=False), align=4)
+            qv = builder.insert_element(qv, qj, i32(j))
+        nxt = builder.fadd(acc, builder.fmul(qv, wide))
+        i.add_incoming(builder.add(i, i64(W)), body)
+        acc.add_incoming(nxt, body)
+        builder.branch(head)
+        builder.position_at_end(done)
+        lanes = [builder.extract_element(acc, i32(j)) for j in range(W)]
+        while len(lanes) > 1:  # ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+            lanes = [builder.fadd(lanes[j], lanes[j + 1]) for j in range(0, len(lanes), 2)]
+        return lanes[0]
+
+    return sig, codegen
+
+
 @_njit(inline="always")
 def _prefetch_doc(fwd_comp: np.ndarray, fwd_val: np.ndarray, s: Int, n: Int) -> None:
     off = 0
@@ -1091,41 +1146,34 @@ def _f16_widen(h: Int, tab: np.ndarray) -> np.float32:
 @_njit(inline="always")
 def _dot_f16(qdense: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray, s: Int, e: Int, tab: np.ndarray
              ) -> np.float32:
-    """Dot product of the dense query with one stored row, in DOT_LANES partial sums: element i of
-    the first n - n % 4 goes to sum i % 4, the last n % 4 to sum 0, then (s0 + s1) + (s2 + s3).
-    One running sum is a chain of dependent float adds (a few cycles each, ~1.7x the time of four
-    independent chains on real SPLADE rows); the order is fixed, so scores are deterministic, and
-    :func:`dot_f16_ref` reproduces it bit for bit."""
-    comp = fwd_comp[s:e]  # slices: indices from 0, so Numba emits no negative-index fix-up per element
-    val = fwd_val[s:e]
-    n = comp.shape[0]
-    n4 = n - n % DOT_LANES
-    a0 = np.float32(0.0)
-    a1 = np.float32(0.0)
-    a2 = np.float32(0.0)
-    a3 = np.float32(0.0)
-    for i in range(0, n4, DOT_LANES):
-        a0 += qdense[comp[i]] * _f16_widen(val[i], tab)
-        a1 += qdense[comp[i + 1]] * _f16_widen(val[i + 1], tab)
-        a2 += qdense[comp[i + 2]] * _f16_widen(val[i + 2], tab)
-        a3 += qdense[comp[i + 3]] * _f16_widen(val[i + 3], tab)
-    for i in range(n4, n):
-        a0 += qdense[comp[i]] * _f16_widen(val[i], tab)
-    return (a0 + a1) + (a2 + a3)
+    """Dot product of the dense query with one stored row: the first n - n % DOT_LANES elements
+    in DOT_LANES partial sums (:func:`_dot_lanes`), the last few added to their total in order.
+    One running sum is a chain of dependent float adds, a few cycles per element; partial sums in
+    a vector cut a document's scoring time by about 1.5x on real SPLADE rows. The order is fixed,
+    so scores are deterministic, and :func:`dot_f16_ref` reproduces it bit for bit."""
+    m = e - (e - s) % DOT_LANES
+    acc: np.float32 = _dot_lanes(qdense, fwd_comp, fwd_val, s, m)  # type: ignore[call-arg]  # see _prefetch_doc
+    comp = fwd_comp[m:e]  # slices: indices from 0, so Numba emits no negative-index fix-up
+    val = fwd_val[m:e]
+    for i in range(comp.shape[0]):
+        acc += qdense[comp[i]] * _f16_widen(val[i], tab)
+    return acc
 
 
 def dot_f16_ref(products: np.ndarray) -> np.float32:
     """NumPy reference of :func:`_dot_f16`'s summation: the sum of float32 ``products`` (query
     weight times stored value, in stored order) in the kernel's DOT_LANES partial sums."""
     p = np.asarray(products, np.float32)
-    n4 = p.shape[0] - p.shape[0] % DOT_LANES
+    m = p.shape[0] - p.shape[0] % DOT_LANES
     lanes = np.zeros(DOT_LANES, np.float32)
-    if n4:  # a cumulative sum adds in order (a plain sum may pair terms up)
-        lanes = np.cumsum(p[:n4].reshape(-1, DOT_LANES), axis=0, dtype=np.float32)[-1]
-    a0 = lanes[0]
-    for x in p[n4:]:
-        a0 = np.float32(a0 + x)
-    return np.float32(np.float32(a0 + lanes[1]) + np.float32(lanes[2] + lanes[3]))
+    if m:  # a cumulative sum adds in order (a plain sum may pair terms up)
+        lanes = np.cumsum(p[:m].reshape(-1, DOT_LANES), axis=0, dtype=np.float32)[-1]
+    while lanes.shape[0] > 1:  # the kernel's tree: neighbours first
+        lanes = lanes[0::2] + lanes[1::2]
+    acc = lanes[0]
+    for x in p[m:]:
+        acc = np.float32(acc + x)
+    return np.float32(acc)
 
 
 @_njit(inline="always")

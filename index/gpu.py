@@ -805,8 +805,7 @@ def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_f
             s2, r2 = _score_slots(keep & ~probe, tbase, sh.always_blk, sh, qd.dense, k, seen, widths[1], torch)
         else:
             s2, r2 = _score_blocks_fused(keep & ~probe, tbase, sh.always_blk, sh, qd.dense, k, seen, torch)
-        s, at = torch.topk(torch.cat([ps, s2], dim=1), k, dim=1)
-        r = torch.gather(torch.cat([pr, r2], dim=1), 1, at)
+        s, r = _topk_rows(torch.cat([ps, s2], dim=1), torch.cat([pr, r2], dim=1), k, torch)
     else:
         s, r = _score_blocks_ref(keep | probe, tbase, sh.always_blk, sh, qd.dense, k, torch)
     prof.mark("candidates", dev, torch, kept_blocks=int(keep.sum()) if prof.on else 0)
@@ -906,8 +905,20 @@ def _score_blocks_fused(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _
     gpu_kernels.score_blocks(q, blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_valk,
                              qdense, seen, mat_s, mat_r, per_q=per_q if by_rows else None,
                              block_c=32 if by_rows else 16)
-    s, pos = torch.topk(mat_s, k, dim=1)
-    return s, torch.gather(mat_r, 1, pos)
+    return _topk_rows(mat_s, mat_r, k, torch)
+
+
+def _topk_rows(mat_s: Tensor, mat_r: Tensor, k: int, torch: ModuleType) -> tuple[Tensor, Tensor]:
+    """Per-row top-``k`` of scores ``mat_s`` (positive or ``-inf``) with their rows ``mat_r``
+    (int32, ``-1`` for none), equal scores taken by row ascending as the CPU indexes take them
+    (a top-k over the scores alone keeps an arbitrary one of several tied documents): one top-k
+    over int64 keys, the score's bits above the complemented row."""
+    hi = mat_s.contiguous().view(torch.int32).to(torch.int64) << 32  # monotonic for positive floats
+    lo = 0x7FFFFFFF - mat_r.to(torch.int64)  # in [0, 2**32): row -1 comes last
+    key, _ = torch.topk(hi + lo, k, dim=1)
+    s = (key >> 32).to(torch.int32).view(torch.float32)
+    r = (0x7FFFFFFF - (key & 0xFFFFFFFF)).to(torch.int32)
+    return s, r
 
 
 def _static_widths(sh: _Shard, c: int, probe_blocks: int, k: int) -> tuple[int, int]:
@@ -947,8 +958,7 @@ def _score_slots(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, 
     gpu_kernels.score_blocks(q, blk.reshape(-1), col.reshape(-1), sh.block_ptr, sh.block_docs,
                              sh.fwd_ptr, sh.fwd_idx32, sh.fwd_valk, qdense, seen, mat_s, mat_r,
                              per_q=per_q if by_rows else None, block_c=32 if by_rows else 16)
-    s, pos = torch.topk(mat_s, k, dim=1)
-    return s, torch.gather(mat_r, 1, pos)
+    return _topk_rows(mat_s, mat_r, k, torch)
 
 
 def _topk_pairs(cand_q: Tensor, cand_doc: Tensor, sh: _Shard, qdense: Tensor, k: int, nq: int,

@@ -134,6 +134,25 @@ SCRIPT = textwrap.dedent(
     want_s = np.where(live & (exact > 0), exact, -np.inf).astype(np.float32)
     np.testing.assert_allclose(ms, want_s, rtol=2e-3, atol=1e-4)  # forward values are stored as fp16
     assert int(np.isfinite(ms).sum()) > 200
+    # 4. ties: every document four times over, few distinct weights; with every block kept the
+    # kernel path returns exactly ExactIndex's rows, equal scores by row ascending
+    from lsr.index import ExactIndex
+    os.environ["LSR_GPU_SCORING"] = "rows"
+    base = sp.random(50, dim, density=0.1, random_state=rng, format="csr", dtype=np.float32)
+    base.data = np.round(base.data * 8) / 8 + 0.125
+    D = sp.vstack([base] * 4).tocsr()
+    tdocs = SparseBatch(D.indptr.astype(np.int64), D.indices.astype(np.int32), D.data.astype(np.float32), dim)
+    TQ = sp.random(12, dim, density=0.15, random_state=rng, format="csr", dtype=np.float32).toarray()
+    tqs = SparseBatch.from_dense((np.round(TQ * 4) / 4).astype(np.float32))
+    want = ExactIndex.build(tdocs).search(tqs, k=10)
+    assert (want.scores[:, 1:] == want.scores[:, :-1]).sum() > 20  # the data has ties
+    ti = gpu.GpuIndex.build(tdocs, device="cpu", layout=gpu.BlockLayout.from_postings(tdocs, n_postings=1000,
+                                                                                      block_size=8))
+    for static in ("0", "1"):
+        os.environ["LSR_GPU_STATIC"] = static
+        got = ti.search(tqs, k=10, mode="approx", query_cut=1000, heap_factor=1e-6)
+        np.testing.assert_array_equal(got.rows, want.rows)
+    os.environ["LSR_GPU_STATIC"] = "auto"
     print("ok", int((a.rows >= 0).sum()))
     """
 )

@@ -393,7 +393,8 @@ class GpuIndex:
             top_r = torch.where(torch.isfinite(top_s), top_r, torch.full_like(top_r, -1))
             s_np, r_np = self._to_host(top_s, top_r, torch)  # the one wait for the device per tile
             t_compute += time.perf_counter() - tc + max(x[3] for x in per_shard)
-            _order_ties(s_np, r_np)
+            if mode == "exact" or len(per_shard) > 1:  # one shard's approximate top-k is ordered so already
+                _order_ties(s_np, r_np)
             out_scores[q0 : q0 + len(qp), :kk] = s_np
             out_rows[q0 : q0 + len(qp), :kk] = r_np
         total = time.perf_counter() - t_all
@@ -550,14 +551,12 @@ class _Pinned:
             self._bufs[name] = buf
         return buf[:n].view(*shape)
 
-    def stage(self, name: str, array: np.ndarray, torch: ModuleType) -> Tensor:
-        """``array`` as a host tensor to copy from: a pinned copy when on, else the array itself."""
-        t: Tensor = torch.from_numpy(array)
+    def array(self, name: str, shape: Sequence[int], dtype: npt.DTypeLike, torch: ModuleType) -> Tensor:
+        """A host tensor to fill through ``.numpy()``: a reused page-locked buffer when on, else new."""
         if not self.on:
+            t: Tensor = torch.from_numpy(np.empty(shape, dtype))
             return t
-        buf = self.buffer(name, array.shape, t.dtype, torch)
-        buf.copy_(t)
-        return buf
+        return self.buffer(name, shape, torch.from_numpy(np.empty(0, dtype)).dtype, torch)
 
 
 @dataclass
@@ -585,14 +584,17 @@ class _PaddedQueries:
         lens = qb.row_nnz().astype(np.int32)
         # padded to a power of two: batches of one size then share a few shapes (and CUDA graphs)
         width = 1 << max(0, int(lens.max()) - 1).bit_length() if n else 1
-        rows = np.repeat(np.arange(n, dtype=np.int64), lens)
-        col = np.arange(qb.nnz, dtype=np.int64) - qb.indptr[:-1][rows]
-        comp = np.zeros((n, width), np.int32)
-        val = np.zeros((n, width), np.float32)
-        comp[rows, col] = qb.indices
-        val[rows, col] = qb.values
-        return cls(pinned.stage("q_comp", comp, torch), pinned.stage("q_val", val, torch),
-                   pinned.stage("q_len", lens, torch), qb.dim)
+        # filled in place (page-locked when a GPU takes them), each non-zero put at its flat position
+        comp = pinned.array("q_comp", (n, width), np.int32, torch)
+        val = pinned.array("q_val", (n, width), np.float32, torch)
+        length = pinned.array("q_len", (n,), np.int32, torch)
+        pos = np.arange(qb.nnz, dtype=np.int64) + np.repeat(np.arange(n, dtype=np.int64) * width - qb.indptr[:-1], lens)
+        for t, values in ((comp, qb.indices), (val, qb.values)):
+            flat = t.numpy().reshape(-1)
+            flat.fill(0)
+            flat[pos] = values
+        length.numpy()[:] = lens
+        return cls(comp, val, length, qb.dim)
 
     def __len__(self) -> int:
         return int(self.comp.shape[0])
@@ -966,7 +968,7 @@ def _topk_pairs(cand_q: Tensor, cand_doc: Tensor, sh: _Shard, qdense: Tensor, k:
     """Per-query top-k over a flat list of (query, doc) candidates (sorted by query)."""
     dev = qdense.device
     if cand_q.numel() == 0:
-        return (torch.full((nq, k), -float("inf"), device=dev), torch.full((nq, k), -1, dtype=torch.int64, device=dev))
+        return (torch.full((nq, k), -float("inf"), device=dev), torch.full((nq, k), -1, dtype=torch.int32, device=dev))
     scores = _score_pairs(cand_q, cand_doc, sh, qdense, torch)
     scores = torch.where(scores > 0, scores, torch.full_like(scores, -float("inf")))
     if sh.deleted is not None:
@@ -977,10 +979,9 @@ def _topk_pairs(cand_q: Tensor, cand_doc: Tensor, sh: _Shard, qdense: Tensor, k:
     col = torch.arange(cand_q.numel(), device=dev) - first[cand_q]
     mat = torch.full((nq, width), -float("inf"), device=dev)
     mat[cand_q, col] = scores
-    rows = torch.full((nq, width), -1, dtype=torch.int64, device=dev)
-    rows[cand_q, col] = cand_doc
-    s, pos = torch.topk(mat, k, dim=1)
-    return s, torch.gather(rows, 1, pos)
+    rows = torch.full((nq, width), -1, dtype=torch.int32, device=dev)
+    rows[cand_q, col] = cand_doc.to(torch.int32)
+    return _topk_rows(mat, rows, k, torch)
 
 
 def _forward_batch(index: SeismicIndex | ExactIndex) -> SparseBatch:

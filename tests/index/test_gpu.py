@@ -170,3 +170,22 @@ def test_seen_bitmap_words():
     r = np.arange(mask.size)
     assert words.size == -(-mask.size // 32)
     np.testing.assert_array_equal(((words[r // 32] >> (r % 32)) & 1).astype(bool), mask)
+
+
+def test_approx_ties_come_by_row_ascending():
+    # every document four times over, few distinct weights: many equal scores. With every block
+    # kept the approximate path scores every document and must return ExactIndex's rows exactly
+    from lsr.index import ExactIndex
+
+    rng = np.random.default_rng(5)
+    base = sp.random(50, 120, density=0.1, random_state=rng, format="csr", dtype=np.float32)
+    base.data = np.round(base.data * 8) / 8 + 0.125
+    docs = SparseBatch.from_scipy(sp.vstack([base] * 4).tocsr())
+    Q = sp.random(12, 120, density=0.15, random_state=rng, format="csr", dtype=np.float32).toarray()
+    qs = SparseBatch.from_dense((np.round(Q * 4) / 4).astype(np.float32))
+    want = ExactIndex.build(docs).search(qs, k=10)
+    assert (want.scores[:, 1:] == want.scores[:, :-1]).sum() > 20
+    gi = GpuIndex.build(docs, device="cpu", layout=BlockLayout.from_postings(docs, n_postings=1000, block_size=8))
+    got = gi.search(qs, k=10, mode="approx", query_cut=1000, heap_factor=1e-6)
+    np.testing.assert_array_equal(got.rows, want.rows)
+    np.testing.assert_array_equal(got.scores, want.scores)

@@ -87,19 +87,14 @@ SCRIPT = textwrap.dedent(
         hb = h_tri.search(qs, **kw)
         np.testing.assert_array_equal(ha.rows, hb.rows)
         np.testing.assert_allclose(ha.scores, hb.scores, rtol=1e-5)
-    os.environ["LSR_GPU_STATIC"] = "sometimes"
-    try:
-        h_tri.search(qs, **kw)
-        raise AssertionError("a bad LSR_GPU_STATIC was taken")
-    except ValueError as exc:
-        assert "LSR_GPU_STATIC" in str(exc)
-    os.environ["LSR_GPU_STATIC"] = "auto"
-    os.environ["LSR_GPU_SCORING"] = "neither"
-    try:
-        tri.search(qs, **kw)
-        raise AssertionError("a bad LSR_GPU_SCORING was taken")
-    except ValueError as exc:
-        assert "LSR_GPU_SCORING" in str(exc)
+    for var, bad in (("LSR_GPU_STATIC", "sometimes"), ("LSR_GPU_SCORING", "neither")):
+        os.environ[var] = bad
+        try:
+            h_tri.search(qs, **kw)
+            raise AssertionError(f"a bad {var} was taken")
+        except ValueError as exc:
+            assert var in str(exc)
+        del os.environ[var]  # back to the default
 
     # 3. one candidate stage, whole padded matrices: every block of every query's top terms is
     # selected (documents met in several blocks), both layouts write the same rows and scores, and

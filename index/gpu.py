@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -218,6 +219,8 @@ class GpuIndex:
         # page-locked host buffers reused by every search (asynchronous copies need them)
         self._pinned = _Pinned(any(sh.device.type == "cuda" for sh in shards))
         self._graphs = _Graphs()
+        # the page-locked buffers and the captured graphs are shared by every search: one at a time
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -369,34 +372,35 @@ class GpuIndex:
                 s, r = self._graphs.run(sh, qp, (k, query_cut, heap_factor, probe_blocks), torch)
                 return s, r + sh.row_offset, 0.0, time.perf_counter() - tc
 
-        for q0 in range(0, nq, tile):
-            qp = _PaddedQueries.of(queries[q0 : q0 + tile], self._pinned)
-            c = min(query_cut, int(qp.comp.shape[1]))
-            static = mode == "approx" and all(_static_ok(sh, len(qp), c, probe_blocks, k) for sh in self._shards)
-            if static and len(self._shards) == 1 and _graphs_on(self._shards[0]):
-                per_shard = [run_graph(self._shards[0], qp)]
-            elif len(self._shards) == 1:
-                per_shard = [run_shard(self._shards[0], qp)]
-            else:  # one host thread per device: the shards compute at the same time
-                per_shard = list(self._executor().map(lambda sh: run_shard(sh, qp), self._shards))
-            t_copy += max(x[2] for x in per_shard)
-            tc = time.perf_counter()
-            dev0 = self._shards[0].device
-            if len(per_shard) == 1:
-                top_s, top_r = per_shard[0][0], per_shard[0][1]
-            else:
-                scores = torch.cat([x[0].to(dev0) for x in per_shard], dim=1)
-                rows = torch.cat([x[1].to(dev0) for x in per_shard], dim=1)
-                top_s, pos = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-                top_r = torch.gather(rows, 1, pos)
-            kk = top_s.shape[1]
-            top_r = torch.where(torch.isfinite(top_s), top_r, torch.full_like(top_r, -1))
-            s_np, r_np = self._to_host(top_s, top_r, torch)  # the one wait for the device per tile
-            t_compute += time.perf_counter() - tc + max(x[3] for x in per_shard)
-            if mode == "exact" or len(per_shard) > 1:  # one shard's approximate top-k is ordered so already
-                _order_ties(s_np, r_np)
-            out_scores[q0 : q0 + len(qp), :kk] = s_np
-            out_rows[q0 : q0 + len(qp), :kk] = r_np
+        with self._lock:
+            for q0 in range(0, nq, tile):
+                qp = _PaddedQueries.of(queries[q0 : q0 + tile], self._pinned)
+                c = min(query_cut, int(qp.comp.shape[1]))
+                static = mode == "approx" and all(_static_ok(sh, len(qp), c, probe_blocks, k) for sh in self._shards)
+                if static and len(self._shards) == 1 and _graphs_on(self._shards[0]):
+                    per_shard = [run_graph(self._shards[0], qp)]
+                elif len(self._shards) == 1:
+                    per_shard = [run_shard(self._shards[0], qp)]
+                else:  # one host thread per device: the shards compute at the same time
+                    per_shard = list(self._executor().map(lambda sh: run_shard(sh, qp), self._shards))
+                t_copy += max(x[2] for x in per_shard)
+                tc = time.perf_counter()
+                dev0 = self._shards[0].device
+                if len(per_shard) == 1:
+                    top_s, top_r = per_shard[0][0], per_shard[0][1]
+                else:
+                    scores = torch.cat([x[0].to(dev0) for x in per_shard], dim=1)
+                    rows = torch.cat([x[1].to(dev0) for x in per_shard], dim=1)
+                    top_s, pos = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+                    top_r = torch.gather(rows, 1, pos)
+                kk = top_s.shape[1]
+                top_r = torch.where(torch.isfinite(top_s), top_r, torch.full_like(top_r, -1))
+                s_np, r_np = self._to_host(top_s, top_r, torch)  # the one wait for the device per tile
+                t_compute += time.perf_counter() - tc + max(x[3] for x in per_shard)
+                if mode == "exact" or len(per_shard) > 1:  # one shard's approximate top-k comes ordered
+                    _order_ties(s_np, r_np)
+                out_scores[q0 : q0 + len(qp), :kk] = s_np
+                out_rows[q0 : q0 + len(qp), :kk] = r_np
         total = time.perf_counter() - t_all
         timings = {"total_s": total, "compute_s": t_compute, "copy_s": t_copy}
         return Hits(self._idmap.lookup(out_rows), out_scores, out_rows, timings)

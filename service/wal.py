@@ -205,7 +205,8 @@ class WriteAheadLog:
 
     Open an existing file with ``WriteAheadLog(folder, n)`` (its torn tail, if any, is cut, and
     its records are fsynced unless ``sync=False``: they may be in the page cache only) or a new one
-    with :meth:`create` (the folder is fsynced so the new name survives a power cut).
+    with :meth:`create` (the folder is fsynced so the new name survives a power cut; opening an
+    existing log fsyncs the folder too, unless ``sync=False``).
     """
 
     def __init__(self, folder: str | Path, number: int, *, valid_bytes: int | None = None, sync: bool = True):
@@ -227,6 +228,11 @@ class WriteAheadLog:
             # writing a frame but before its fsync leaves it there. A restart serves them, so make
             # them durable first, or a power cut would take back what readers were shown.
             fileio.fsync(self.path, site="wal.open")
+        if sync:
+            # The log's name may not be durable either: a merge that died before the folder fsync of
+            # the log it had just started leaves that (empty) log to the restart, which appends to it;
+            # without this a power cut would take the file, and the records acknowledged in it, away.
+            fileio.fsync_dir(self.folder, site="wal.open_dir")
         self._good = valid_bytes
         self._fh = fileio.open_append(self.path)
         self.broken: str | None = None
@@ -241,7 +247,7 @@ class WriteAheadLog:
         if not path.exists():  # an empty one is left by a roll that failed half-way: reuse it
             fileio.open_new(path).close()
         fileio.fsync_dir(folder, site="wal.create")
-        return cls(folder, number, valid_bytes=0)
+        return cls(folder, number, valid_bytes=0, sync=False)  # empty, and its name synced just now
 
     def append(self, record: Record) -> int:
         """Append and fsync one record; returns its size in bytes.

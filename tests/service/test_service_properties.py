@@ -432,6 +432,19 @@ def test_replayed_records_are_synced_at_open():
         _run(ops, skip_sites=("wal.open",))
 
 
+def test_a_log_started_by_a_dead_merge_is_made_durable_at_open():
+    """The example Hypothesis found: a merge died at its first fsync, before the folder fsync of the
+    log it had just started; the restart appended to that log, and a power cut took the file (and
+    the acknowledged write in it) away until the open fsynced the folder (``wal.open_dir``)."""
+    ops = [("upsert", [("d0", {0: 1.0}, None, None)]), ("crash_in_merge", "process", None, 0),
+           ("upsert", [("d0", {}, None, None)]), ("crash", "process"), ("crash", "power")]
+    h, tmp = _run(ops)
+    assert h.model == {"d0": (None, None, {})}
+    tmp.cleanup()
+    with pytest.raises(AssertionError, match="after a power crash"):
+        _run(ops, skip_sites=("wal.open_dir",))
+
+
 # ---------------------------------------------------------------------------- bit flips
 @settings(FAST, max_examples=40)
 @given(ops=st.lists(AT_REST, min_size=1, max_size=10), data=st.data())

@@ -551,13 +551,14 @@ class Collection:
             shutil.rmtree(tmp, ignore_errors=True)
             raise CollectionError(f"collection {name!r} already exists", 409) from None
         fileio.fsync_dir(root, site="create.rename")
-        return cls.open(final, policy)
+        return cls.open(final, policy, sync_log=False)  # every file and name of it was synced just now
 
     @classmethod
     def open(cls, path: Path, policy: MergePolicy | None = None, *, verify: bool = True,
              sync_log: bool = True) -> "Collection":
         """Open a collection folder. Segment checksums are verified unless ``verify=False``; the
-        replayed last log is fsynced unless ``sync_log=False`` (a check that serves nothing).
+        manifest, the log folder and the replayed last log are fsynced unless ``sync_log=False`` (a
+        check that serves nothing).
 
         Raises (and the store records the collection as failed) on a missing or unreadable
         manifest, a damaged segment, a missing current log, or log corruption other than a torn
@@ -573,6 +574,12 @@ class Collection:
             raise CollectionCorrupt(f"manifest.json is not valid JSON ({exc})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise CollectionCorrupt(f"manifest.json: unsupported format {manifest.get('format') if isinstance(manifest, dict) else None!r}")
+        if sync_log:
+            # The manifest's name may be in the page cache only: a merge that died after its swap
+            # (whose file it had synced) but before the folder fsync. What follows acts on it (logs
+            # before its wal_start are deleted, the log folder is synced), so make the swap durable
+            # first, or a power cut would bring back an older manifest naming logs already gone.
+            fileio.fsync_dir(path, site="open.manifest:dir")
         col = cls(path, manifest, policy)
         referenced = {s["name"] for s in manifest["segments"]}
         seg_root = path / "segments"

@@ -445,6 +445,20 @@ def test_a_log_started_by_a_dead_merge_is_made_durable_at_open():
         _run(ops, skip_sites=("wal.open_dir",))
 
 
+def test_a_manifest_left_unsynced_by_a_dead_merge_is_made_durable_at_open():
+    """Another example Hypothesis found: a merge died after its manifest swap but before syncing
+    the folder; the restart deleted the logs before the new manifest's wal_start and synced the log
+    folder, and a power cut brought back the old manifest naming a log already gone, until the open
+    fsynced the manifest first (``open.manifest:dir``)."""
+    ops = [("upsert", [("d0", {}, None, None)]), ("crash_in_merge", "process", None, 35),
+           ("crash", "process"), ("crash", "power")]
+    h, tmp = _run(ops)
+    assert h.model == {"d0": (None, None, {})}
+    tmp.cleanup()
+    with pytest.raises(AssertionError, match="power crash left the collection failed"):
+        _run(ops, skip_sites=("open.manifest:dir",))
+
+
 # ---------------------------------------------------------------------------- bit flips
 @settings(FAST, max_examples=40)
 @given(ops=st.lists(AT_REST, min_size=1, max_size=10), data=st.data())

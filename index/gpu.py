@@ -746,9 +746,12 @@ class _Profile:
             _sync(device, torch)
             now = time.perf_counter()
             self.times[name] = self.times.get(name, 0.0) + now - self._t
-            for key, v in sizes.items():
-                self.sizes[key] = self.sizes.get(key, 0) + int(v)
+            self.count(**sizes)
             self._t = now
+
+    def count(self, **sizes: Any) -> None:
+        for key, v in sizes.items():
+            self.sizes[key] = self.sizes.get(key, 0) + int(v)
 
 
 PROFILE = _Profile()
@@ -897,16 +900,24 @@ def _score_blocks_fused(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _
     nq = sel.shape[0]
     dev = sel.device
     q, blk = _selected(sel, tbase, extra_blk, torch)
-    size = sh.block_ptr[blk + 1] - sh.block_ptr[blk]
+    size = sh.blk_size[blk]
     per_q = torch.zeros(nq, dtype=torch.int64, device=dev).index_add_(0, q, size)
     width = max(int(per_q.max()) if nq else 0, k)  # the second and last wait of a stage
-    if PROFILE.on:  # how full the padded candidate matrix is
-        PROFILE.sizes["candidates"] = PROFILE.sizes.get("candidates", 0) + int(per_q.sum())
-        PROFILE.sizes["matrix_cells"] = PROFILE.sizes.get("matrix_cells", 0) + nq * width
     q_first = torch.cumsum(per_q, 0) - per_q
     col = torch.cumsum(size, 0) - size - q_first[q]
-    mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=dev)
-    mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=dev)
+    return _score_candidates(q, blk, col, per_q, width, sh, qdense, seen, k, torch)
+
+
+def _score_candidates(q: Tensor, blk: Tensor, col: Tensor, per_q: Tensor, width: int, sh: _Shard, qdense: Tensor,
+                      seen: Tensor, k: int, torch: ModuleType) -> tuple[Tensor, Tensor]:
+    """Block ``blk[i]``'s documents from column ``col[i]`` of query ``q[i]``'s row of ``(nq, width)``
+    candidate matrices (``per_q``: each row's filled width), scored by the Triton kernels, and each
+    query's top-k of them."""
+    nq = per_q.shape[0]
+    if PROFILE.on:  # how full the padded candidate matrix is
+        PROFILE.count(candidates=int(per_q.sum()), matrix_cells=nq * width)
+    mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=qdense.device)
+    mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=qdense.device)
     by_rows = gpu_kernels.scoring() == "rows"
     gpu_kernels.score_blocks(q, blk, col, sh.block_ptr, sh.block_docs, sh.fwd_ptr, sh.fwd_idx32, sh.fwd_valk,
                              qdense, seen, mat_s, mat_r, per_q=per_q if by_rows else None,
@@ -955,16 +966,7 @@ def _score_slots(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, 
     col = torch.cumsum(size, 1) - size
     per_q = col[:, -1] + size[:, -1]
     q = torch.arange(nq, device=dev).repeat_interleave(blk.shape[1])  # a real array: kernels read it flat
-    if PROFILE.on:
-        PROFILE.sizes["candidates"] = PROFILE.sizes.get("candidates", 0) + int(per_q.sum())
-        PROFILE.sizes["matrix_cells"] = PROFILE.sizes.get("matrix_cells", 0) + nq * width
-    mat_s = torch.full((nq, width), -float("inf"), dtype=torch.float32, device=dev)
-    mat_r = torch.full((nq, width), -1, dtype=torch.int32, device=dev)
-    by_rows = gpu_kernels.scoring() == "rows"
-    gpu_kernels.score_blocks(q, blk.reshape(-1), col.reshape(-1), sh.block_ptr, sh.block_docs,
-                             sh.fwd_ptr, sh.fwd_idx32, sh.fwd_valk, qdense, seen, mat_s, mat_r,
-                             per_q=per_q if by_rows else None, block_c=32 if by_rows else 16)
-    return _topk_rows(mat_s, mat_r, k, torch)
+    return _score_candidates(q, blk.reshape(-1), col.reshape(-1), per_q, width, sh, qdense, seen, k, torch)
 
 
 def _topk_pairs(cand_q: Tensor, cand_doc: Tensor, sh: _Shard, qdense: Tensor, k: int, nq: int,

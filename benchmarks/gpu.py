@@ -355,14 +355,22 @@ def run_dataset(kind: str, args, info: dict) -> dict:
         # the approximate step's forms side by side, same setting: sized from the batch (the host
         # waits twice per candidate stage), static shapes, static shapes replayed as a CUDA graph,
         # and what `auto` picks per batch (lsr.index.gpu._static_ok)
+        # and the sized step with query tiles in flight (lsr.index.gpu._Streams): one tile at a time,
+        # the batch in 2 or 4 tiles with two in flight (each on its own stream)
         ab = {}
-        for name, env in (("dynamic", {"LSR_GPU_STATIC": "0"}),
-                          ("static", {"LSR_GPU_STATIC": "1", "LSR_GPU_GRAPHS": "0"}),
-                          ("static+graph", {"LSR_GPU_STATIC": "1"}), ("auto", {})):
+        one = {"LSR_GPU_STATIC": "0", "LSR_GPU_INFLIGHT": "1"}
+        two = {"LSR_GPU_STATIC": "0", "LSR_GPU_INFLIGHT": "2"}
+        for name, env, parts in (("dynamic, one tile", one, 1),
+                                 ("dynamic, 2 tiles, 2 in flight", two, 2),
+                                 ("dynamic, 4 tiles, 2 in flight", two, 4),
+                                 ("dynamic, 8 tiles, 2 in flight", two, 8),
+                                 ("static", {"LSR_GPU_STATIC": "1", "LSR_GPU_GRAPHS": "0"}, 1),
+                                 ("static+graph", {"LSR_GPU_STATIC": "1"}, 1), ("auto", {}, 0)):
             os.environ.update(env)
             rows = ga.search(queries[:1024], k=10, **kw).rows
             ab[name] = {"recall_1024": recall_at(rows, truth[:1024]), "qps": {
-                b: time_gpu(ga, queries, b, args.device, max_batches=20 if b < 1024 else 3, **kw)["qps"]
+                b: time_gpu(ga, queries, b, args.device, max_batches=20 if b < 1024 else 3,
+                            **(dict(kw, tile=-(-b // parts)) if parts else kw))["qps"]
                 for b in args.batches if b <= len(queries)}}
             for key in env:
                 os.environ.pop(key)

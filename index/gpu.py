@@ -8,6 +8,7 @@ installed, the approximate path's summary join and candidate scoring run in the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -15,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ContextManager, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Generator, Sequence, TypeVar, Union, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -219,6 +220,7 @@ class GpuIndex:
         # page-locked host buffers reused by every search (asynchronous copies need them)
         self._pinned = _Pinned(any(sh.device.type == "cuda" for sh in shards))
         self._graphs = _Graphs()
+        self._streams = _Streams()
         # the page-locked buffers and the captured graphs are shared by every search: one at a time
         self._lock = threading.Lock()
 
@@ -345,70 +347,75 @@ class GpuIndex:
         if probe_blocks <= 0:
             raise ValueError(f"probe_blocks must be positive, got {probe_blocks}")
         nq = len(queries)
-        tile = self._tile(nq, mode, query_cut) if tile is None else tile
+        inflight = _inflight(self._shards)
+        tile = self._tile(nq, mode, query_cut, inflight) if tile is None else tile
         out_rows = np.full((nq, k), -1, np.int64)
         out_scores = np.full((nq, k), -np.inf, np.float32)
-        t_copy = 0.0
-        t_compute = 0.0
+        clock = {"copy_s": 0.0, "compute_s": 0.0}
         t_all = time.perf_counter()
 
-        def run_shard(sh: _Shard, qp: _PaddedQueries) -> tuple[Tensor, Tensor, float, float]:
-            with _on_device(sh.device, torch):
-                tc = time.perf_counter()
-                qd = qp.to(sh.device, torch)
-                if PROFILE.on:
-                    _sync(sh.device, torch)
-                t1 = time.perf_counter()
-                if mode == "exact":
-                    dt = doc_tile or max(1, (1 << 32) // (4 * max(1, len(qp))))
-                    s, r = _exact_shard(sh, qd.dense, k, dt, torch)
-                else:
-                    s, r = _approx_shard(sh, qd, k, query_cut, heap_factor, probe_blocks, torch, static=static)
-                return s, r + sh.row_offset, t1 - tc, time.perf_counter() - t1
+        def shard_steps(sh: _Shard, qp: _PaddedQueries, static: bool) -> Steps[tuple[Tensor, Tensor]]:
+            """One shard's search of a tile, run with ``sh.device`` current (by the caller)."""
+            tc = time.perf_counter()
+            qd = qp.to(sh.device, torch)
+            if PROFILE.on:
+                _sync(sh.device, torch)
+            clock["copy_s"] += time.perf_counter() - tc
+            if mode == "exact":
+                dt = doc_tile or max(1, (1 << 32) // (4 * max(1, len(qp))))
+                s, r = _exact_shard(sh, qd.dense, k, dt, torch)
+            else:
+                s, r = yield from _approx_steps(sh, qd, k, query_cut, heap_factor, probe_blocks, torch, static=static)
+            return s, r + sh.row_offset
 
-        def run_graph(sh: _Shard, qp: _PaddedQueries) -> tuple[Tensor, Tensor, float, float]:
+        def on_shard(sh: _Shard, qp: _PaddedQueries, static: bool) -> tuple[Tensor, Tensor]:
             with _on_device(sh.device, torch):
-                tc = time.perf_counter()
-                s, r = self._graphs.run(sh, qp, (k, query_cut, heap_factor, probe_blocks), torch)
-                return s, r + sh.row_offset, 0.0, time.perf_counter() - tc
+                return _finish(shard_steps(sh, qp, static))
+
+        def tile_steps(q0: int, slot: int) -> Steps[None]:
+            """One query tile: pad, copy, search every shard, merge, bring the top-k home. It
+            yields where the host is about to wait for the device, so that another tile's work
+            (queued on its own stream) keeps the device busy meanwhile."""
+            qp = _PaddedQueries.of(queries[q0 : q0 + tile], self._pinned, slot)
+            c = min(query_cut, int(qp.comp.shape[1]))
+            static = mode == "approx" and all(_static_ok(sh, len(qp), c, probe_blocks, k) for sh in self._shards)
+            sh0 = self._shards[0]
+            if static and len(self._shards) == 1 and _graphs_on(sh0):
+                top_s, top_r = self._graphs.run(sh0, qp, (k, query_cut, heap_factor, probe_blocks), torch)
+                top_r = top_r + sh0.row_offset
+            elif len(self._shards) == 1:
+                top_s, top_r = yield from shard_steps(sh0, qp, static)
+            else:  # one host thread per device: the shards compute at the same time
+                per_shard = list(self._executor().map(lambda sh: on_shard(sh, qp, static), self._shards))
+                scores = torch.cat([x[0].to(sh0.device) for x in per_shard], dim=1)
+                rows = torch.cat([x[1].to(sh0.device) for x in per_shard], dim=1)
+                top_s, pos = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+                top_r = torch.gather(rows, 1, pos)
+            kk = top_s.shape[1]
+            top_r = torch.where(torch.isfinite(top_s), top_r, torch.full_like(top_r, -1))
+            done = self._start_to_host(top_s, top_r, slot, torch)
+            yield  # the tile's one wait for its whole step comes next
+            s_np, r_np = done()
+            if mode == "exact" or len(self._shards) > 1:  # one shard's approximate top-k comes ordered
+                _order_ties(s_np, r_np)
+            out_scores[q0 : q0 + len(qp), :kk] = s_np
+            out_rows[q0 : q0 + len(qp), :kk] = r_np
 
         with self._lock:
-            for q0 in range(0, nq, tile):
-                qp = _PaddedQueries.of(queries[q0 : q0 + tile], self._pinned)
-                c = min(query_cut, int(qp.comp.shape[1]))
-                static = mode == "approx" and all(_static_ok(sh, len(qp), c, probe_blocks, k) for sh in self._shards)
-                if static and len(self._shards) == 1 and _graphs_on(self._shards[0]):
-                    per_shard = [run_graph(self._shards[0], qp)]
-                elif len(self._shards) == 1:
-                    per_shard = [run_shard(self._shards[0], qp)]
-                else:  # one host thread per device: the shards compute at the same time
-                    per_shard = list(self._executor().map(lambda sh: run_shard(sh, qp), self._shards))
-                t_copy += max(x[2] for x in per_shard)
-                tc = time.perf_counter()
-                dev0 = self._shards[0].device
-                if len(per_shard) == 1:
-                    top_s, top_r = per_shard[0][0], per_shard[0][1]
-                else:
-                    scores = torch.cat([x[0].to(dev0) for x in per_shard], dim=1)
-                    rows = torch.cat([x[1].to(dev0) for x in per_shard], dim=1)
-                    top_s, pos = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-                    top_r = torch.gather(rows, 1, pos)
-                kk = top_s.shape[1]
-                top_r = torch.where(torch.isfinite(top_s), top_r, torch.full_like(top_r, -1))
-                s_np, r_np = self._to_host(top_s, top_r, torch)  # the one wait for the device per tile
-                t_compute += time.perf_counter() - tc + max(x[3] for x in per_shard)
-                if mode == "exact" or len(per_shard) > 1:  # one shard's approximate top-k comes ordered
-                    _order_ties(s_np, r_np)
-                out_scores[q0 : q0 + len(qp), :kk] = s_np
-                out_rows[q0 : q0 + len(qp), :kk] = r_np
+            t0 = time.perf_counter()
+            jobs = [functools.partial(tile_steps, q0) for q0 in range(0, nq, tile)]
+            self._streams.run(jobs, inflight, self._shards[0].device, torch)
+            clock["compute_s"] = time.perf_counter() - t0 - clock["copy_s"]
         total = time.perf_counter() - t_all
-        timings = {"total_s": total, "compute_s": t_compute, "copy_s": t_copy}
+        timings = {"total_s": total, "compute_s": clock["compute_s"], "copy_s": clock["copy_s"]}
         return Hits(self._idmap.lookup(out_rows), out_scores, out_rows, timings)
 
-    def _tile(self, nq: int, mode: str, query_cut: int) -> int:
+    def _tile(self, nq: int, mode: str, query_cut: int, inflight: int = 1) -> int:
         """Queries per tile: exact, 256 on the CPU and 1,024 on a GPU (the score block is
         tile × doc_tile); approx, the whole batch unless its seen-sets (a bit per query and
-        document), dense query block or padded summary scores would pass their caps."""
+        document), dense query block or padded summary scores would pass their caps, and with
+        tiles in flight (:func:`_inflight`) a batch of at least ``PIPELINE_QUERIES`` in at least
+        that many tiles."""
         if mode == "exact":
             return 1024 if any(sh.device.type == "cuda" for sh in self._shards) else 256
         rows = max(sh.n_rows for sh in self._shards)
@@ -417,17 +424,27 @@ class GpuIndex:
                   (1 << 30) // (4 * max(1, min(query_cut, self.dim) * blocks)), 16384)
         cap = max(cap, 1)
         n_tiles = max(1, -(-nq // cap))
+        if inflight > 1 and nq >= PIPELINE_QUERIES:
+            n_tiles = max(n_tiles, inflight)
         return max(1, -(-nq // n_tiles))
 
-    def _to_host(self, s: Tensor, r: Tensor, torch: ModuleType) -> tuple[np.ndarray, np.ndarray]:
+    def _start_to_host(self, s: Tensor, r: Tensor, slot: int, torch: ModuleType) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        """Start copying a tile's top-k home (page-locked buffers of ``slot``, on the current
+        stream); the returned function waits for it and gives NumPy copies."""
         if s.device.type != "cuda":
-            return s.float().numpy().copy(), r.numpy().astype(np.int64)
-        hs = self._pinned.buffer("out_s", s.shape, torch.float32, torch)
-        hr = self._pinned.buffer("out_r", r.shape, r.dtype, torch)
+            return lambda: (s.float().numpy().copy(), r.numpy().astype(np.int64))
+        hs = self._pinned.buffer(f"out_s{slot}", s.shape, torch.float32, torch)
+        hr = self._pinned.buffer(f"out_r{slot}", r.shape, r.dtype, torch)
         hs.copy_(s, non_blocking=True)
         hr.copy_(r, non_blocking=True)
-        torch.cuda.current_stream(s.device).synchronize()
-        return hs.numpy().copy(), hr.numpy().astype(np.int64)
+        ready = torch.cuda.Event()
+        ready.record()
+
+        def done() -> tuple[np.ndarray, np.ndarray]:
+            ready.synchronize()
+            return hs.numpy().copy(), hr.numpy().astype(np.int64)
+
+        return done
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -447,6 +464,77 @@ def _on_device(device: torch.device, torch: ModuleType) -> ContextManager[Any]:
 def _sync(device: torch.device, torch: ModuleType) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+T = TypeVar("T")
+Steps = Generator[None, None, T]  # work that yields where the host is about to wait for the device
+PIPELINE_QUERIES = 2048  # approximate batches from this size go in tiles, ``_inflight`` of them at once
+
+
+def _finish(steps: Steps[T]) -> T:
+    """Run ``steps`` to the end (nothing else to do while it waits) and give its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+
+
+def _inflight(shards: Sequence[_Shard]) -> int:
+    """Query tiles in flight at once (``LSR_GPU_INFLIGHT``; default 2 on a CUDA device, 1 on the
+    CPU, where nothing runs beside the host; 1 where the index has several shards, whose threads
+    already overlap, and while ``LSR_GPU_PROFILE`` times stages). With two, one tile's kernels run
+    while the host waits for the other's sizes, pads its queries or takes its results home."""
+    raw = os.environ.get("LSR_GPU_INFLIGHT", "2" if shards[0].device.type == "cuda" else "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"LSR_GPU_INFLIGHT must be a positive integer, got {raw!r}")
+    return int(raw) if len(shards) == 1 and not PROFILE.on else 1
+
+
+class _Streams:
+    """Runs query tiles as :data:`Steps`, up to ``inflight`` at once, round robin: each tile is
+    resumed on its own CUDA stream (slot) until its next wait, so the device always has queued
+    work from another tile while the host waits for one. Slots' streams are made once per device."""
+
+    def __init__(self) -> None:
+        self._by_device: dict[Any, list[Any]] = {}
+
+    def run(self, jobs: Sequence[Callable[[int], Steps[None]]], inflight: int, device: torch.device,
+            torch: ModuleType) -> None:
+        import collections
+        import contextlib
+
+        inflight = min(inflight, len(jobs))
+        streams = self._streams(device, inflight, torch)
+        for st in streams:  # after whatever the caller queued on the current stream
+            st.wait_stream(torch.cuda.current_stream(device))
+        todo = collections.deque(jobs)
+        free = collections.deque(range(inflight))
+        active: collections.deque[tuple[int, Steps[None]]] = collections.deque()
+        try:
+            while todo or active:
+                while todo and free:
+                    active.append((slot := free.popleft(), todo.popleft()(slot)))
+                slot, steps = active.popleft()
+                with _on_device(device, torch), (torch.cuda.stream(streams[slot]) if streams else contextlib.nullcontext()):
+                    try:
+                        next(steps)
+                    except StopIteration:
+                        free.append(slot)
+                        continue
+                active.append((slot, steps))
+        finally:
+            for _, steps in active:
+                steps.close()
+
+    def _streams(self, device: torch.device, inflight: int, torch: ModuleType) -> list[Any]:
+        """The slots' streams on a CUDA device (none for one slot or on the CPU: the current stream)."""
+        if device.type != "cuda" or inflight == 1:
+            return []
+        have = self._by_device.setdefault(device, [])
+        while len(have) < inflight:
+            have.append(torch.cuda.Stream(device))
+        return have[:inflight]
 
 
 STATIC_CELLS = 1 << 22  # the static approximate step is taken while its widest candidate matrix stays under this
@@ -582,16 +670,16 @@ class _PaddedQueries:
     dim: int
 
     @classmethod
-    def of(cls, qb: SparseBatch, pinned: _Pinned) -> "_PaddedQueries":
+    def of(cls, qb: SparseBatch, pinned: _Pinned, slot: int = 0) -> "_PaddedQueries":
         torch = _torch()
         n = len(qb)
         lens = qb.row_nnz().astype(np.int32)
         # padded to a power of two: batches of one size then share a few shapes (and CUDA graphs)
         width = 1 << max(0, int(lens.max()) - 1).bit_length() if n else 1
         # filled in place (page-locked when a GPU takes them), each non-zero put at its flat position
-        comp = pinned.array("q_comp", (n, width), np.int32, torch)
-        val = pinned.array("q_val", (n, width), np.float32, torch)
-        length = pinned.array("q_len", (n,), np.int32, torch)
+        comp = pinned.array(f"q_comp{slot}", (n, width), np.int32, torch)
+        val = pinned.array(f"q_val{slot}", (n, width), np.float32, torch)
+        length = pinned.array(f"q_len{slot}", (n,), np.int32, torch)
         pos = np.arange(qb.nnz, dtype=np.int64) + np.repeat(np.arange(n, dtype=np.int64) * width - qb.indptr[:-1], lens)
         for t, values in ((comp, qb.indices), (val, qb.values)):
             flat = t.numpy().reshape(-1)
@@ -759,6 +847,12 @@ PROFILE = _Profile()
 
 def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_factor: float,
                   probe_blocks: int, torch: ModuleType, static: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`_approx_steps` run to the end."""
+    return _finish(_approx_steps(sh, qd, k, query_cut, heap_factor, probe_blocks, torch, static))
+
+
+def _approx_steps(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_factor: float,
+                  probe_blocks: int, torch: ModuleType, static: bool = False) -> Steps[tuple[Tensor, Tensor]]:
     """Seismic on a query tile, in fixed-shape steps: every (query, kept term) pair owns a row
     of ``max_blocks`` summary scores, so choosing probe and kept blocks is one top-k and one
     comparison over a padded tensor, with no sort, and the host waits for the device only to
@@ -770,7 +864,8 @@ def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_f
     ``static=True`` (Triton only) takes no data-dependent size at all: every (query, term, block)
     slot is a program of the candidate stages (unselected slots point at an empty block) and the
     candidate matrices are as wide as any query could need (:func:`_static_widths`), so the host
-    never waits for the device and the whole step can be captured in a CUDA graph."""
+    never waits for the device and the whole step can be captured in a CUDA graph. It yields
+    before each wait of the sized step (:data:`Steps`)."""
     dev = sh.device
     nq = qd.comp.shape[0]
     prof = PROFILE
@@ -801,7 +896,7 @@ def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_f
     if widths is not None and seen is not None:
         ps, pr = _score_slots(probe, tbase, None, sh, qd.dense, k, seen, widths[0], torch)
     elif seen is not None:
-        ps, pr = _score_blocks_fused(probe, tbase, None, sh, qd.dense, k, seen, torch)
+        ps, pr = yield from _score_blocks_fused(probe, tbase, None, sh, qd.dense, k, seen, torch)
     else:
         ps, pr = _score_blocks_ref(probe, tbase, None, sh, qd.dense, k, torch)
     kth = ps[:, -1]
@@ -813,7 +908,8 @@ def _approx_shard(sh: _Shard, qd: _DeviceQueries, k: int, query_cut: int, heap_f
         if widths is not None:  # the static step
             s2, r2 = _score_slots(keep & ~probe, tbase, sh.always_blk, sh, qd.dense, k, seen, widths[1], torch)
         else:
-            s2, r2 = _score_blocks_fused(keep & ~probe, tbase, sh.always_blk, sh, qd.dense, k, seen, torch)
+            s2, r2 = yield from _score_blocks_fused(keep & ~probe, tbase, sh.always_blk, sh, qd.dense, k, seen,
+                                                    torch)
         s, r = _topk_rows(torch.cat([ps, s2], dim=1), torch.cat([pr, r2], dim=1), k, torch)
     else:
         s, r = _score_blocks_ref(keep | probe, tbase, sh.always_blk, sh, qd.dense, k, torch)
@@ -892,17 +988,20 @@ def _seen_sets(sh: _Shard, nq: int, torch: ModuleType) -> Tensor:
 
 
 def _score_blocks_fused(sel: Tensor, tbase: Tensor, extra_blk: int | None, sh: _Shard, qdense: Tensor, k: int,
-                        seen: Tensor, torch: ModuleType) -> tuple[Tensor, Tensor]:
+                        seen: Tensor, torch: ModuleType) -> Steps[tuple[Tensor, Tensor]]:
     """Per-query top-k over the documents of the selected blocks not yet in ``seen`` (Triton: one
     program per selected block writes its documents' rows into the query's row of a padded
     (nq, width) matrix, then fixed-width chunks of those rows are scored; see
-    :func:`gpu_kernels.scoring`)."""
+    :func:`gpu_kernels.scoring`). Yields before each of its two waits for the device."""
     nq = sel.shape[0]
     dev = sel.device
-    q, blk = _selected(sel, tbase, extra_blk, torch)
+    yield
+    q, blk = _selected(sel, tbase, extra_blk, torch)  # the selection's size: the first wait
     size = sh.blk_size[blk]
     per_q = torch.zeros(nq, dtype=torch.int64, device=dev).index_add_(0, q, size)
-    width = max(int(per_q.max()) if nq else 0, k)  # the second and last wait of a stage
+    most = per_q.max() if nq else None
+    yield
+    width = max(int(most) if most is not None else 0, k)  # the second and last wait of a stage
     q_first = torch.cumsum(per_q, 0) - per_q
     col = torch.cumsum(size, 0) - size - q_first[q]
     return _score_candidates(q, blk, col, per_q, width, sh, qdense, seen, k, torch)

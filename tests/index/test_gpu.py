@@ -189,3 +189,74 @@ def test_approx_ties_come_by_row_ascending():
     got = gi.search(qs, k=10, mode="approx", query_cut=1000, heap_factor=1e-6)
     np.testing.assert_array_equal(got.rows, want.rows)
     np.testing.assert_array_equal(got.scores, want.scores)
+
+
+def test_tiles_in_flight_take_turns_at_each_wait():
+    # the scheduler resumes tiles round robin, at most `inflight` started at once, each in its
+    # own slot (its page-locked buffers and stream), and a slot is reused only once its tile ended
+    import torch
+
+    from lsr.index.gpu import _Streams
+
+    log: list[tuple[str, int, int]] = []
+    busy: set[int] = set()
+
+    def job(name: str, waits: int):
+        def steps(slot: int):
+            assert slot not in busy  # no two running tiles share a slot
+            busy.add(slot)
+            for i in range(waits):
+                log.append((name, slot, i))
+                yield
+            log.append((name, slot, waits))
+            busy.discard(slot)
+
+        return steps
+
+    _Streams().run([job("a", 2), job("b", 1), job("c", 2)], 2, torch.device("cpu"), torch)
+    assert log == [("a", 0, 0), ("b", 1, 0), ("a", 0, 1), ("b", 1, 1), ("a", 0, 2), ("c", 1, 0),
+                   ("c", 1, 1), ("c", 1, 2)]
+    log.clear()
+    _Streams().run([job("a", 2), job("b", 1)], 1, torch.device("cpu"), torch)
+    assert log == [("a", 0, 0), ("a", 0, 1), ("a", 0, 2), ("b", 0, 0), ("b", 0, 1)]
+
+
+def test_a_failing_tile_stops_the_others(data):
+    import torch
+
+    from lsr.index.gpu import _Streams
+
+    closed: list[str] = []
+
+    def job(name: str, fail: bool):
+        def steps(slot: int):
+            try:
+                yield
+                if fail:
+                    raise RuntimeError("device lost")
+                yield
+            finally:
+                closed.append(name)
+
+        return steps
+
+    with pytest.raises(RuntimeError, match="device lost"):
+        _Streams().run([job("a", True), job("b", False)], 2, torch.device("cpu"), torch)
+    assert sorted(closed) == ["a", "b"]  # the other tile was closed, not left suspended
+
+
+def test_tiles_in_flight_do_not_change_results(data, monkeypatch):
+    docs, qs, _ = data
+    layout = BlockLayout.from_postings(docs, n_postings=200, block_size=8, summary_energy=0.6)
+    gi = GpuIndex.build(docs, device="cpu", layout=layout)
+    kw = dict(k=10, mode="approx", query_cut=5, heap_factor=0.8)
+    monkeypatch.setenv("LSR_GPU_INFLIGHT", "1")
+    one = gi.search(qs, tile=4, **kw)
+    monkeypatch.setenv("LSR_GPU_INFLIGHT", "3")
+    three = gi.search(qs, tile=4, **kw)
+    np.testing.assert_array_equal(one.rows, three.rows)
+    np.testing.assert_array_equal(one.scores, three.scores)
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("LSR_GPU_INFLIGHT", bad)
+        with pytest.raises(ValueError, match="LSR_GPU_INFLIGHT"):
+            gi.search(qs, **kw)

@@ -73,6 +73,14 @@ SCRIPT = textwrap.dedent(
         if static == "1":  # one query at a time (a batch of one once passed the kernels a stride-0 array)
             one = np.concatenate([tri.search(qs[i : i + 1], **kw).rows for i in range(len(qs))])
             np.testing.assert_array_equal(a.rows, one)
+    os.environ["LSR_GPU_STATIC"] = "0"
+    # tiles in flight: the sized step's tiles interleaved at each wait (two at once, three tiles)
+    # give the rows of one tile after another
+    for inflight in ("1", "2"):
+        os.environ["LSR_GPU_INFLIGHT"] = inflight
+        b = tri.search(qs, tile=3, **kw)
+        np.testing.assert_array_equal(a.rows, b.rows)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
     os.environ["LSR_GPU_STATIC"] = "auto"
     # values that float16 holds exactly (as an index stores them) are read by the kernel as float16
     assert sh.fwd_valk.dtype == torch.float32
@@ -87,7 +95,7 @@ SCRIPT = textwrap.dedent(
         hb = h_tri.search(qs, **kw)
         np.testing.assert_array_equal(ha.rows, hb.rows)
         np.testing.assert_allclose(ha.scores, hb.scores, rtol=1e-5)
-    for var, bad in (("LSR_GPU_STATIC", "sometimes"), ("LSR_GPU_SCORING", "neither")):
+    for var, bad in (("LSR_GPU_STATIC", "sometimes"), ("LSR_GPU_SCORING", "neither"), ("LSR_GPU_INFLIGHT", "0")):
         os.environ[var] = bad
         try:
             h_tri.search(qs, **kw)

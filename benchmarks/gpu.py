@@ -67,8 +67,7 @@ def _zipf_chunk(args):
     import zipf_vectors
 
     ci, m = args
-    topics = np.empty((m, 2), np.int64)
-    return zipf_vectors.ZipfGenerator(7)._doc_chunk(ci, m, topics), topics
+    return zipf_vectors.ZipfGenerator(7)._doc_chunk(ci, m)  # (documents, their topics)
 
 
 def make_data(kind: str, n_docs: int, n_queries: int, vectors: Path | None, procs: int):

@@ -59,42 +59,19 @@ cat "$OUT/gpu.txt"
 "$PY" -c "import torch, transformers, tokenizers, sentence_transformers as st; print('python', __import__('sys').version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__, 'sentence-transformers', st.__version__)" | tee -a "$OUT/gpu.txt"
 say "set up"
 
-# 3. lsr vs sentence-transformers, side by side, with the profiled breakdown (COMPARE=0 skips it)
-[ "${COMPARE:-1}" = 0 ] || timeout 160 "$PY" benchmarks/encode.py --corpus "$CORPUS" --model "$MODEL" --limit "$LIMIT" --device "$DEVICE" \
+# 3. lsr vs sentence-transformers, side by side, with the profiled breakdown
+timeout 160 "$PY" benchmarks/encode.py --corpus "$CORPUS" --model "$MODEL" --limit "$LIMIT" --device "$DEVICE" \
   --batch-sizes 32,512 --precisions fp32,bf16 --max-tokens 65536 --repeats 3 --skip-onnx --skip-queries \
   --json "$OUT/encode.json" 2> "$OUT/encode.err" | tee "$OUT/encode.md"
 say "encode.py rc=${PIPESTATUS[0]}"
 tail -3 "$OUT/encode.err"
 
-# 4. lsr alone: larger batches and token budgets (what the pipelined path reaches; SWEEP=0 skips it)
-[ "${SWEEP:-1}" = 0 ] || timeout 60 "$PY" benchmarks/encode.py --corpus "$CORPUS" --model "$MODEL" --limit "$LIMIT" --device "$DEVICE" \
+# 4. lsr alone: larger batches and token budgets (what the pipelined path reaches)
+timeout 60 "$PY" benchmarks/encode.py --corpus "$CORPUS" --model "$MODEL" --limit "$LIMIT" --device "$DEVICE" \
   --batch-sizes 256,1024,2048 --precisions bf16,fp32 --max-tokens 262144 --repeats 3 --skip-st --skip-onnx \
   --skip-queries --json "$OUT/sweep.json" 2> "$OUT/sweep.err" | tee "$OUT/sweep.md"
 say "sweep rc=${PIPESTATUS[0]}"
 tail -3 "$OUT/sweep.err"
-
-# 4b. THREADS="1 4 8": the tokenizer alone on the corpus (its batch call on slices in threads), then
-# lsr at batch 2,048 and 512 bf16 with LSR_TOKENIZE_THREADS at each value (-> $OUT/threads-T.md)
-for T in ${THREADS:-}; do
-  timeout 30 "$PY" - "$CORPUS" "$MODEL" "$T" <<'EOF' | tee -a "$OUT/tokenize.md"
-import sys, time
-from lsr.index.corpus import read_corpus
-from lsr.models.base import _tokenize_pool
-from tokenizers import Tokenizer
-texts = [d.full_text for d in read_corpus(sys.argv[1].rsplit("/", 1)[0])]
-tok = Tokenizer.from_file(sys.argv[2] + "/tokenizer.json"); tok.no_padding(); tok.enable_truncation(256)
-t = int(sys.argv[3]); step = -(-len(texts) // t); best = 1e9
-for _ in range(3):
-    t0 = time.perf_counter(); c0 = time.process_time()
-    list(_tokenize_pool(t).map(lambda c: [e.ids for e in tok.encode_batch_fast(c)], [texts[i:i + step] for i in range(0, len(texts), step)]))
-    if time.perf_counter() - t0 < best: best, cpu = time.perf_counter() - t0, time.process_time() - c0
-print(f"| tokenizer alone, {t} thread(s) | {len(texts)} docs | {best:.3f} s | {len(texts) / best:,.0f} docs/s | cpu {cpu:.2f} s |")
-EOF
-  LSR_TOKENIZE_THREADS=$T timeout 60 "$PY" benchmarks/encode.py --corpus "$CORPUS" --model "$MODEL" --limit "$LIMIT" \
-    --device "$DEVICE" --batch-sizes 2048,512 --precisions bf16 --repeats 3 --skip-st --skip-onnx --skip-queries \
-    --json "$OUT/threads-$T.json" 2> "$OUT/threads-$T.err" | tee "$OUT/threads-$T.md"
-  say "LSR_TOKENIZE_THREADS=$T rc=${PIPESTATUS[0]}"
-done
 
 # 5. the pipeline's CUDA tests against the CPU reference (skipped where pytest is missing)
 if [ $(( $(date +%s) - T0 )) -gt 190 ]; then

@@ -11,11 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,26 +35,6 @@ FORMAT_VERSION = 1
 PAD_MULTIPLE = 8  # encode batches are padded to a multiple of 8 tokens (tensor-core friendly shapes)
 PREFETCH_WINDOWS = 2  # tokenised windows (see _windows) the background thread may hold ahead of the device
 _FAST_TOKENIZER_LOCK = threading.Lock()
-TOKENIZE_CHUNK = 128  # texts per tokenizer call at least, when a call is split over threads
-_TOKENIZE_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def tokenize_threads() -> int:
-    """Threads that share one tokenisation call (``LSR_TOKENIZE_THREADS``, default 1): each runs
-    the fast tokenizer's batch call on a slice of the texts, and those calls leave the GIL while
-    they tokenise, so the slices run at once."""
-    raw = os.environ.get("LSR_TOKENIZE_THREADS", "1")
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"LSR_TOKENIZE_THREADS must be a positive integer, got {raw!r}")
-    return int(raw)
-
-
-def _tokenize_pool(threads: int) -> ThreadPoolExecutor:
-    with _FAST_TOKENIZER_LOCK:
-        pool = _TOKENIZE_POOLS.get(threads)
-        if pool is None:
-            pool = _TOKENIZE_POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="lsr-tokenize")
-        return pool
 
 
 def default_device(device=None) -> torch.device:
@@ -166,16 +144,7 @@ class SparseEncoder(torch.nn.Module):
                                  return_attention_mask=False, return_token_type_ids=False)
             return enc["input_ids"]
         encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # _fast skips the offsets (tokenizers >= 0.21)
-
-        def ids(chunk: list[str]) -> list[list[int]]:
-            return [e.ids for e in encode(chunk, add_special_tokens=add_special_tokens)]
-
-        threads = tokenize_threads()
-        if threads == 1 or len(texts) < 2 * TOKENIZE_CHUNK:
-            return ids(texts)
-        step = max(TOKENIZE_CHUNK, -(-len(texts) // threads))
-        parts = _tokenize_pool(threads).map(ids, [texts[i : i + step] for i in range(0, len(texts), step)])
-        return list(itertools.chain.from_iterable(parts))
+        return [e.ids for e in encode(texts, add_special_tokens=add_special_tokens)]
 
     def _fast_tokenizer(self, max_length: int):
         backend = getattr(self.tokenizer, "backend_tokenizer", None)

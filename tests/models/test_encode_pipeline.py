@@ -109,19 +109,6 @@ def test_token_ids_match_the_transformers_tokenizer(enc):
     assert enc.tokenizer(["x " * 600])["input_ids"][0].__len__() == 602
 
 
-def test_token_ids_split_over_threads_come_in_order(enc, ref, monkeypatch):
-    # LSR_TOKENIZE_THREADS splits a call into slices tokenised at once: the same ids in the same
-    # order as one call, and the same encoded rows
-    texts = TEXTS * 3 + ["one more"]  # 451 texts: four slices of at least 128 (TOKENIZE_CHUNK)
-    one = enc._token_ids(texts, "document", None)
-    monkeypatch.setenv("LSR_TOKENIZE_THREADS", "4")
-    assert enc._token_ids(texts, "document", None) == one
-    assert_same(enc.encode_documents(TEXTS, batch_size=64), ref)
-    monkeypatch.setenv("LSR_TOKENIZE_THREADS", "0")
-    with pytest.raises(ValueError, match="LSR_TOKENIZE_THREADS"):
-        enc._token_ids(texts, "document", None)
-
-
 def test_matches_the_reference_in_input_order(enc, ref):
     profile = EncodeProfile()
     enc.encode_documents(TEXTS[:40], batch_size=8, profile=profile)  # one window: runs inline

@@ -238,7 +238,14 @@ class Peer:
 
         self.seismic = seismic
         ds = seismic.SeismicDataset()
-        ds.add_documents_by_id([str(i) for i in range(len(docs))], docs.indices.astype(np.int64), docs.values, docs.indptr)
+        if hasattr(ds, "add_documents_by_id"):  # pyseismic-lsr >= 0.5.4
+            ds.add_documents_by_id([str(i) for i in range(len(docs))], docs.indices.astype(np.int64), docs.values,
+                                   docs.indptr)
+        else:  # 0.5.2 (the newest wheel for Python 3.12): one call per document, tokens as strings
+            names = np.array([str(t) for t in range(docs.dim)], dtype=seismic.get_seismic_string())
+            for i in range(len(docs)):
+                lo, hi = docs.indptr[i], docs.indptr[i + 1]
+                ds.add_document(str(i), names[docs.indices[lo:hi]], np.ascontiguousarray(docs.values[lo:hi], np.float32))
         t0 = time.perf_counter()
         with capture_stdout_fd():
             self.index = seismic.SeismicIndex.build_from_dataset(ds, **(params or BUILD), num_threads=threads)

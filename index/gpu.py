@@ -347,7 +347,8 @@ class GpuIndex:
         if probe_blocks <= 0:
             raise ValueError(f"probe_blocks must be positive, got {probe_blocks}")
         nq = len(queries)
-        inflight = _inflight(self._shards)
+        inflight = _inflight(self._shards) if mode == "approx" else 1  # exact: device-bound, and its score
+        # blocks are large (two tiles at once would double them)
         tile = self._tile(nq, mode, query_cut, inflight) if tile is None else tile
         out_rows = np.full((nq, k), -1, np.int64)
         out_scores = np.full((nq, k), -np.inf, np.float32)
@@ -380,7 +381,8 @@ class GpuIndex:
             c = min(query_cut, int(qp.comp.shape[1]))
             static = mode == "approx" and all(_static_ok(sh, len(qp), c, probe_blocks, k) for sh in self._shards)
             sh0 = self._shards[0]
-            if static and len(self._shards) == 1 and _graphs_on(sh0):
+            graphed = static and len(self._shards) == 1 and _graphs_on(sh0)
+            if graphed:
                 top_s, top_r = self._graphs.run(sh0, qp, (k, query_cut, heap_factor, probe_blocks), torch)
                 top_r = top_r + sh0.row_offset
             elif len(self._shards) == 1:
@@ -394,8 +396,9 @@ class GpuIndex:
             kk = top_s.shape[1]
             top_r = torch.where(torch.isfinite(top_s), top_r, torch.full_like(top_r, -1))
             done = self._start_to_host(top_s, top_r, slot, torch)
-            yield  # the tile's one wait for its whole step comes next
-            s_np, r_np = done()
+            if not graphed:  # a replayed graph's input and output buffers serve every tile of its shape:
+                yield  # the tile ends before another may replay it
+            s_np, r_np = done()  # the tile's one wait for its whole step
             if mode == "exact" or len(self._shards) > 1:  # one shard's approximate top-k comes ordered
                 _order_ties(s_np, r_np)
             out_scores[q0 : q0 + len(qp), :kk] = s_np

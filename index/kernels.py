@@ -393,7 +393,8 @@ def _best_centroid(d: Int, t: Int, cut_ptr: np.ndarray, cut_comp: np.ndarray, cu
                    cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray, score: np.ndarray,
                    touched: np.ndarray, sizes: np.ndarray, min_size: Int) -> int:
     """The centroid (of size >= min_size) with the largest dot product with document d's top
-    entries (ties: lowest id), or -1 when it shares nothing beyond t with any; scratch left zeroed."""
+    entries other than term t (t < 0: all of them; ties: lowest id), or -1 when it shares nothing
+    with any; scratch left zeroed."""
     nt = 0
     for p in range(cut_ptr[d], cut_ptr[d + 1]):
         c = cut_comp[p]
@@ -421,19 +422,149 @@ def _best_centroid(d: Int, t: Int, cut_ptr: np.ndarray, cut_comp: np.ndarray, cu
     return best
 
 
+@_njit(inline="always")
+def _best_dense(d: Int, cut_ptr: np.ndarray, cut_comp: np.ndarray, cut_val: np.ndarray, head: np.ndarray,
+                cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray, score: np.ndarray, n_cent: Int) -> int:
+    """:func:`_best_centroid` for dense centroids (means, which share most terms): the scores
+    accumulate without bookkeeping of the centroids touched, and one scan finds the best (largest
+    score > 0, ties: lowest id; -1 when none); score[:n_cent] is left zeroed."""
+    for p in range(cut_ptr[d], cut_ptr[d + 1]):
+        c = cut_comp[p]
+        h = head[c]
+        if h < 0:
+            continue
+        v = cut_val[p]
+        for q in range(h, h + cnt_c[c]):
+            score[cent_of[q]] += v * cent_val[q]
+    best = -1
+    bs = np.float32(0.0)
+    for j in range(n_cent):
+        s = score[j]
+        if s > bs:
+            bs = s
+            best = j
+        score[j] = 0.0
+    return best
+
+
+@_njit()
+def _dissolve_small(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, cut_ptr: np.ndarray, cut_comp: np.ndarray,
+                    cut_val: np.ndarray, head: np.ndarray, cnt_c: np.ndarray, cent_of: np.ndarray,
+                    cent_val: np.ndarray, score: np.ndarray, touched: np.ndarray, assign: np.ndarray,
+                    sizes: np.ndarray) -> None:
+    """Move the documents of clusters smaller than min_size to their best large cluster (by the
+    centroid index in head/cnt_c/cent_of/cent_val, term t skipped), or to the first large one when
+    they share nothing with any; everything to cluster 0 when no cluster is large. sizes[:n_cent]
+    holds the cluster sizes on entry and is left stale (the caller recounts)."""
+    P = rows.shape[0]
+    n_large = 0
+    for i in range(n_cent):
+        if sizes[i] >= min_size:
+            n_large += 1
+    if n_large == 0:
+        for x in range(P):
+            assign[x] = 0
+    elif n_large < n_cent:
+        for x in range(P):
+            if sizes[assign[x]] >= min_size:
+                continue
+            best = _best_centroid(rows[x], t, cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val,
+                                  score, touched, sizes, min_size)
+            if best < 0:
+                for i in range(n_cent):
+                    if sizes[i] >= min_size:
+                        best = i
+                        break
+            assign[x] = best
+
+
+@_njit()
+def _mean_centroids(rows: np.ndarray, n_cent: Int, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
+                    head: np.ndarray, cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray,
+                    assign: np.ndarray, sizes: np.ndarray, order: np.ndarray, cstart: np.ndarray, acc: np.ndarray,
+                    terms: np.ndarray, used: np.ndarray) -> int:
+    """Inverted index (head/cnt_c/cent_of/cent_val, as for random centroids) over the mean vector
+    of each non-empty cluster of ``assign``: every member's full vector, summed and divided by the
+    cluster's size. Fills sizes[:n_cent]; ``used`` gets the terms indexed (returns their count, so
+    the caller can reset head/cnt_c); acc (dim floats) is left zeroed."""
+    P = rows.shape[0]
+    for i in range(n_cent + 1):
+        cstart[i] = 0
+    for x in range(P):
+        cstart[assign[x] + 1] += 1
+    # members grouped by cluster, in list order (a stable counting sort)
+    for i in range(n_cent):
+        cstart[i + 1] += cstart[i]
+        sizes[i] = 0
+    for x in range(P):
+        a = assign[x]
+        order[cstart[a] + sizes[a]] = x
+        sizes[a] += 1
+    n_used = 0
+    # pass 1: each cluster's distinct terms (acc only marks them), counted per term
+    for i in range(n_cent):
+        nt = 0
+        for m in range(cstart[i], cstart[i + 1]):
+            d = rows[order[m]]
+            for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                c = fwd_comp[p]
+                if acc[c] == 0.0:
+                    terms[nt] = c
+                    nt += 1
+                acc[c] += fwd_val[p]
+        for j in range(nt):
+            c = terms[j]
+            acc[c] = 0.0
+            if cnt_c[c] == 0:
+                used[n_used] = c
+                n_used += 1
+            cnt_c[c] += 1
+    off = 0
+    for j in range(n_used):
+        c = used[j]
+        head[c] = off
+        off += cnt_c[c]
+        cnt_c[c] = 0
+    # pass 2: the means' entries, cluster by cluster
+    for i in range(n_cent):
+        nt = 0
+        for m in range(cstart[i], cstart[i + 1]):
+            d = rows[order[m]]
+            for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                c = fwd_comp[p]
+                if acc[c] == 0.0:
+                    terms[nt] = c
+                    nt += 1
+                acc[c] += fwd_val[p]
+        inv = np.float32(1.0) / np.float32(sizes[i]) if sizes[i] > 0 else np.float32(0.0)
+        for j in range(nt):
+            c = terms[j]
+            q = head[c] + cnt_c[c]
+            cent_of[q] = i
+            cent_val[q] = acc[c] * inv
+            cnt_c[c] += 1
+            acc[c] = 0.0
+    return n_used
+
+
 @_njit()
 def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: Int, fwd_ptr: np.ndarray,
                   fwd_comp: np.ndarray, fwd_val: np.ndarray, cut_ptr: np.ndarray, cut_comp: np.ndarray,
                   cut_val: np.ndarray, head: np.ndarray, cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray,
                   score: np.ndarray, touched: np.ndarray, assign: np.ndarray, sizes: np.ndarray,
-                  perm: np.ndarray) -> None:
-    """Random-centroid clustering of one posting list (one pass, no centroid update).
+                  perm: np.ndarray, refine: Int, cstart: np.ndarray, acc: np.ndarray, terms: np.ndarray,
+                  used: np.ndarray) -> None:
+    """Clustering of one posting list: random centroids, then ``refine`` k-means steps.
 
     Centroids are ``n_cent`` random documents of the list; every document joins the centroid with
     the largest dot product between its ``doc_cut`` top entries and the centroid's full vector
-    (through a small inverted index over the centroids). Clusters smaller than ``min_size`` are
-    dissolved into the best remaining centroid. Fills assign[:P] with cluster ids; ``perm`` is
-    scratch of length >= P.
+    (through a small inverted index over the centroids; the list's own term, which every document
+    has, is left out). Clusters smaller than ``min_size`` are dissolved into the best remaining
+    centroid. Each refinement step then moves every document to the cluster whose mean vector
+    (its members' full vectors averaged, the list's term included) has the largest dot product
+    with the document's top entries, and dissolves small clusters again. Fills assign[:P] with
+    cluster ids; ``perm`` is scratch of length >= P, ``cstart`` >= n_cent + 1, ``acc`` (dim
+    floats, zeros), ``terms`` and ``used`` (dim ints) scratch.
     """
     P = rows.shape[0]
     # pick centroids: partial Fisher-Yates over positions, seeded by (seed, term)
@@ -490,25 +621,8 @@ def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: In
         sizes[best] += 1
     # dissolve small clusters into the best large one
     if min_size > 1:
-        n_large = 0
-        for i in range(n_cent):
-            if sizes[i] >= min_size:
-                n_large += 1
-        if n_large == 0:
-            for x in range(P):
-                assign[x] = 0
-        elif n_large < n_cent:
-            for x in range(P):
-                if sizes[assign[x]] >= min_size:
-                    continue
-                best = _best_centroid(rows[x], t, cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val,
-                                      score, touched, sizes, min_size)
-                if best < 0:
-                    for i in range(n_cent):
-                        if sizes[i] >= min_size:
-                            best = i
-                            break
-                assign[x] = best
+        _dissolve_small(t, rows, n_cent, min_size, cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score,
+                        touched, assign, sizes)
     # reset scratch
     for i in range(n_cent):
         d = rows[perm[i]]
@@ -516,13 +630,30 @@ def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: In
             c = fwd_comp[p]
             head[c] = -1
             cnt_c[c] = 0
+    for _ in range(refine):
+        n_used = _mean_centroids(rows, n_cent, fwd_ptr, fwd_comp, fwd_val, head, cnt_c, cent_of, cent_val, assign,
+                                 sizes, perm, cstart, acc, terms, used)
+        for x in range(P):
+            best = _best_dense(rows[x], cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score, n_cent)
+            if best >= 0:  # a document sharing nothing with any mean keeps its cluster
+                assign[x] = best
+        if min_size > 1:
+            for i in range(n_cent):
+                sizes[i] = 0
+            for x in range(P):
+                sizes[assign[x]] += 1
+            _dissolve_small(-1, rows, n_cent, min_size, cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val,
+                            score, touched, assign, sizes)
+        for u in range(n_used):
+            head[used[u]] = -1
+            cnt_c[used[u]] = 0
 
 
 @_njit(parallel=True)
 def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, centroid_fraction: Float,
                   min_cluster_size: Int, seed: Int, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
                   cut_ptr: np.ndarray, cut_comp: np.ndarray, cut_val: np.ndarray, dim: Int, items: np.ndarray,
-                  wptr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  wptr: np.ndarray, refine: Int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block every posting list by clustering, worker w taking lists items[wptr[w]:wptr[w+1]]
     (see :func:`schedule`). Reorders rows/values in place (blocks contiguous, value-desc order kept
     inside a block) and returns (n_blocks per term, block sizes in a per-term capacity layout,
@@ -541,6 +672,15 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
     maxC = np.int64(centroid_fraction * maxP)
     if maxC < 1:
         maxC = np.int64(1)
+    # the means' entries of a list: at most the sum of its documents' lengths
+    max_ent = int(maxC * maxlen)
+    if refine > 0:
+        for t in range(nterms):
+            n_ent = 0
+            for x in range(term_ptr[t], term_ptr[t + 1]):
+                d = rows[x]
+                n_ent += fwd_ptr[d + 1] - fwd_ptr[d]
+            max_ent = max(max_ent, n_ent)
     n_blocks = np.zeros(nterms, np.int64)
     blk_size = np.zeros(cap_ptr[nterms], np.int64)
     for w in prange(wptr.shape[0] - 1):
@@ -555,8 +695,12 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
         tmp_r = np.empty(maxP + 1, np.int32)
         tmp_v = np.empty(maxP + 1, np.float32)
         # the centroids' entries: at most n_cent rows of at most maxlen entries
-        cent_of = np.empty(maxC * maxlen + 1, np.int64)
-        cent_val = np.empty(maxC * maxlen + 1, np.float32)
+        cent_of = np.empty(max_ent + 1, np.int64)
+        cent_val = np.empty(max_ent + 1, np.float32)
+        cstart = np.empty(maxC + 2, np.int64)
+        mean_acc = np.zeros(dim if refine > 0 else 1, np.float32)
+        terms = np.empty(dim if refine > 0 else 1, np.int64)
+        used = np.empty(dim if refine > 0 else 1, np.int64)
         for it in range(wptr[w], wptr[w + 1]):
             t = items[it]
             s, e = term_ptr[t], term_ptr[t + 1]
@@ -570,7 +714,7 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
                 continue
             _cluster_list(t, rows[s:e], nc, min_cluster_size, seed, fwd_ptr, fwd_comp, fwd_val,
                           cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score, touched,
-                          assign, sizes, perm)
+                          assign, sizes, perm, refine, cstart, mean_acc, terms, used)
             # stable counting sort of the list by cluster id
             for i in range(nc):
                 sizes[i] = 0

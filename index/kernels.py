@@ -695,7 +695,7 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
         tmp_r = np.empty(maxP + 1, np.int32)
         tmp_v = np.empty(maxP + 1, np.float32)
         # the centroids' entries: at most n_cent rows of at most maxlen entries
-        cent_of = np.empty(max_ent + 1, np.int64)
+        cent_of = np.empty(max_ent + 1, np.int32)  # cluster ids (< maxC); 4 bytes: less to stream per document
         cent_val = np.empty(max_ent + 1, np.float32)
         cstart = np.empty(maxC + 2, np.int64)
         mean_acc = np.zeros(dim if refine > 0 else 1, np.float32)

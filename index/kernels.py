@@ -478,6 +478,23 @@ def _dissolve_small(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, cut_pt
             assign[x] = best
 
 
+@_njit(inline="always")
+def _sum_members(lo: Int, hi: Int, order: np.ndarray, rows: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray,
+                 fwd_val: np.ndarray, acc: np.ndarray, terms: np.ndarray) -> Int:
+    """Add the forward rows of members ``order[lo:hi]`` (list positions; ``rows`` maps them to
+    documents) into ``acc``; each term met for the first time goes to ``terms``. Returns how many."""
+    nt = 0
+    for m in range(lo, hi):
+        d = rows[order[m]]
+        for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            c = fwd_comp[p]
+            if acc[c] == 0.0:
+                terms[nt] = c
+                nt += 1
+            acc[c] += fwd_val[p]
+    return nt
+
+
 @_njit()
 def _mean_centroids(rows: np.ndarray, n_cent: Int, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
                     head: np.ndarray, cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray,
@@ -503,15 +520,7 @@ def _mean_centroids(rows: np.ndarray, n_cent: Int, fwd_ptr: np.ndarray, fwd_comp
     n_used = 0
     # pass 1: each cluster's distinct terms (acc only marks them), counted per term
     for i in range(n_cent):
-        nt = 0
-        for m in range(cstart[i], cstart[i + 1]):
-            d = rows[order[m]]
-            for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
-                c = fwd_comp[p]
-                if acc[c] == 0.0:
-                    terms[nt] = c
-                    nt += 1
-                acc[c] += fwd_val[p]
+        nt = _sum_members(cstart[i], cstart[i + 1], order, rows, fwd_ptr, fwd_comp, fwd_val, acc, terms)
         for j in range(nt):
             c = terms[j]
             acc[c] = 0.0
@@ -527,15 +536,7 @@ def _mean_centroids(rows: np.ndarray, n_cent: Int, fwd_ptr: np.ndarray, fwd_comp
         cnt_c[c] = 0
     # pass 2: the means' entries, cluster by cluster
     for i in range(n_cent):
-        nt = 0
-        for m in range(cstart[i], cstart[i + 1]):
-            d = rows[order[m]]
-            for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
-                c = fwd_comp[p]
-                if acc[c] == 0.0:
-                    terms[nt] = c
-                    nt += 1
-                acc[c] += fwd_val[p]
+        nt = _sum_members(cstart[i], cstart[i + 1], order, rows, fwd_ptr, fwd_comp, fwd_val, acc, terms)
         inv = np.float32(1.0) / np.float32(sizes[i]) if sizes[i] > 0 else np.float32(0.0)
         for j in range(nt):
             c = terms[j]

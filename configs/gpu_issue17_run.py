@@ -65,6 +65,10 @@ JOBS: list[Job] = [
         "single teacher: MiniLM alone labels and filters the pseudo-queries"),
     Job("abl-random-span", "configs/label-free-v2.toml", _ABL + ['pseudo_queries.generator="random-span"'],
         "ablation", "no query generator: random 3-9 word spans of each document as queries (cropping)"),
+    Job("abl-3q", "configs/label-free-v2.toml", _ABL + ["pseudo_queries.queries_per_doc=3"], "ablation",
+        "3 queries per document (seeded sampling, temperature 0.8, top-p 0.95) instead of 1 (greedy)"),
+    Job("lf-3q", "configs/label-free-v2.toml", ["pseudo_queries.queries_per_doc=3"], "label-free",
+        "label-free v2 with 3 sampled queries per document (1,200 steps, settings fixed before the run)", keep=True),
     Job("sup-protocol", "configs/inference-free.toml",
         _JUDGED + ["train.save_every=400", "train.keep_checkpoints=4"], "protocol",
         "supervised recipe under the protocol: SciFact train-fit + NFCorpus train, 1,600 steps, the step "

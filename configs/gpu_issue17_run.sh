@@ -30,23 +30,7 @@ mkdir -p "$WORK"
 say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/progress.log"; }
 
 # 1. packages the machine lacks (wheels, no index), and lsr importable without installing it
-if ! "$PY" -c "import pydantic, ir_measures" 2>/dev/null; then
-  WHL=.lsr-gpu/whl; ls $WHL/*.whl >/dev/null 2>&1 || WHL=.whl
-  ls $WHL/*.whl >/dev/null 2>&1 || { say "no wheels in .lsr-gpu/whl or .whl, and pydantic or ir_measures missing"; exit 3; }
-  timeout 90 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" $WHL/*.whl \
-    || { say "wheel install failed"; exit 3; }
-  export PYTHONPATH="$WORK/site"
-fi
-if ! "$PY" -c "import lsr.index, lsr.eval" 2>/dev/null; then
-  # the distribution maps index/, eval/, service/ to lsr.index, lsr.eval, lsr.service: mirror that with links
-  rm -rf "$WORK/src" && mkdir -p "$WORK/src/lsr"
-  for f in lsr/*; do ln -s "$PWD/$f" "$WORK/src/lsr/$(basename "$f")"; done
-  for m in index eval service; do ln -s "$PWD/$m" "$WORK/src/lsr/$m"; done
-  # PYTHONSAFEPATH: python -m / -c must not put the working directory (whose lsr/ lacks index/) first
-  export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$WORK/src" PYTHONSAFEPATH=1
-  say "lsr from links in $WORK/src"
-fi
-timeout 60 "$PY" -c "import lsr.index, lsr.eval, pydantic, ir_measures" || { say "lsr does not import"; exit 3; }
+source configs/gpu_lsr_path.sh
 # 2. data, caches and SPLADE-tiny. cache.tar.xz holds .cache/{label-free,teachers} (every pseudo-query,
 # candidate list and teacher score the jobs read) and NFCorpus; SciFact is tracked in the repository
 # (tests/data/beir/scifact, byte-identical to BEIR's).

@@ -1,4 +1,4 @@
-"""``lsr-train CONFIG.toml [--resume] [--set section.key=value ...]``."""
+"""``lsr-train CONFIG.toml [--resume] [--queries-only] [--set section.key=value ...]``."""
 
 from __future__ import annotations
 
@@ -18,13 +18,17 @@ def main(argv=None) -> int:
                    help="override a config value, e.g. --set train.steps=100 (TOML syntax for the value)")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop this invocation after N optimiser steps (checkpointed); continue with --resume")
+    p.add_argument("--queries-only", action="store_true",
+                   help="label-free configs: generate the pseudo-queries into pseudo_queries.cache_dir and stop "
+                        "(on a GPU machine; a later run anywhere starts from that cache)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from lsr.train import ConfigError, train
 
     try:
-        metrics = train(args.config, resume=args.resume, overrides=args.overrides, stop_after=args.stop_after)
+        metrics = train(args.config, resume=args.resume, overrides=args.overrides, stop_after=args.stop_after,
+                        queries_only=args.queries_only)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"lsr-train: {exc}", file=sys.stderr)
         return 2

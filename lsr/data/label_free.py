@@ -22,7 +22,7 @@ from lsr.index import fileio
 
 from lsr.data.pseudo_queries import GenerationSpec, cached_generate, clean_queries, corpus_hash, iter_doc_fields
 
-__all__ = ["LabelFreeSpec", "LabelFreeData", "build_label_free", "mine_candidates", "consistency_filter"]
+__all__ = ["LabelFreeSpec", "LabelFreeData", "CorpusQueries", "generate_queries", "build_label_free", "mine_candidates", "consistency_filter"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,30 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@dataclass
+class CorpusQueries:
+    """One corpus's documents (full text, title, body by id), the ids queries were generated for,
+    the raw completions by id, and the cache file that holds them."""
+    full: dict[str, str]
+    titles: dict[str, str]
+    bodies: dict[str, str]
+    gen_ids: list[str]
+    raw: dict[str, list[str]]
+    path: Path
+
+
+def generate_queries(name: str, folder: str | Path, spec: LabelFreeSpec) -> CorpusQueries:
+    """Stage (a) alone for one corpus: its pseudo-queries, generated or read from
+    ``spec.cache_dir`` (the same file :func:`build_label_free` reads, so queries made on a GPU
+    machine and copied over let a CPU machine do the rest)."""
+    docs = _read_corpus_only(folder)
+    full, titles, bodies = iter_doc_fields(docs)
+    gen_ids = [d.id for d in docs][: spec.max_docs] if spec.max_docs else [d.id for d in docs]
+    raw, path = cached_generate(name, {d: full[d] for d in gen_ids}, spec.generation, Path(spec.cache_dir),
+                                batch_size=spec.batch_size, device=spec.device, progress=spec.progress)
+    return CorpusQueries(full, titles, bodies, gen_ids, raw, path)
+
+
 def build_label_free(corpora: Sequence[tuple[str, str | Path]], spec: LabelFreeSpec, ensemble) -> LabelFreeData:
     """Training data for ``lsr-train``'s label-free mode from ``(name, BEIR folder)`` pairs.
 
@@ -157,12 +181,9 @@ def build_label_free(corpora: Sequence[tuple[str, str | Path]], spec: LabelFreeS
     teacher_all: dict[str, dict[str, float]] = {}
     stats: dict = {}
     for name, folder in corpora:
-        docs = _read_corpus_only(folder)
-        full, titles, bodies = iter_doc_fields(docs)
-        gen_ids = [d.id for d in docs][: spec.max_docs] if spec.max_docs else [d.id for d in docs]
-        raw, _ = cached_generate(name, {d: full[d] for d in gen_ids}, spec.generation, cache,
-                                 batch_size=spec.batch_size, device=spec.device, progress=spec.progress)
-        kept, counts = clean_queries(raw, titles, bodies)
+        gq = generate_queries(name, folder, spec)
+        full, gen_ids = gq.full, gq.gen_ids
+        kept, counts = clean_queries(gq.raw, gq.titles, gq.bodies)
         pre = f"{name}/" if multi else ""
         corpus = {pre + d: t for d, t in full.items()}
         q_text, sources = {}, {}

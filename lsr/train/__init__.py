@@ -15,9 +15,13 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-def train(config_path, *, resume: bool = False, overrides=None, stop_after: int | None = None) -> dict:
-    """Run ``lsr-train`` from Python; returns the final eval metrics (empty without [[eval]])."""
+def train(config_path, *, resume: bool = False, overrides=None, stop_after: int | None = None,
+          queries_only: bool = False) -> dict:
+    """Run ``lsr-train`` from Python; returns the final eval metrics (empty without [[eval]]).
+    ``queries_only``: a label-free config's pseudo-queries alone (per corpus: cache file and counts)."""
     from lsr.train.trainer import Trainer
 
     cfg, text = load_config(config_path, overrides)
+    if queries_only:
+        return Trainer(cfg, text).generate_queries()
     return Trainer(cfg, text).run(resume=resume, stop_after=stop_after)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsr.train.config import TrainConfig
+from lsr.train.config import ConfigError, TrainConfig
 
 __all__ = ["Trainer", "build_loss"]
 
@@ -146,10 +146,9 @@ class Trainer:
         ens = self._ensemble(tc.cache_dir or str(self.out / "teacher-cache"))
         return ens(queries, corpus, cands)
 
-    def _label_free_data(self):
-        """Label-free mode: pseudo-queries, mined candidates and ensemble labels from the corpora
-        alone (``lsr.data.label_free``); no queries file and no qrels are opened."""
-        from lsr.data.label_free import LabelFreeSpec, build_label_free
+    def _label_free_spec(self):
+        """The label-free stages' settings and the ``(name, folder)`` corpora, from the config."""
+        from lsr.data.label_free import LabelFreeSpec
         from lsr.data.pseudo_queries import GenerationSpec
 
         pq, dc = self.cfg.pseudo_queries, self.cfg.data
@@ -159,7 +158,33 @@ class Trainer:
             mine_depth=pq.mine_depth, keep_rank=pq.keep_rank, cache_dir=pq.cache_dir, bm25_tokenizer=dc.bm25_tokenizer,
             device=None if self.cfg.train.device == "auto" else self.cfg.train.device,
             encode_batch_size=pq.encode_batch_size, progress=self.cfg.train.progress)
-        corpora = [(d.name or Path(d.path).name, d.path) for d in dc.train]
+        return spec, [(d.name or Path(d.path).name, d.path) for d in dc.train]
+
+    def generate_queries(self) -> dict:
+        """Label-free stage (a) alone: each corpus's pseudo-queries generated (or found) in the cache,
+        nothing mined, labelled or trained. For a GPU machine that has the generator but not the
+        teachers: the cache files it writes are the ones a later full run starts from."""
+        from lsr.data.label_free import generate_queries
+        from lsr.data.pseudo_queries import clean_queries
+
+        if self.cfg.data.mode != "label-free":
+            raise ConfigError("--queries-only needs data.mode = \"label-free\"")
+        spec, corpora = self._label_free_spec()
+        out = {}
+        for name, folder in corpora:
+            gq = generate_queries(name, folder, spec)
+            _, counts = clean_queries(gq.raw, gq.titles, gq.bodies)
+            out[name] = {"cache_file": str(gq.path), **counts}
+            logger.info("%s: pseudo-queries %s", name, json.dumps(out[name]))
+        return out
+
+    def _label_free_data(self):
+        """Label-free mode: pseudo-queries, mined candidates and ensemble labels from the corpora
+        alone (``lsr.data.label_free``); no queries file and no qrels are opened."""
+        from lsr.data.label_free import build_label_free
+
+        spec, corpora = self._label_free_spec()
+        pq = self.cfg.pseudo_queries
         lf = build_label_free(corpora, spec, self._ensemble(self.cfg.teachers.cache_dir or pq.cache_dir))
         if self.accel.is_main_process:
             (self.out / "label_free_stats.json").write_text(json.dumps(lf.stats, indent=1))

@@ -126,3 +126,63 @@ def test_miner_uses_the_encoder_it_is_given():
         s = dv @ enc.encode_queries([text]).to_dense()[0]
         top = [ids[i] for i in np.argsort(-s, kind="stable")[:6] if s[i] > 0]
         assert given[q] == [sources[q]] + [d for d in top if d != sources[q]]
+
+
+def _cli():
+    import shutil
+    import sys
+
+    exe = shutil.which("lsr-train")
+    return [exe] if exe else [sys.executable, "-m", "lsr.cli.train"]
+
+
+def test_queries_only_writes_the_cache_a_full_run_reads(tmp_path):
+    """``lsr-train --queries-only`` (as a subprocess) generates each corpus's queries into the cache
+    and stops: nothing mined, labelled or trained; the file is the one ``build_label_free`` finds."""
+    import subprocess
+
+    from lsr.data.label_free import generate_queries
+
+    corpus = tmp_path / "beir" / "toy"
+    corpus.mkdir(parents=True)
+    (corpus / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in DOCS.items()))
+    cfg = tmp_path / "lf.toml"
+    cfg.write_text(f"""
+[model]
+kind = "inference-free"
+init = "splade-tiny"
+[data]
+mode = "label-free"
+[[data.train]]
+path = "{corpus}"
+[pseudo_queries]
+generator = "random-span"
+queries_per_doc = 2
+seed = 4
+cache_dir = "{tmp_path / 'cache'}"
+[[teachers.models]]
+kind = "bm25"
+weight = 1.0
+[train]
+output_dir = "{tmp_path / 'run'}"
+steps = 5
+""")
+    res = subprocess.run(_cli() + [str(cfg), "--queries-only", "--set", "train.progress=false"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    files = list((tmp_path / "cache").iterdir())
+    assert [f.name for f in files] == [Path(report["toy"]["cache_file"]).name]  # queries only: no candidates
+    assert report["toy"]["generated"] == 2 * len(DOCS)
+    assert not (tmp_path / "run" / "final").exists()
+    got = {json.loads(x)["doc_id"]: json.loads(x)["queries"] for x in files[0].read_text().splitlines()}
+    assert got == random_spans(DOCS, n=2, seed=4)
+    spec = LabelFreeSpec(generation=GenerationSpec(generator=RANDOM_SPAN, queries_per_doc=2, seed=4),
+                         cache_dir=str(tmp_path / "cache"))
+    assert generate_queries("toy", corpus, spec).path == files[0]  # what a full run reads
+
+    # a judged config has no pseudo-queries to generate: a clear error, exit 2
+    res = subprocess.run(_cli() + [str(ROOT / "configs" / "tiny-cpu.toml"), "--queries-only"], capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, LSR_DATA=str(tmp_path)))
+    assert res.returncode == 2 and "--queries-only needs data.mode" in res.stderr

@@ -321,6 +321,9 @@ def cmd_bundle(args):
         shutil.copy2(found[-1], b / "whl" / found[-1].name)
     caches = [p for p in (Path(".cache/label-free"), Path(".cache/teachers")) if p.is_dir()]
     files = [f for c in caches for f in sorted(c.iterdir()) if f.is_file() and not f.name.startswith(".")]
+    if args.newer_than:  # a lean bundle: only the caches written since (what a later run adds)
+        t = args.newer_than.stat().st_mtime
+        files = [f for f in files if f.stat().st_mtime > t]
     # NFCorpus rides in the archive too (its qrels compress tenfold); SciFact travels with the
     # repository (tests/data/beir/scifact, byte-identical to BEIR's)
     nf = args.data / "beir" / "nfcorpus"
@@ -344,6 +347,7 @@ def main(argv=None):
     ap.add_argument("--work", type=Path, default=Path("/work/cache-issue17"))
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--only", nargs="*", help="run names (default: all)")
+    ap.add_argument("--newer-than", type=Path, help="bundle: only cache files modified after this file")
     ap.add_argument("--config", action="append", default=[], help="caches: also this training config's teacher scores")
     args = ap.parse_args(argv)
     args.work, args.data = args.work.resolve(), args.data.resolve()

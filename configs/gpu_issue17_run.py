@@ -199,7 +199,7 @@ def lsr_eval_argv(name: str, model: str, ds: str, split: str, smoke: bool, also:
 
 def _also(name: str) -> list[str]:
     """Systems evaluated beside a job's model in the same report (paired tests against it)."""
-    if name == "lf-v2":
+    if name in ("lf-v2", "lf-3q"):
         return [f"inference-free:{SHIPPED_V1},name=label-free v1 (shipped),batch_size=256"]
     if name == "sup-protocol":
         return [f"inference-free:{SHIPPED_SUPERVISED},name=supervised (shipped; step chosen on test),batch_size=256"]

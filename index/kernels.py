@@ -478,32 +478,18 @@ def _dissolve_small(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, cut_pt
             assign[x] = best
 
 
-@_njit(inline="always")
-def _sum_members(lo: Int, hi: Int, order: np.ndarray, rows: np.ndarray, fwd_ptr: np.ndarray, fwd_comp: np.ndarray,
-                 fwd_val: np.ndarray, acc: np.ndarray, terms: np.ndarray) -> Int:
-    """Add the forward rows of members ``order[lo:hi]`` (list positions; ``rows`` maps them to
-    documents) into ``acc``; each term met for the first time goes to ``terms``. Returns how many."""
-    nt = 0
-    for m in range(lo, hi):
-        d = rows[order[m]]
-        for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
-            c = fwd_comp[p]
-            if acc[c] == 0.0:
-                terms[nt] = c
-                nt += 1
-            acc[c] += fwd_val[p]
-    return nt
-
-
 @_njit()
 def _mean_centroids(rows: np.ndarray, n_cent: Int, fwd_ptr: np.ndarray, fwd_comp: np.ndarray, fwd_val: np.ndarray,
-                    head: np.ndarray, cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray,
-                    assign: np.ndarray, sizes: np.ndarray, order: np.ndarray, cstart: np.ndarray, acc: np.ndarray,
-                    terms: np.ndarray, used: np.ndarray) -> int:
+                    cut_ptr: np.ndarray, cut_comp: np.ndarray, head: np.ndarray, cnt_c: np.ndarray,
+                    cent_of: np.ndarray, cent_val: np.ndarray, assign: np.ndarray, sizes: np.ndarray,
+                    order: np.ndarray, cstart: np.ndarray, acc: np.ndarray, want: np.ndarray, used: np.ndarray,
+                    ent_c: np.ndarray, ent_v: np.ndarray) -> int:
     """Inverted index (head/cnt_c/cent_of/cent_val, as for random centroids) over the mean vector
-    of each non-empty cluster of ``assign``: every member's full vector, summed and divided by the
-    cluster's size. Fills sizes[:n_cent]; ``used`` gets the terms indexed (returns their count, so
-    the caller can reset head/cnt_c); acc (dim floats) is left zeroed."""
+    of each non-empty cluster of ``assign``: every member's full vector, summed in list order and
+    divided by the cluster's size, kept only on the terms the index is asked about (the members'
+    ``cut`` top entries). Fills sizes[:n_cent]; ``used`` gets the terms indexed (returns their
+    count, so the caller can reset head/cnt_c); acc (dim floats) and want (dim bools) are left
+    zeroed; ent_c/ent_v hold the means cluster by cluster before they go term by term."""
     P = rows.shape[0]
     for i in range(n_cent + 1):
         cstart[i] = 0
@@ -517,34 +503,63 @@ def _mean_centroids(rows: np.ndarray, n_cent: Int, fwd_ptr: np.ndarray, fwd_comp
         a = assign[x]
         order[cstart[a] + sizes[a]] = x
         sizes[a] += 1
+    # a mean's other terms are never looked up: every look-up is one of a member's top entries
+    for x in range(P):
+        d = rows[x]
+        for p in range(cut_ptr[d], cut_ptr[d + 1]):
+            want[cut_comp[p]] = True
+    # one pass over the members: each cluster's mean, entry by entry, counted per term; cstart[i]
+    # becomes the start of cluster i's entries once its members are summed
     n_used = 0
-    # pass 1: each cluster's distinct terms (acc only marks them), counted per term
+    n_ent = 0
     for i in range(n_cent):
-        nt = _sum_members(cstart[i], cstart[i + 1], order, rows, fwd_ptr, fwd_comp, fwd_val, acc, terms)
-        for j in range(nt):
-            c = terms[j]
+        first = n_ent
+        for m in range(cstart[i], cstart[i + 1]):
+            d = rows[order[m]]
+            # without a branch: about half the entries are the first of their term in the
+            # cluster, a branch on that would be mispredicted on them
+            for p in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                c = fwd_comp[p]
+                a = acc[c]
+                acc[c] = a + fwd_val[p]
+                ent_c[n_ent] = c
+                n_ent += np.int64(a == 0.0)
+        inv = np.float32(1.0) / np.float32(sizes[i]) if sizes[i] > 0 else np.float32(0.0)
+        # the wanted terms kept (again without a branch), then counted per term
+        last = first
+        for k in range(first, n_ent):
+            c = ent_c[k]
+            ent_c[last] = c
+            ent_v[last] = acc[c] * inv
             acc[c] = 0.0
+            last += np.int64(want[c])
+        n_ent = last
+        for k in range(first, n_ent):
+            c = ent_c[k]
             if cnt_c[c] == 0:
                 used[n_used] = c
                 n_used += 1
             cnt_c[c] += 1
+        cstart[i] = first
+    cstart[n_cent] = n_ent
     off = 0
     for j in range(n_used):
         c = used[j]
         head[c] = off
         off += cnt_c[c]
         cnt_c[c] = 0
-    # pass 2: the means' entries, cluster by cluster
+    # term by term, clusters ascending within a term
     for i in range(n_cent):
-        nt = _sum_members(cstart[i], cstart[i + 1], order, rows, fwd_ptr, fwd_comp, fwd_val, acc, terms)
-        inv = np.float32(1.0) / np.float32(sizes[i]) if sizes[i] > 0 else np.float32(0.0)
-        for j in range(nt):
-            c = terms[j]
+        for k in range(cstart[i], cstart[i + 1]):
+            c = ent_c[k]
             q = head[c] + cnt_c[c]
             cent_of[q] = i
-            cent_val[q] = acc[c] * inv
+            cent_val[q] = ent_v[k]
             cnt_c[c] += 1
-            acc[c] = 0.0
+    for x in range(P):
+        d = rows[x]
+        for p in range(cut_ptr[d], cut_ptr[d + 1]):
+            want[cut_comp[p]] = False
     return n_used
 
 
@@ -553,8 +568,8 @@ def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: In
                   fwd_comp: np.ndarray, fwd_val: np.ndarray, cut_ptr: np.ndarray, cut_comp: np.ndarray,
                   cut_val: np.ndarray, head: np.ndarray, cnt_c: np.ndarray, cent_of: np.ndarray, cent_val: np.ndarray,
                   score: np.ndarray, touched: np.ndarray, assign: np.ndarray, sizes: np.ndarray,
-                  perm: np.ndarray, refine: Int, cstart: np.ndarray, acc: np.ndarray, terms: np.ndarray,
-                  used: np.ndarray) -> None:
+                  perm: np.ndarray, refine: Int, cstart: np.ndarray, acc: np.ndarray, want: np.ndarray,
+                  used: np.ndarray, ent_c: np.ndarray, ent_v: np.ndarray) -> None:
     """Clustering of one posting list: random centroids, then ``refine`` k-means steps.
 
     Centroids are ``n_cent`` random documents of the list; every document joins the centroid with
@@ -565,7 +580,8 @@ def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: In
     (its members' full vectors averaged, the list's term included) has the largest dot product
     with the document's top entries, and dissolves small clusters again. Fills assign[:P] with
     cluster ids; ``perm`` is scratch of length >= P, ``cstart`` >= n_cent + 1, ``acc`` (dim
-    floats, zeros), ``terms`` and ``used`` (dim ints) scratch.
+    floats, zeros), ``want`` (dim bools, False) and ``used`` (dim ints) scratch, ``ent_c``/``ent_v``
+    as long as cent_of.
     """
     P = rows.shape[0]
     # pick centroids: partial Fisher-Yates over positions, seeded by (seed, term)
@@ -632,8 +648,8 @@ def _cluster_list(t: Int, rows: np.ndarray, n_cent: Int, min_size: Int, seed: In
             head[c] = -1
             cnt_c[c] = 0
     for _ in range(refine):
-        n_used = _mean_centroids(rows, n_cent, fwd_ptr, fwd_comp, fwd_val, head, cnt_c, cent_of, cent_val, assign,
-                                 sizes, perm, cstart, acc, terms, used)
+        n_used = _mean_centroids(rows, n_cent, fwd_ptr, fwd_comp, fwd_val, cut_ptr, cut_comp, head, cnt_c, cent_of,
+                                 cent_val, assign, sizes, perm, cstart, acc, want, used, ent_c, ent_v)
         for x in range(P):
             best = _best_dense(rows[x], cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score, n_cent)
             if best >= 0:  # a document sharing nothing with any mean keeps its cluster
@@ -701,8 +717,11 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
         cent_val = np.empty(max_ent + 1, np.float32)
         cstart = np.empty(maxC + 2, np.int64)
         mean_acc = np.zeros(dim if refine > 0 else 1, np.float32)
-        terms = np.empty(dim if refine > 0 else 1, np.int64)
+        want = np.zeros(dim if refine > 0 else 1, np.bool_)
         used = np.empty(dim if refine > 0 else 1, np.int64)
+        # the means cluster by cluster, before they go term by term into cent_of/cent_val
+        ent_c = np.empty(max_ent + 1 if refine > 0 else 1, np.int32)
+        ent_v = np.empty(max_ent + 1 if refine > 0 else 1, np.float32)
         for it in range(wptr[w], wptr[w + 1]):
             t = items[it]
             s, e = term_ptr[t], term_ptr[t + 1]
@@ -716,7 +735,7 @@ def cluster_lists(term_ptr: np.ndarray, rows: np.ndarray, values: np.ndarray, ce
                 continue
             _cluster_list(t, rows[s:e], nc, min_cluster_size, seed, fwd_ptr, fwd_comp, fwd_val,
                           cut_ptr, cut_comp, cut_val, head, cnt_c, cent_of, cent_val, score, touched,
-                          assign, sizes, perm, refine, cstart, mean_acc, terms, used)
+                          assign, sizes, perm, refine, cstart, mean_acc, want, used, ent_c, ent_v)
             # stable counting sort of the list by cluster id
             for i in range(nc):
                 sizes[i] = 0

@@ -24,7 +24,8 @@ def _cluster(docs, t: int, n_cent: int, min_size: int, refine: int, doc_cut: int
                     np.full(dim, -1, np.int64), np.zeros(dim, np.int64), np.empty(cap, np.int64),
                     np.empty(cap, np.float32), np.zeros(P + 1, np.float32), np.empty(P + 1, np.int64), assign,
                     np.empty(P + 1, np.int64), np.empty(P + 1, np.int64), refine, np.empty(n_cent + 2, np.int64),
-                    np.zeros(dim, np.float32), np.empty(dim, np.int64), np.empty(dim, np.int64))
+                    np.zeros(dim, np.float32), np.zeros(dim, np.bool_), np.empty(dim, np.int64),
+                    np.empty(cap, np.int32), np.empty(cap, np.float32))
     return assign[:P], rows
 
 
@@ -69,17 +70,20 @@ def _refine_ref(docs, rows: np.ndarray, assign: np.ndarray, n_cent: int, min_siz
 
 
 @pytest.mark.parametrize("min_size", [1, 3])
-def test_refinement_step_matches_reference(small_random, min_size):
+@pytest.mark.parametrize("doc_cut", [1, 5])
+def test_refinement_step_matches_reference(small_random, min_size, doc_cut):
+    """The kernel keeps a mean only on the terms of its list's top entries (doc_cut 1: few of
+    them); the reference keeps whole means: the same assignments."""
     docs, _ = small_random
     counts = np.bincount(docs.indices, minlength=docs.dim)
     for t in np.argsort(-counts, kind="stable")[:2].tolist():
         n_cent = int(counts[t]) // 8
-        start, rows = _cluster(docs, t, n_cent, min_size, refine=0)
-        one, _ = _cluster(docs, t, n_cent, min_size, refine=1)
-        two, _ = _cluster(docs, t, n_cent, min_size, refine=2)
-        want = _refine_ref(docs, rows, start, n_cent, min_size, 5)
+        start, rows = _cluster(docs, t, n_cent, min_size, refine=0, doc_cut=doc_cut)
+        one, _ = _cluster(docs, t, n_cent, min_size, refine=1, doc_cut=doc_cut)
+        two, _ = _cluster(docs, t, n_cent, min_size, refine=2, doc_cut=doc_cut)
+        want = _refine_ref(docs, rows, start, n_cent, min_size, doc_cut)
         assert np.array_equal(one, want), t
-        assert np.array_equal(two, _refine_ref(docs, rows, want, n_cent, min_size, 5)), t
+        assert np.array_equal(two, _refine_ref(docs, rows, want, n_cent, min_size, doc_cut)), t
         assert not np.array_equal(one, start)  # the step moves documents
         sizes = np.bincount(one, minlength=n_cent)
         assert np.all((sizes == 0) | (sizes >= min_size))

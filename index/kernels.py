@@ -489,7 +489,8 @@ def _mean_centroids(rows: np.ndarray, n_cent: Int, fwd_ptr: np.ndarray, fwd_comp
     divided by the cluster's size, kept only on the terms the index is asked about (the members'
     ``cut`` top entries). Fills sizes[:n_cent]; ``used`` gets the terms indexed (returns their
     count, so the caller can reset head/cnt_c); acc (dim floats) and want (dim bools) are left
-    zeroed; ent_c/ent_v hold the means cluster by cluster before they go term by term."""
+    zeroed; ent_c/ent_v (longer than the members' entries together: every entry is written before
+    it is kept or not) hold the means cluster by cluster before they go term by term."""
     P = rows.shape[0]
     for i in range(n_cent + 1):
         cstart[i] = 0

@@ -524,7 +524,7 @@ def _mean_centroids(rows: np.ndarray, n_cent: Int, fwd_ptr: np.ndarray, fwd_comp
                 a = acc[c]
                 acc[c] = a + fwd_val[p]
                 ent_c[n_ent] = c
-                n_ent += np.int64(a == 0.0)
+                n_ent += int(a == 0.0)
         inv = np.float32(1.0) / np.float32(sizes[i]) if sizes[i] > 0 else np.float32(0.0)
         # the wanted terms kept (again without a branch), then counted per term
         last = first
@@ -533,7 +533,7 @@ def _mean_centroids(rows: np.ndarray, n_cent: Int, fwd_ptr: np.ndarray, fwd_comp
             ent_c[last] = c
             ent_v[last] = acc[c] * inv
             acc[c] = 0.0
-            last += np.int64(want[c])
+            last += int(want[c])
         n_ent = last
         for k in range(first, n_ent):
             c = ent_c[k]

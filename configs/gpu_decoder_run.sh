@@ -28,17 +28,9 @@ source "$(dirname "$0")/gpu_env.sh"
 [ -f "$CONFIG" ] || { echo "no such config: $CONFIG" | tee -a "$OUT/gpu.txt"; exit 2; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | sed "s|^|$NAME: |" | tee -a "$OUT/gpu.txt"
 dest=$LSR_CACHE/smollm2-135m
-(  # one conversion even when two runs start together
-  flock 9
-  cp .lsr-gpu/gguf/part* /tmp/gguf-parts/ 2>/dev/null
-  if [ ! -f "$dest/config.json" ]; then
-    mkdir -p "$dest"
-    cat /tmp/gguf-parts/part* > "$dest/model.gguf"
-    echo "gguf $(sha256sum "$dest/model.gguf" | cut -c1-16)" | tee -a "$OUT/gpu.txt"
-    python3 -c "import sys; from pathlib import Path; from lsr.models.hub import _gguf_to_hf; _gguf_to_hf(Path(sys.argv[1]))" "$dest" \
-      2>&1 | tail -3
-  fi
-) 9>/tmp/gguf-parts.lock
+cp .lsr-gpu/gguf/part* /tmp/gguf-parts/ 2>/dev/null
+source "$(dirname "$0")/gpu_smollm2.sh"
+smollm2_from_parts "$dest" 2>&1 | tee -a "$OUT/gpu.txt"
 t0=$(date +%s)
 timeout "$LIMIT" python3 -m lsr.cli.train "$CONFIG" --set train.steps=$STEPS --set 'eval=[]' \
   --set train.progress=false --set "teachers.cache_dir=\"${TEACHER_CACHE:-.lsr-gpu/teacher-cache}\"" \

@@ -30,18 +30,9 @@ WORK=${TMPDIR:-/tmp}/lsr-gen
 mkdir -p "$WORK"
 WHL=.lsr-gen/whl NEED_GGUF=1 source configs/gpu_lsr_path.sh
 export LSR_CACHE=${LSR_CACHE:-/tmp/lsr-models} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-GGUF_SHA=${GGUF_SHA:-}
-dest=$LSR_CACHE/smollm2-135m
-if [ ! -f "$dest/config.json" ]; then
-  mkdir -p "$dest"
-  cat "$P"/part* > "$dest/model.gguf"
-  sha=$(sha256sum "$dest/model.gguf" | cut -d' ' -f1)
-  say "gguf $(stat -c %s "$dest/model.gguf") bytes, sha256 $sha"
-  if [ -n "$GGUF_SHA" ] && [ "$sha" != "$GGUF_SHA" ]; then say "gguf sha256 differs from $GGUF_SHA: parts missing?"; rm -rf "$dest"; exit 3; fi
-  timeout 180 "$PY" -c "import sys; from pathlib import Path; from lsr.models.hub import _gguf_to_hf; _gguf_to_hf(Path(sys.argv[1]))" "$dest" \
-    || { say "gguf conversion failed"; rm -rf "$dest"; exit 3; }
-  say "converted to $dest"
-fi
+source configs/gpu_smollm2.sh
+smollm2_from_parts "$LSR_CACHE/smollm2-135m" 2>&1 | tee -a "$OUT/progress.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || { say "no SmolLM2 checkpoint"; exit 3; }
 mkdir -p "$WORK/data/beir/nfcorpus" "$WORK/cache"
 ln -sfn "$PWD/tests/data/beir/scifact" "$WORK/data/beir/scifact"
 cp .lsr-gen/nfcorpus/corpus.jsonl.gz "$WORK/data/beir/nfcorpus/" || { say "no .lsr-gen/nfcorpus/corpus.jsonl.gz"; exit 3; }

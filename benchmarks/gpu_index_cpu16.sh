@@ -8,8 +8,10 @@
 #      0.95 (-> $OUT/index-latency-cpu16-$TAG.md, .json);
 #   2. build time: n_postings 500, 1000, 3500, 5000 on 16 threads, then 1, 2, 4, 8 threads at
 #      n_postings 500 (-> $OUT/index-build-cpu16-$TAG.md, .json).
-# Needs: python3 with numpy, numba and scipy; pyseismic-lsr installed (the `seismic` module; the
-# lead installs the carried wheel). Nothing is downloaded. Carry nothing beyond the tree.
+# Needs: python3 with numpy, numba and scipy; pyseismic-lsr installed (the `seismic` module), else its
+# wheel carried in .devgpu/ (installed with --no-index). Nothing is downloaded. DATA=real also carries
+# .devgpu/real-compact.npz. On real 200k the whole script needs about 400 s (BUDGET=400): at 210 s the
+# latency stage was cut after the two builds, and the build stage after its first row.
 #   OUT=/tmp/out bash benchmarks/gpu_index_cpu16.sh
 #   smoke test elsewhere: N_DOCS=20000 THREADS=2 PYTHON=.venv/bin/python OUT=/tmp/o bash benchmarks/gpu_index_cpu16.sh
 set -u
@@ -29,7 +31,9 @@ mkdir -p "$WORK"
 say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/progress.log"; }
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 
-# lsr importable: installed, else the installed layout mirrored with links (no pip, no network)
+# lsr importable: installed, else the installed layout mirrored with links (no pip, no network); the
+# repository root holds a top-level lsr/ without index/, so the current folder must not lead sys.path
+export PYTHONSAFEPATH=1
 if ! "$PY" -c "import lsr.index" 2>/dev/null; then
   rm -rf "$WORK/src" && mkdir -p "$WORK/src/lsr"
   for f in lsr/*; do ln -s "$PWD/$f" "$WORK/src/lsr/$(basename "$f")"; done
@@ -37,6 +41,9 @@ if ! "$PY" -c "import lsr.index" 2>/dev/null; then
   export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$WORK/src"
 fi
 timeout 60 "$PY" -c "import lsr.index, scipy" || { say "lsr.index (or scipy) does not import"; exit 3; }
+if ! timeout 30 "$PY" -c "import seismic" 2>/dev/null; then  # the carried wheel, if any (no index)
+  for w in .devgpu/pyseismic_lsr-*.whl; do [ -f "$w" ] && "$PY" -m pip install -q --no-index --no-deps "$w"; done
+fi
 timeout 30 "$PY" -c "import seismic" || { say "pyseismic-lsr (module seismic) is not installed"; exit 3; }
 export PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR="$WORK/numba-cache" LSR_COMMIT=${LSR_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 { nproc; lscpu 2>/dev/null | grep -E "Model name|^CPU\(s\)|Thread|Socket|NUMA node\(s\)"; "$PY" -c "import sys, numpy, numba; from importlib.metadata import version; print('python', sys.version.split()[0], 'numpy', numpy.__version__, 'numba', numba.__version__, 'pyseismic-lsr', version('pyseismic-lsr'))"; } > "$OUT/machine.txt" 2>&1

@@ -20,7 +20,8 @@ import torch
 
 from lsr.models.base import LSR_CONFIG, SparseEncoder
 from lsr.models.inference_free import check_texts
-from lsr.models.splade import SpladeEncoder
+from lsr.models.pooling import splade_pool
+from lsr.models.splade import SpladeEncoder, projection_input
 
 __all__ = ["DecoderSpladeEncoder", "echo_batch", "ADAPTER_DIR", "TERM_BIAS_FILE", "TermBiasFit",
            "corpus_term_statistics", "term_surprisal", "solve_tau"]
@@ -196,12 +197,42 @@ class DecoderSpladeEncoder(SpladeEncoder):
         return self
 
     def _logits(self, feats) -> torch.Tensor:
-        logits = super()._logits(feats)
+        return self._transform(super()._logits(feats))
+
+    def _transform(self, logits: torch.Tensor) -> torch.Tensor:
+        """Raw LM logits -> the logits that are pooled (per-term bias, shift, or unchanged)."""
         if self.term_bias is not None:
             return torch.log_softmax(logits.float(), dim=-1) + self.term_bias
         if self.logit_shift is None:
             return logits
         return torch.log_softmax(logits.float(), dim=-1) + self.logit_shift
+
+    def _span_logits(self, feats) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled logits at the pooled positions only: ``(B, W, V)`` and a ``(B, W)`` mask, ``W``
+        the longest pooled span. With echo input the first copy is never pooled, so projecting
+        only the second copy halves the vocabulary head's work and the ``(B, L, V)`` tensors (and
+        the softmax over them) that training keeps for the backward pass. Each row's pooled
+        positions are contiguous (:func:`echo_batch`); the backbone runs up to the head once."""
+        head = self.model.get_output_embeddings()
+        pool = feats.get("pool_mask", feats["attention_mask"]).bool()
+        if not isinstance(head, torch.nn.Linear) or pool.shape[1] == 0:
+            return self._logits(feats), pool
+        hidden = projection_input(self.model, head, input_ids=feats["input_ids"], attention_mask=feats["attention_mask"])
+        lens = pool.sum(dim=1)
+        width = max(1, int(lens.max()))
+        start = torch.where(lens > 0, pool.int().argmax(dim=1), torch.zeros_like(lens))
+        offs = torch.arange(width, device=pool.device)
+        pos = (start[:, None] + offs[None, :]).clamp_(max=pool.shape[1] - 1)
+        window = torch.gather(hidden, 1, pos[:, :, None].expand(-1, -1, hidden.shape[-1]))
+        return self._transform(head(window)), offs[None, :] < lens[:, None]
+
+    def forward_documents(self, x) -> torch.Tensor:
+        logits, mask = self._span_logits(self._features(x, "document"))
+        return splade_pool(logits, mask, self.pooling, self.activation)
+
+    def forward_queries(self, x) -> torch.Tensor:
+        logits, mask = self._span_logits(self._features(x, "query"))
+        return splade_pool(logits, mask, self.pooling, self.activation)
 
     def _pool_inference(self, feats, side):
         if self.logit_shift is None and self.term_bias is None:

@@ -46,6 +46,31 @@ def test_pooling_covers_the_second_copy_only(decoder):
         assert not torch.allclose(got, splade_pool(logits, first_copy), atol=1e-4)
 
 
+@pytest.mark.parametrize("echo", [True, False])
+def test_head_projects_the_pooled_span_only(bert_tokenizer, tiny_decoder, echo):
+    """The vocabulary head sees (B, W, H), W the longest pooled span (half the echoed row), and the
+    pooled weights equal full-logit pooling over the padded batch."""
+    model = tiny_decoder(bert_tokenizer, "llama", seed=2)
+    enc = DecoderSpladeEncoder(model, bert_tokenizer, max_doc_length=24, echo=echo, logit_shift=2.0)
+    feats = enc.tokenize(TEXTS)
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, o: seen.append(tuple(a[0].shape)))
+    try:
+        with torch.inference_mode():
+            got = enc.forward_documents(TEXTS)
+    finally:
+        hook.remove()
+    width = int(feats["pool_mask"].sum(1).max())
+    assert seen == [(len(TEXTS), width, model.config.hidden_size)]
+    if echo:
+        assert 2 * width + 1 == feats["input_ids"].shape[1]  # the longest row: [bos] x x
+    with torch.inference_mode():
+        logits = model(input_ids=feats["input_ids"], attention_mask=feats["attention_mask"]).logits
+        expected = splade_pool(torch.log_softmax(logits.float(), -1) + 2.0, feats["pool_mask"])
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert float(got[2].abs().sum()) == 0.0  # the empty text pools nothing
+
+
 def test_encode_matches_forward_and_prunes(decoder):
     batch = decoder.encode_documents(TEXTS, batch_size=2)
     with torch.inference_mode():

@@ -1,6 +1,6 @@
 """One decoder training step (forward + backward through LoRA) with the vocabulary head on the pooled
 span only (the echo's second copy, ``DecoderSpladeEncoder.forward_documents``) against the head on
-every position of the row (``SpladeEncoder.forward_documents``, the path before the span), same
+every position of the row (``SpladeEncoder._pooled_logits``, the path before the span), same
 weights, same documents; prints seconds per step and the largest difference between the two pooled
 outputs as a markdown table.
 
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lsr.index.corpus import read_corpus
     from lsr.models import SparseEncoder
+    from lsr.models.pooling import splade_pool
     from lsr.models.splade import SpladeEncoder
 
     if args.threads:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     enc.train()
     feats = enc.tokenize(docs, side="document")
     paths = {"head on the pooled span (now)": lambda: enc.forward_documents(feats),
-             "head on every position (before)": lambda: SpladeEncoder.forward_documents(enc, feats)}
+             "head on every position (before)": lambda: splade_pool(*SpladeEncoder._pooled_logits(enc, feats))}
     outs, secs = {}, {}
     for name, fwd in paths.items():
         for r in range(args.repeats + 1):  # the first step warms up

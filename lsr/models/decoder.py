@@ -20,7 +20,6 @@ import torch
 
 from lsr.models.base import LSR_CONFIG, SparseEncoder
 from lsr.models.inference_free import check_texts
-from lsr.models.pooling import splade_pool
 from lsr.models.splade import SpladeEncoder, projection_input
 
 __all__ = ["DecoderSpladeEncoder", "echo_batch", "ADAPTER_DIR", "TERM_BIAS_FILE", "TermBiasFit",
@@ -207,7 +206,7 @@ class DecoderSpladeEncoder(SpladeEncoder):
             return logits
         return torch.log_softmax(logits.float(), dim=-1) + self.logit_shift
 
-    def _span_logits(self, feats) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pooled_logits(self, feats) -> tuple[torch.Tensor, torch.Tensor]:
         """The pooled logits at the pooled positions only: ``(B, W, V)`` and a ``(B, W)`` mask, ``W``
         the longest pooled span. With echo input the first copy is never pooled, so projecting
         only the second copy halves the vocabulary head's work and the ``(B, L, V)`` tensors (and
@@ -216,7 +215,7 @@ class DecoderSpladeEncoder(SpladeEncoder):
         head = self.model.get_output_embeddings()
         pool = feats.get("pool_mask", feats["attention_mask"]).bool()
         if not isinstance(head, torch.nn.Linear) or pool.shape[1] == 0:
-            return self._logits(feats), pool
+            return super()._pooled_logits(feats)
         hidden = projection_input(self.model, head, input_ids=feats["input_ids"], attention_mask=feats["attention_mask"])
         lens = pool.sum(dim=1)
         width = max(1, int(lens.max()))
@@ -225,14 +224,6 @@ class DecoderSpladeEncoder(SpladeEncoder):
         pos = (start[:, None] + offs[None, :]).clamp_(max=pool.shape[1] - 1)
         window = torch.gather(hidden, 1, pos[:, :, None].expand(-1, -1, hidden.shape[-1]))
         return self._transform(head(window)), offs[None, :] < lens[:, None]
-
-    def forward_documents(self, x) -> torch.Tensor:
-        logits, mask = self._span_logits(self._features(x, "document"))
-        return splade_pool(logits, mask, self.pooling, self.activation)
-
-    def forward_queries(self, x) -> torch.Tensor:
-        logits, mask = self._span_logits(self._features(x, "query"))
-        return splade_pool(logits, mask, self.pooling, self.activation)
 
     def _pool_inference(self, feats, side):
         if self.logit_shift is None and self.term_bias is None:

@@ -71,15 +71,15 @@ class SpladeEncoder(SparseEncoder):
     def _logits(self, feats) -> torch.Tensor:
         return self.model(input_ids=feats["input_ids"], attention_mask=feats["attention_mask"]).logits
 
+    def _pooled_logits(self, feats) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(B, L, V)`` logits that ``forward_*`` pool and the ``(B, L)`` mask of the positions pooled."""
+        return self._logits(feats), feats.get("pool_mask", feats["attention_mask"])
+
     def forward_documents(self, x) -> torch.Tensor:
-        feats = self._features(x, "document")
-        return splade_pool(self._logits(feats), feats.get("pool_mask", feats["attention_mask"]), self.pooling,
-                           self.activation)
+        return splade_pool(*self._pooled_logits(self._features(x, "document")), self.pooling, self.activation)
 
     def forward_queries(self, x) -> torch.Tensor:
-        feats = self._features(x, "query")
-        return splade_pool(self._logits(feats), feats.get("pool_mask", feats["attention_mask"]), self.pooling,
-                           self.activation)
+        return splade_pool(*self._pooled_logits(self._features(x, "query")), self.pooling, self.activation)
 
     def _pool_inference(self, feats, side):
         head = self.model.get_output_embeddings()

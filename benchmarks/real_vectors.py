@@ -36,6 +36,13 @@ import numpy as np
 from lsr.index.sparse import SparseBatch, load_vectors, save_vectors
 
 CORPORA = {"scifact": "beir/scifact", "nfcorpus": "beir/nfcorpus", "msmarco-sample": "msmarco-sample"}
+ENCODER_NOTE = "encoder.txt"
+
+
+def encoder_name(vectors: Path) -> str:
+    """The model that encoded the vectors under ``vectors`` (``splade-tiny`` when not recorded, the default)."""
+    note = Path(vectors) / ENCODER_NOTE
+    return note.read_text().strip() if note.exists() else "splade-tiny"
 
 
 def encode(data: Path, out: Path, *, device: str | None, model: str = "splade-tiny", batch_size: int = 32,
@@ -46,6 +53,7 @@ def encode(data: Path, out: Path, *, device: str | None, model: str = "splade-ti
 
     out.mkdir(parents=True, exist_ok=True)
     enc = SparseEncoder.load(model, device=device)
+    (out / ENCODER_NOTE).write_text(f"{model}\n")  # which model made these vectors (benchmark reports name it)
     for name, sub in CORPORA.items():
         folder = data / sub
         for kind in ("queries", "docs"):

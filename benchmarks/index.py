@@ -95,7 +95,7 @@ def load_data(args):
         docs, queries = real_vectors.load(args.vectors, args.n_docs, args.n_queries, seed=args.seed)
         model = real_vectors.encoder_name(args.vectors)
         if model != "splade-tiny":
-            return docs, queries, DATA_NAMES["real"].replace("SPLADE-tiny", f"{model}")
+            return docs, queries, DATA_NAMES["real"].replace("SPLADE-tiny", model)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         save_vectors(cache / "docs.npz", docs)
